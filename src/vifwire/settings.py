@@ -1,0 +1,70 @@
+"""One frozen settings object, built at the CLI edge and passed down.
+
+Nothing reads configuration at import time; every component takes the pieces it
+needs from a `Settings` handed to it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_RUN_DIR = Path(os.environ.get("VIFWIRE_RUN_DIR", "/var/run/vifwire"))
+
+
+@dataclass(frozen=True)
+class OvsSettings:
+    """Where the private Open vSwitch of one host lives."""
+
+    run_dir: Path
+    integration_bridge: str = "br-int"
+    datapath_type: str = "netdev"
+
+    @property
+    def db_socket(self) -> Path:
+        return self.run_dir / "db.sock"
+
+    @property
+    def connection(self) -> str:
+        return f"unix:{self.db_socket}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    run_dir: Path = DEFAULT_RUN_DIR
+    host: str = field(default_factory=socket.gethostname)
+    # SQLAlchemy URL; the embedded default is a SQLite file in the run dir.
+    database_url: str = ""
+    # "local" (in-process) or an amqp:// URL for RabbitMQ.
+    bus_url: str = "local"
+    api_host: str = "127.0.0.1"
+    api_port: int = 9696
+    # Nova's compute API base; the notifier posts to {nova_url}/os-server-external-events.
+    nova_url: str = "http://127.0.0.1:8774/v2.1"
+    agent_heartbeat_s: float = 5.0
+    # Neutron's default agent_down_time.
+    agent_down_time_s: float = 75.0
+    default_network_type: str = "vxlan"
+    vxlan_vni_range: tuple[int, int] = (1, 16_000_000)
+    vlan_range: tuple[int, int] = (1, 4094)
+    physical_network: str = "physnet1"
+    global_physnet_mtu: int = 1500
+    # When set, components append structured timing events to this directory.
+    trace_dir: Path | None = None
+
+    @property
+    def ovs(self) -> OvsSettings:
+        return OvsSettings(run_dir=self.run_dir / "ovs")
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.run_dir / 'vifwire.sqlite'}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
