@@ -122,14 +122,15 @@ class OvsRuntime:
                 continue
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+            # The daemon removes its pid file before it exits: wait on the process itself.
             deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self.pid(daemon) is not None:
-                _reap(pid)
+            while time.monotonic() < deadline and process_alive(pid):
                 time.sleep(0.02)
-            if self.pid(daemon) is not None:
+            if process_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                _reap(pid)
+                while process_alive(pid):
+                    time.sleep(0.02)
 
     def destroy(self) -> None:
         """Stop and delete everything under the run dir."""
@@ -137,7 +138,12 @@ class OvsRuntime:
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
-def _reap(pid: int) -> None:
-    # A daemon we forked (via --detach) may linger as our zombie child.
+def process_alive(pid: int) -> bool:
+    """True while `pid` runs; reaps it if it is our zombie child (daemons we forked)."""
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] not in (b"Z", b"X")

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test suite: real Open vSwitch, real namespaces, real SQLite/PostgreSQL.
+# Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install.sh test
+.venv/bin/ruff check src tests bench
+exec .venv/bin/pytest -q -p no:cacheprovider "$@"

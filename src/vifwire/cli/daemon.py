@@ -1,0 +1,119 @@
+"""Start, find and stop the embedded stack as a background process.
+
+The stack's pid lives in `<run_dir>/stack.pid` and its log in `stack.log`; it is
+stopped by that pid only. Readiness means the API answers and this host's agent
+is listed alive, so a caller can bind ports the moment `start` returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from vifwire.ovs.runtime import process_alive
+from vifwire.settings import Settings
+
+
+class StackError(Exception):
+    """The embedded stack could not be started, reached or stopped."""
+
+
+def pid_file(settings: Settings) -> Path:
+    return settings.run_dir / "stack.pid"
+
+
+def log_file(settings: Settings) -> Path:
+    return settings.run_dir / "stack.log"
+
+
+def stack_pid(settings: Settings) -> int | None:
+    try:
+        pid = int(pid_file(settings).read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    with contextlib.suppress(OSError):
+        if b"vifwire" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return None
+    return pid
+
+
+def agent_alive(settings: Settings, timeout: float = 2.0) -> bool:
+    """True when the API answers and lists this host's agent alive."""
+    try:
+        response = httpx.get(f"{settings.api_url}/v2.0/agents", params={"host": settings.host},
+                             timeout=timeout)
+    except httpx.HTTPError:
+        return False
+    if response.status_code != 200:
+        return False
+    return any(agent.get("alive") for agent in response.json().get("agents", []))
+
+
+def stack_args(settings: Settings) -> list[str]:
+    args = ["--run-dir", str(settings.run_dir), "--host", settings.host,
+            "--api-port", str(settings.api_port), "--nova-url", settings.nova_url,
+            "--bus-url", settings.bus_url]
+    if settings.database_url:
+        args += ["--database-url", settings.database_url]
+    if settings.trace_dir is not None:
+        args += ["--trace-dir", str(settings.trace_dir)]
+    return args
+
+
+def start(settings: Settings, wait_s: float = 60.0) -> int:
+    """Spawn `vifwire stack` in the background and wait until it is ready."""
+    existing = stack_pid(settings)
+    if existing is not None:
+        return existing
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    log = log_file(settings).open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vifwire.cli.main", *stack_args(settings), "stack"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    pid_file(settings).write_text(f"{process.pid}\n")
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pid_file(settings).unlink(missing_ok=True)
+            raise StackError(f"the stack exited with code {process.returncode}: "
+                             f"{_tail(log_file(settings))}")
+        if agent_alive(settings, timeout=0.5):
+            return process.pid
+        time.sleep(0.1)
+    stop(settings)
+    raise StackError(f"the stack did not become ready in {wait_s:.0f}s: "
+                     f"{_tail(log_file(settings))}")
+
+
+def stop(settings: Settings, wait_s: float = 20.0) -> bool:
+    """SIGTERM the stack by its pid file; True if one was running."""
+    pid = stack_pid(settings)
+    if pid is None:
+        pid_file(settings).unlink(missing_ok=True)
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and process_alive(pid):
+        time.sleep(0.05)
+    if process_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    pid_file(settings).unlink(missing_ok=True)
+    return True
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) or "(empty log)"

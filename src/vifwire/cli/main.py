@@ -1,0 +1,189 @@
+"""`vifwire`: run the embedded stack and boot storms against it or any Neutron.
+
+Settings are built once here, from options and VIFWIRE_* environment variables,
+and passed down; errors the user can act on become one red line and exit 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from vifwire.cli import daemon
+from vifwire.settings import DEFAULT_RUN_DIR, Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Neutron-compatible networking that wires a booting VM's port in ms.")
+console = Console(stderr=True)
+
+RunDir = Annotated[Path, typer.Option("--run-dir", envvar="VIFWIRE_RUN_DIR",
+                                      help="Where OVS, the database and logs live.")]
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    run_dir: RunDir = DEFAULT_RUN_DIR,
+    host: Annotated[str, typer.Option(envvar="VIFWIRE_HOST", help="This compute host's name.")]
+    = "",
+    api_port: Annotated[int, typer.Option(envvar="VIFWIRE_API_PORT")] = 9696,
+    nova_url: Annotated[str, typer.Option(envvar="VIFWIRE_NOVA_URL",
+                                          help="Nova API base for external events.")]
+    = "http://127.0.0.1:8774/v2.1",
+    database_url: Annotated[str, typer.Option(envvar="VIFWIRE_DATABASE_URL",
+                                              help="SQLAlchemy URL; default SQLite in run dir.")]
+    = "",
+    bus_url: Annotated[str, typer.Option(envvar="VIFWIRE_BUS_URL")] = "local",
+    trace_dir: Annotated[Path | None, typer.Option(envvar="VIFWIRE_TRACE_DIR")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings(run_dir=run_dir, api_port=api_port, nova_url=nova_url.rstrip("/"),
+                        database_url=database_url, bus_url=bus_url, trace_dir=trace_dir)
+    ctx.obj = settings.with_(host=host) if host else settings
+
+
+def fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        fail("vifwire needs root to run Open vSwitch and network namespaces (try sudo)")
+
+
+@app.command()
+def stack(ctx: typer.Context) -> None:
+    """Run the API server and this host's agent in the foreground (what `up` starts)."""
+    from vifwire.stack import run_stack
+
+    settings: Settings = ctx.obj
+    logging.getLogger().setLevel(logging.INFO)
+    with _errors():
+        asyncio.run(run_stack(settings))
+
+
+@app.command()
+def up(ctx: typer.Context) -> None:
+    """Start Open vSwitch and the embedded stack (SQLite + in-process bus) in the background."""
+    settings: Settings = ctx.obj
+    require_root()
+    with _errors():
+        _start_ovs(settings)
+        pid = daemon.start(settings)
+    console.print(f"vifwire is up: API {settings.api_url}, host {settings.host}, pid {pid}, "
+                  f"run dir {settings.run_dir}", highlight=False)
+
+
+@app.command()
+def down(ctx: typer.Context) -> None:
+    """Stop the embedded stack and its Open vSwitch (ports stay in the database)."""
+    from vifwire.ovs.runtime import OvsRuntime
+
+    settings: Settings = ctx.obj
+    with _errors():
+        stopped = daemon.stop(settings)
+        OvsRuntime(settings.ovs).stop()
+    console.print("vifwire is down" if stopped else "vifwire was not running")
+
+
+@app.command()
+def status(ctx: typer.Context) -> None:
+    """Show whether Open vSwitch, the stack and this host's agent are running."""
+    from vifwire.ovs.runtime import OvsRuntime
+
+    settings: Settings = ctx.obj
+    pid = daemon.stack_pid(settings)
+    print(f"ovs:   {'running' if OvsRuntime(settings.ovs).running() else 'stopped'}")
+    print(f"stack: {f'running (pid {pid})' if pid else 'stopped'} {settings.api_url}")
+    print(f"agent: {'alive' if pid and daemon.agent_alive(settings) else 'not alive'} "
+          f"on host {settings.host}")
+    raise typer.Exit(0 if pid else 3)
+
+
+def _start_ovs(settings: Settings) -> None:
+    from vifwire.ovs.runtime import OvsRuntime
+
+    OvsRuntime(settings.ovs).start()
+
+
+class _errors:
+    """Turn the project's own errors into one clear line and exit status 1."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> bool:
+        if exc is None or isinstance(exc, typer.Exit | KeyboardInterrupt | SystemExit):
+            return False
+        if isinstance(exc, _user_errors()):
+            fail(str(exc))
+        return False
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    import httpx
+
+    from vifwire.bus import BusError
+    from vifwire.ovs.runtime import OvsError
+
+    errors: list[type[BaseException]] = [daemon.StackError, OvsError, BusError, httpx.HTTPError,
+                                         OSError]
+    for module, name in (("vifwire.compute", "ComputeError"), ("vifwire.agent", "AgentError")):
+        errors.extend(_optional_error(module, name))
+    return tuple(errors)
+
+
+def _optional_error(module: str, name: str) -> list[type[BaseException]]:
+    try:
+        return [getattr(__import__(module, fromlist=[name]), name)]
+    except (ImportError, AttributeError):
+        return []
+
+
+
+@app.command()
+def boot(
+    ctx: typer.Context,
+    count: Annotated[int, typer.Option(min=1, max=1000, help="VMs to boot at once.")] = 8,
+    network: Annotated[str, typer.Option(help="Network name to boot on.")] = "private",
+    target: Annotated[str | None, typer.Option(help="Any Neutron-API URL; default: embedded.")]
+    = None,
+    token: Annotated[str | None, typer.Option(envvar="OS_TOKEN", help="X-Auth-Token.")] = None,
+    keep: Annotated[bool, typer.Option(help="Keep the VMs after the run.")] = False,
+    timeout: Annotated[float, typer.Option(help="vif_plugging_timeout, seconds.")] = 300.0,
+    connectivity: Annotated[bool, typer.Option(help="Prove the wiring with ping.")] = True,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Boot COUNT VMs at once: ports bound, VIFs plugged, vif-plugged awaited, traffic proven."""
+    import orjson
+
+    from vifwire.cli.boot import BootOptions, print_summary, run_boot
+
+    settings: Settings = ctx.obj
+    require_root()
+    options = BootOptions(count=count, network=network, target=target, token=token, keep=keep,
+                          timeout=timeout, check_connectivity=connectivity,
+                          show_progress=not json_output and sys.stderr.isatty())
+    with _errors():
+        summary = run_boot(settings, options, console)
+    if json_output:
+        sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print_summary(summary, Console())
+    ok = summary["plugged"] == summary["vms"] and summary.get("connectivity_ok", True) is not False
+    raise typer.Exit(0 if ok else 2)
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,55 @@
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from vifwire.ovs.runtime import OvsError, OvsRuntime, process_alive
+from vifwire.settings import OvsSettings
+
+pytestmark = pytest.mark.ovs
+
+
+@pytest.fixture
+def runtime(tmp_path: Path):
+    rt = OvsRuntime(OvsSettings(run_dir=tmp_path / "ovs",
+                                integration_bridge=f"br-r{uuid.uuid4().hex[:6]}"))
+    yield rt
+    rt.destroy()
+
+
+def test_start_creates_a_private_switch_with_a_netdev_bridge(runtime: OvsRuntime) -> None:
+    runtime.start()
+    assert runtime.running()
+    bridge = runtime.settings.integration_bridge
+    assert runtime.vsctl("list-br").split() == [bridge]
+    assert runtime.vsctl("get", "Bridge", bridge, "datapath_type").strip() == "netdev"
+    assert "actions=NORMAL" in runtime.ofctl("dump-flows", bridge)
+
+
+def test_start_is_idempotent_and_stop_kills_only_its_pids(runtime: OvsRuntime) -> None:
+    runtime.start()
+    pids = {d: runtime.pid(d) for d in ("ovsdb-server", "ovs-vswitchd")}
+    runtime.start()
+    assert {d: runtime.pid(d) for d in pids} == pids
+    runtime.stop()
+    assert not runtime.running()
+    for pid in pids.values():
+        assert pid is not None
+        assert not process_alive(pid)
+    # The database survives a stop: restarting keeps the bridge.
+    runtime.start()
+    assert runtime.settings.integration_bridge in runtime.vsctl("list-br")
+
+
+def test_unreachable_switch_is_a_clear_error(tmp_path: Path) -> None:
+    runtime = OvsRuntime(OvsSettings(run_dir=tmp_path / "nothing"))
+    with pytest.raises(OvsError, match="failed"):
+        runtime.vsctl("list-br", timeout=1)
+
+
+def test_stale_pid_file_is_not_trusted(tmp_path: Path) -> None:
+    run_dir = tmp_path / "ovs"
+    run_dir.mkdir()
+    (run_dir / "ovsdb-server.pid").write_text(f"{os.getpid()}\n")  # pytest, not ovsdb-server
+    assert OvsRuntime(OvsSettings(run_dir=run_dir)).pid("ovsdb-server") is None
