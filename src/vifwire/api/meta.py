@@ -1,0 +1,71 @@
+"""Version discovery and the extensions list: only what vifwire really implements."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from vifwire.api.responses import JSONResponse
+from vifwire.server import faults
+
+UPDATED = "2026-01-01T00:00:00-00:00"
+
+EXTENSIONS = [
+    ("binding", "Port Binding", "Expose port bindings of a virtual port to external application"),
+    ("provider", "Provider Network", "Expose mapping of virtual networks to physical networks"),
+    ("agent", "agent", "The agent management extension."),
+    ("port-security", "Port Security", "Provides port security"),
+    ("net-mtu", "Network MTU", "Provides MTU attribute for a network resource."),
+    ("standard-attr-description", "standard-attr-description",
+     "Extension to add descriptions to standard attributes"),
+    ("standard-attr-timestamp", "Resource timestamps",
+     "Adds created_at and updated_at fields to all Neutron resources that have Neutron "
+     "standard attributes."),
+    ("standard-attr-revisions", "Resource revision numbers",
+     "This extension will display the revision number of neutron resources."),
+    ("revision-if-match", "If-Match constraints based on revision_number",
+     "Extension indicating that If-Match based on revision_number is supported."),
+    ("project-id", "project_id field enabled",
+     "Extension that indicates that project_id field is enabled."),
+    ("allowed-address-pairs", "Allowed Address Pairs", "Provides allowed address pairs"),
+]
+
+
+def _extension(alias: str, name: str, description: str) -> dict[str, object]:
+    return {"alias": alias, "name": name, "description": description, "updated": UPDATED,
+            "links": []}
+
+
+def _links(request: Request, path: str) -> list[dict[str, str]]:
+    return [{"href": str(request.base_url).rstrip("/") + path, "rel": "self"}]
+
+
+router = APIRouter()
+
+
+@router.get("/")
+async def versions(request: Request) -> JSONResponse:
+    return JSONResponse({"versions": [
+        {"id": "v2.0", "status": "CURRENT", "links": _links(request, "/v2.0/")}]})
+
+
+@router.get("/v2.0")
+@router.get("/v2.0/")
+async def resources(request: Request) -> JSONResponse:
+    names = [("network", "networks"), ("subnet", "subnets"), ("port", "ports"),
+             ("agent", "agents")]
+    return JSONResponse({"resources": [
+        {"name": name, "collection": collection,
+         "links": _links(request, f"/v2.0/{collection}")} for name, collection in names]})
+
+
+@router.get("/v2.0/extensions")
+async def extensions() -> JSONResponse:
+    return JSONResponse({"extensions": [_extension(*e) for e in EXTENSIONS]})
+
+
+@router.get("/v2.0/extensions/{alias}")
+async def extension(alias: str) -> JSONResponse:
+    for entry in EXTENSIONS:
+        if entry[0] == alias:
+            return JSONResponse({"extension": _extension(*entry)})
+    raise faults.ExtensionNotFound(alias)

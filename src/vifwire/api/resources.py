@@ -1,0 +1,128 @@
+"""Generic Neutron collection routes: list, show, create (single and bulk), update, delete.
+
+A `Resource` names the collection, its attribute map and how to find its service
+on the app state; one factory builds the five routes for each.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+
+from vifwire.api import attributes
+from vifwire.api.attributes import Attr
+from vifwire.api.responses import JSONResponse
+from vifwire.server import faults
+from vifwire.server.context import DEFAULT_PROJECT_ID
+
+
+@dataclass(frozen=True)
+class Resource:
+    collection: str  # "networks"
+    member: str  # "network"
+    spec: Mapping[str, Attr]
+    creatable: bool = True
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw:
+        raise faults.BadRequest("Resource body required")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise faults.BadRequest("Malformed request body") from None
+
+
+def _project(request: Request) -> str:
+    return (request.headers.get("x-project-id") or request.headers.get("x-tenant-id")
+            or DEFAULT_PROJECT_ID)
+
+
+def _if_revision(request: Request) -> int | None:
+    header = request.headers.get("if-match")
+    if not header:
+        return None
+    key, _, value = header.partition("=")
+    if key.strip() != "revision_number" or not value.strip().isdigit():
+        raise faults.BadRequest(f"Invalid If-Match header {header!r}; expected "
+                                "revision_number=<int>")
+    return int(value)
+
+
+def _select(item: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+    return {k: item[k] for k in fields if k in item} if fields else item
+
+
+def router_for(resource: Resource) -> APIRouter:
+    router = APIRouter()
+    collection, member, spec = resource.collection, resource.member, resource.spec
+    base = f"/v2.0/{collection}"
+
+    def service(request: Request) -> Any:
+        return getattr(request.app.state.services, collection)
+
+    @router.get(base)
+    async def list_(request: Request) -> JSONResponse:
+        filters, fields = attributes.parse_filters(spec, request.query_params.multi_items())
+        items = service(request).list(filters)
+        return JSONResponse({collection: [_select(i, fields) for i in items]})
+
+    @router.get(base + "/{item_id}")
+    async def show(request: Request, item_id: str) -> JSONResponse:
+        _, fields = attributes.parse_filters(spec, request.query_params.multi_items())
+        return JSONResponse({member: _select(service(request).show(item_id), fields)})
+
+    if resource.creatable:
+        @router.post(base, status_code=201)
+        async def create(request: Request) -> JSONResponse:
+            body = await _json_body(request)
+            project = _project(request)
+            if isinstance(body, dict) and isinstance(body.get(collection), list) \
+                    and len(body) == 1:
+                items = [attributes.validate_body(spec, b, True, project)
+                         for b in body[collection]]
+                created = await _maybe_await(service(request).create(items))
+                return JSONResponse({collection: created}, status_code=201)
+            if not isinstance(body, dict) or member not in body or len(body) != 1:
+                raise faults.BadRequest(f"Unable to find '{member}' in request body")
+            item = attributes.validate_body(spec, body[member], True, project)
+            created = await _maybe_await(service(request).create([item]))
+            return JSONResponse({member: created[0]}, status_code=201)
+
+    @router.put(base + "/{item_id}")
+    async def update(request: Request, item_id: str) -> JSONResponse:
+        body = await _json_body(request)
+        if not isinstance(body, dict) or member not in body or len(body) != 1:
+            raise faults.BadRequest(f"Unable to find '{member}' in request body")
+        changes = attributes.validate_body(spec, body[member], False, _project(request))
+        svc = service(request)
+        if resource.creatable:
+            updated = await _maybe_await(svc.update(item_id, changes, _if_revision(request)))
+        else:
+            updated = await _maybe_await(svc.update(item_id, changes))
+        return JSONResponse({member: updated})
+
+    @router.delete(base + "/{item_id}", status_code=204)
+    async def delete(request: Request, item_id: str) -> Response:
+        await _maybe_await(service(request).delete(item_id))
+        return Response(status_code=204)
+
+    return router
+
+
+RESOURCES = (
+    Resource("networks", "network", attributes.NETWORK),
+    Resource("subnets", "subnet", attributes.SUBNET),
+    Resource("ports", "port", attributes.PORT),
+    Resource("agents", "agent", attributes.AGENT, creatable=False),
+)

@@ -1,0 +1,98 @@
+"""Proof by traffic: a ring of pings, and a probe that must not answer.
+
+Ring: every wired VM pings the next one (the last pings the first), so each
+VM both sends and answers. Isolation: a second network `<name>-isolation-<run>`
+gets a subnet with the SAME CIDR as the target network and one probe VM, booted
+exactly like the others, at an address unused on the target network. If VM 0
+can reach it, two tenant networks share a segment: isolation is broken.
+
+The probe network is recorded in the run state before use, so teardown and
+crashed-run cleanup remove it like everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from vifwire.compute.errors import ComputeError
+from vifwire.compute.neutron import TargetNetwork
+from vifwire.compute.result import VmRecord
+from vifwire.compute.vm import Vm
+
+if TYPE_CHECKING:
+    from vifwire.compute.storm import Storm
+
+
+def pick_unused_ip(cidr: str, used: Iterable[str]) -> str:
+    """The highest host address of `cidr` not in `used` (pure)."""
+    taken = set(used)
+    for address in reversed(list(ipaddress.ip_network(cidr).hosts())):
+        if str(address) not in taken:
+            return str(address)
+    raise ComputeError(f"no unused address left in {cidr} for the isolation probe")
+
+
+async def check_connectivity(storm: Storm) -> None:
+    conn = storm.result.connectivity
+    conn.checked = True
+    wired = [r for r in storm.result.vms if r.plugged]
+    await _ring(storm, wired)
+    if not wired:
+        conn.detail = "no VM was wired; nothing to ping from"
+        return
+    try:
+        await _isolation(storm, storm.vms[wired[0].port_id])
+    except ComputeError as exc:
+        conn.detail = f"isolation probe failed: {exc}"
+
+
+async def _ring(storm: Storm, wired: list[VmRecord]) -> None:
+    conn = storm.result.connectivity
+    if len(wired) < 2:
+        return
+    limit = asyncio.Semaphore(storm.config.ping_concurrency)
+
+    async def one(src: VmRecord, dst: VmRecord) -> None:
+        async with limit:
+            ok = await storm.vms[src.port_id].ping(dst.ip)
+        if ok:
+            conn.ring_ok += 1
+            storm.count("pings")
+        else:
+            conn.ring_failed.append({"from": src.port_id, "to": dst.port_id, "ip": dst.ip})
+
+    pairs = [(src, wired[(i + 1) % len(wired)]) for i, src in enumerate(wired)]
+    conn.ring_pairs = len(pairs)
+    await asyncio.gather(*(asyncio.create_task(one(s, d), name=f"storm:ping:{i}")
+                           for i, (s, d) in enumerate(pairs)))
+
+
+async def _isolation(storm: Storm, source: Vm) -> None:
+    conn = storm.result.connectivity
+    neutron, target = storm.neutron, storm.target
+    name = f"{storm.config.network}-isolation-{storm.state.run_id}"
+    network = await neutron.create_network(name)
+    storm.state.add(network=network["id"])
+    subnet = await neutron.create_subnet(network["id"], target.subnet["cidr"],
+                                         name=f"{name}-v4")
+    used = [f["ip_address"] for p in await neutron.list_ports(network_id=target.id)
+            for f in p.get("fixed_ips", [])]
+    used += [target.subnet.get("gateway_ip") or "", subnet.get("gateway_ip") or ""]
+    conn.probe_ip = pick_unused_ip(target.subnet["cidr"], used)
+    probe_net = TargetNetwork(network, subnet, {subnet["id"]: subnet})
+    record = VmRecord(index=len(storm.result.records), vm_uuid=str(uuid.uuid4()), probe=True)
+    storm.result.records.append(record)
+    await storm.boot(record, probe_net,
+                     fixed_ips=[{"subnet_id": subnet["id"], "ip_address": conn.probe_ip}])
+    if not record.plugged:
+        conn.detail = f"probe VM was not wired ({record.stage}: {record.error})"
+        return
+    conn.probe_wired = True
+    conn.probe_reachable = await source.ping(conn.probe_ip)
+    if conn.probe_reachable:
+        conn.detail = (f"VM 0 reached {conn.probe_ip} on {name}: the two networks share "
+                       "a segment")

@@ -1,0 +1,163 @@
+"""os-vif's OVS plug, on ovsdbapp.
+
+os-vif plugs a guest's tap into br-int with the equivalent of
+
+    ovs-vsctl -- --may-exist add-port br-int tapX \\
+              -- set Interface tapX external_ids:iface-id=<port> \\
+                 external_ids:iface-status=active external_ids:attached-mac=<mac> \\
+                 external_ids:vm-uuid=<instance>
+
+in one transaction; the OVS agent notices the new Interface and wires it. Here
+the same two commands go through one ovsdbapp transaction (`check_error=True`),
+plus `external_ids:vifwire-run=<run id>` so ports of a crashed run can be found
+and removed later.
+
+Design: one `OvsPlugger` per storm holds one IDL connection (ovsdbapp runs it on
+its own thread). Transactions block until ovs-vswitchd has applied them, so they
+run in the plugger's own small thread pool: never the loop's default executor,
+which an agent in the same process may be using at the same moment. The plug time is stamped
+immediately before the transaction is committed, which makes the measured
+plug -> event latency conservative.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ovsdbapp.backend.ovs_idl import connection  # type: ignore[import-untyped]
+from ovsdbapp.schema.open_vswitch import impl_idl  # type: ignore[import-untyped]
+
+from vifwire.compute.errors import OvsUnavailable
+from vifwire.compute.vm import tap_name
+from vifwire.settings import OvsSettings
+from vifwire.trace import NullTracer, Stage, Tracer
+
+RUN_KEY = "vifwire-run"
+TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
+
+
+def os_vif_external_ids(port_id: str, mac: str, vm_uuid: str, run_id: str) -> dict[str, str]:
+    return {"iface-id": port_id, "iface-status": "active", "attached-mac": mac,
+            "vm-uuid": vm_uuid, RUN_KEY: run_id}
+
+
+def _private_api_class() -> type[impl_idl.OvsdbIdl]:
+    # ovsdbapp keeps the connection on the *class* (one per process) and never
+    # starts a second one; a fresh subclass gives each plugger its own, so
+    # storms (or an agent in the same process) never share or inherit a
+    # stopped connection.
+    return type("PluggerOvsdbIdl", (impl_idl.OvsdbIdl,), {"_ovsdb_connection": None})
+
+
+class OvsPlugger:
+    def __init__(self, ovs: OvsSettings, run_id: str, tracer: Tracer | None = None,
+                 timeout: float = 60.0, workers: int = 4) -> None:
+        self.ovs = ovs
+        self.bridge = ovs.integration_bridge
+        self.run_id = run_id
+        self.tracer = tracer or NullTracer()
+        self.timeout = timeout
+        self.workers = workers
+        self._api: Any = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def _call(self, func: Callable[..., Any], *args: Any) -> Any:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="os-vif-plug")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+    # connection
+
+    def _connect(self) -> Any:
+        try:
+            idl = connection.OvsdbIdl.from_server(self.ovs.connection, "Open_vSwitch",
+                                                  helper_tables=TABLES)
+            api = _private_api_class()(connection.Connection(idl=idl, timeout=self.timeout))
+        except Exception as exc:  # ovsdbapp raises bare Exception on connect failures
+            raise OvsUnavailable(f"OVSDB at {self.ovs.connection} is unreachable: {exc}") from exc
+        if not api.br_exists(self.bridge).execute(check_error=True):
+            api.ovsdb_connection.stop()
+            raise OvsUnavailable(f"integration bridge {self.bridge} does not exist in "
+                                 f"{self.ovs.connection}")
+        return api
+
+    async def start(self) -> None:
+        if self._api is None:
+            try:
+                self._api = await self._call(self._connect)
+            except BaseException:
+                await self.stop()
+                raise
+
+    async def stop(self) -> None:
+        api, self._api = self._api, None
+        if api is not None:
+            await self._call(api.ovsdb_connection.stop, 5)
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
+
+    async def __aenter__(self) -> OvsPlugger:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def api(self) -> Any:
+        if self._api is None:
+            raise OvsUnavailable("OvsPlugger used before start()")
+        return self._api
+
+    # the plug
+
+    def _plug_sync(self, tap: str, external_ids: dict[str, str], mtu: int | None) -> float:
+        api = self.api
+        txn = api.create_transaction(check_error=True)
+        txn.add(api.add_port(self.bridge, tap, may_exist=True))
+        columns: list[tuple[str, Any]] = [("external_ids", external_ids)]
+        if mtu:
+            columns.append(("mtu_request", mtu))
+        txn.add(api.db_set("Interface", tap, *columns))
+        t_plug = time.time()
+        try:
+            txn.commit()
+        except Exception as exc:
+            raise OvsUnavailable(f"cannot plug {tap} into {self.bridge}: {exc}") from exc
+        return t_plug
+
+    async def plug(self, port_id: str, mac: str, vm_uuid: str, mtu: int | None = None) -> float:
+        """Add tap<port_id[:11]> to the bridge as os-vif does; returns the plug time."""
+        ids = os_vif_external_ids(port_id, mac, vm_uuid, self.run_id)
+        t_plug: float = await self._call(self._plug_sync, tap_name(port_id), ids, mtu)
+        self.tracer.mark(Stage.PLUGGED, port_id, t=t_plug, device=tap_name(port_id))
+        return t_plug
+
+    def _unplug_sync(self, tap: str) -> None:
+        try:
+            self.api.del_port(tap, bridge=self.bridge, if_exists=True).execute(check_error=True)
+        except Exception as exc:
+            raise OvsUnavailable(f"cannot unplug {tap} from {self.bridge}: {exc}") from exc
+
+    async def unplug(self, tap: str) -> None:
+        await self._call(self._unplug_sync, tap)
+
+    def _tagged_sync(self) -> dict[str, str]:
+        try:
+            rows = self.api.db_list("Interface", columns=["name", "external_ids"]).execute(
+                check_error=True)
+        except Exception as exc:
+            raise OvsUnavailable(f"cannot list interfaces of {self.ovs.connection}: {exc}") \
+                from exc
+        return {r["name"]: r["external_ids"][RUN_KEY] for r in rows
+                if RUN_KEY in r["external_ids"]}
+
+    async def run_interfaces(self) -> dict[str, str]:
+        """Interfaces plugged by any vifwire run: name -> run id."""
+        tagged: dict[str, str] = await self._call(self._tagged_sync)
+        return tagged

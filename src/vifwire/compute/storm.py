@@ -1,0 +1,261 @@
+"""The boot storm: N VMs booted at once, as Nova + os-vif + libvirt would.
+
+For every VM, all started together as named tasks: create the port, bind it to
+the instance and host, build the namespace and veth, plug the tap into the
+integration bridge (stamping `t_plug`), then wait up to `timeout` (Nova's
+`vif_plugging_timeout`) for `network-vif-plugged` at our own Nova endpoint.
+Then the wiring is proved with traffic: each VM pings the next (a ring), and a
+probe VM on a second network with the same CIDR must be unreachable from VM 0.
+
+Invariants: leftovers of crashed runs are cleaned first; the run state file
+names every resource before it is created; teardown (unless `keep`) runs in a
+`finally`, so an exception or a cancel never leaks namespaces, OVS ports or
+Neutron ports. Only the netlink work is bounded (a small thread pool);
+Neutron calls and OVSDB transactions run as fast as the other side allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from vifwire.compute.connectivity import check_connectivity
+from vifwire.compute.errors import ComputeError, NeutronClientError
+from vifwire.compute.neutron import NeutronClient, TargetNetwork, delete_quietly
+from vifwire.compute.nova_events import VIF_PLUGGED, EventBook, NovaEndpoint
+from vifwire.compute.plug import OvsPlugger
+from vifwire.compute.result import StormResult, VmRecord
+from vifwire.compute.state import DONE, KEPT, RunState, clean_leftovers
+from vifwire.compute.vm import NS_PREFIX, Vm, spec_from_port
+from vifwire.settings import OvsSettings
+from vifwire.trace import NullTracer, Tracer
+
+Progress = Callable[[str, int, int], None]
+DEMO_CIDR = "10.0.0.0/24"
+
+
+@dataclass(frozen=True)
+class StormConfig:
+    neutron_url: str
+    network: str
+    count: int
+    host: str
+    ovs: OvsSettings
+    run_dir: Path
+    nova_url: str = "http://127.0.0.1:8774/v2.1"
+    token: str | None = None
+    project_id: str | None = None
+    timeout: float = 300.0  # Nova's vif_plugging_timeout
+    keep: bool = False
+    check_connectivity: bool = True
+    ensure_network: bool = False
+    tracer: Tracer | None = None
+    progress: Progress | None = None
+    ns_prefix: str = NS_PREFIX
+    host_netns: str | None = None  # the namespace the private OVS runs in, if any
+    netlink_workers: int = 4
+    ping_concurrency: int = 16
+
+
+class _Counter:
+    """Progress per stage: calls `progress(stage, done, total)` as VMs pass."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress, self.total = progress, total
+        self.done: dict[str, int] = {}
+
+    def __call__(self, stage: str) -> None:
+        self.done[stage] = self.done.get(stage, 0) + 1
+        if self.progress is not None:
+            self.progress(stage, self.done[stage], self.total)
+
+
+class Storm:
+    """One run's state and steps; `run_storm` drives it."""
+
+    def __init__(self, config: StormConfig, neutron: NeutronClient, plugger: OvsPlugger,
+                 book: EventBook, state: RunState, target: TargetNetwork,
+                 executor: ThreadPoolExecutor) -> None:
+        self.config = config
+        self.neutron, self.plugger, self.book = neutron, plugger, book
+        self.state, self.target, self.executor = state, target, executor
+        self.vms: dict[str, Vm] = {}  # by port id
+        self.result = StormResult(state.run_id, target.id, config.count)
+        self.count = _Counter(config.progress, config.count)
+
+    async def boot(self, record: VmRecord, network: TargetNetwork, **port_extra: Any) -> None:
+        """One VM, Nova's way. Failures land in the record, never raise."""
+        cfg = self.config
+        count = self.count if not record.probe else (lambda stage: None)
+        record.t_start = time.time()
+        try:
+            self.book.expect_server(record.vm_uuid)
+            record.stage = "port"
+            port = await self.neutron.create_port(
+                network.id, project_id=cfg.project_id,
+                name=f"vifwire-{self.state.run_id}-{record.index}", **port_extra)
+            record.port_id, record.t_port = port["id"], time.time()
+            self.state.add(port=record.port_id)
+            count("ports")
+            record.stage = "bind"
+            port = await self.neutron.bind_port(record.port_id, record.vm_uuid, cfg.host)
+            record.t_bound = time.time()
+            count("bound")
+            record.stage = "vm"
+            spec = spec_from_port(port, network.subnets, network.mtu, cfg.ns_prefix,
+                                  cfg.host_netns)
+            record.ip, record.mac = spec.ip, spec.mac
+            record.namespace, record.tap = spec.namespace, spec.tap
+            self.state.add(namespace=spec.namespace, tap=spec.tap)
+            vm = self.vms[record.port_id] = Vm(spec, self.executor)
+            await vm.create()
+            record.t_vm = time.time()
+            count("vms")
+            record.stage = "plug"
+            record.t_plug = await self.plugger.plug(record.port_id, spec.mac, record.vm_uuid,
+                                                    mtu=spec.mtu)
+            count("plugged")
+            record.stage = "event"
+            event = await self.book.wait(VIF_PLUGGED, record.port_id, cfg.timeout)
+            record.t_event = event.t
+            if event.status != "completed":
+                raise ComputeError(f"network-vif-plugged came with status {event.status}")
+            record.stage = "wired"
+            count("events")
+        except (ComputeError, KeyError, ValueError) as exc:
+            record.error = str(exc) or type(exc).__name__
+
+    async def boot_all(self) -> None:
+        records = [VmRecord(i, str(uuid.uuid4())) for i in range(self.config.count)]
+        self.result.records.extend(records)
+        await gather_named("storm:boot", [self.boot(r, self.target) for r in records])
+        missing = [r.port_id for r in records if r.error and r.stage == "event" and not r.t_event]
+        if missing:
+            self.result.error = (
+                f"timed out after {self.config.timeout:g}s waiting for network-vif-plugged "
+                f"for {len(missing)} port(s): {', '.join(missing)}")
+        elif any(r.error for r in records):
+            first = next(r for r in records if r.error)
+            failed = sum(1 for r in records if r.error)
+            self.result.error = f"{failed} VM(s) failed; first at {first.stage}: {first.error}"
+
+    async def teardown(self) -> None:
+        records = [r for r in self.result.records if r.port_id]
+        await gather_named("storm:teardown", [self._teardown_one(r) for r in records])
+        for network_id in list(self.state.networks):
+            try:
+                await delete_quietly(self.neutron.delete_network, network_id)
+                self.state.discard(network=network_id)
+            except NeutronClientError as exc:
+                self.result.teardown_errors.append(str(exc))
+        self.state.save()
+
+    async def _teardown_one(self, record: VmRecord) -> None:
+        steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+        vm = self.vms.get(record.port_id)
+        if vm is not None:
+            steps += [("tap", lambda: self.plugger.unplug(vm.tap)),
+                      ("namespace", vm.delete)]
+        steps.append(("port", lambda: delete_quietly(self.neutron.delete_port,
+                                                     record.port_id)))
+        for kind, step in steps:
+            try:
+                await step()
+            except ComputeError as exc:
+                self.result.teardown_errors.append(f"{record.port_id}: {exc}")
+                continue
+            if kind == "port":
+                self.state.discard(port=record.port_id)
+            elif kind == "namespace" and vm is not None:
+                self.state.discard(namespace=vm.namespace, tap=vm.tap)
+        self.book.forget_server(record.vm_uuid)
+
+
+async def run_storm(config: StormConfig) -> StormResult:
+    if config.count < 1:
+        raise ComputeError("count must be at least 1")
+    tracer = config.tracer or NullTracer()
+    run_id = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    started = time.monotonic()
+    phases: dict[str, float] = {}
+    executor = ThreadPoolExecutor(config.netlink_workers, thread_name_prefix="vm-netlink")
+    try:
+        async with NeutronClient(config.neutron_url, config.token) as neutron, \
+                OvsPlugger(config.ovs, run_id, tracer) as plugger:
+            t = time.monotonic()
+            cleaned = await clean_leftovers(config.run_dir, plugger, neutron, config.ns_prefix)
+            phases["cleanup"] = time.monotonic() - t
+            target = await find_target_network(neutron, config)
+            state = RunState.new(config.run_dir, run_id, neutron_url=config.neutron_url,
+                                 bridge=config.ovs.integration_bridge,
+                                 host_netns=config.host_netns)
+            book = EventBook(tracer)
+            storm = Storm(config, neutron, plugger, book, state, target, executor)
+            storm.result.phases_s = phases
+            storm.result.cleaned = {k: v for k, v in asdict(cleaned).items() if v}
+            async with NovaEndpoint(book, config.nova_url):
+                try:
+                    t = time.monotonic()
+                    await storm.boot_all()
+                    phases["boot"] = time.monotonic() - t
+                    if config.check_connectivity:
+                        t = time.monotonic()
+                        await check_connectivity(storm)
+                        phases["connectivity"] = time.monotonic() - t
+                finally:
+                    t = time.monotonic()
+                    await _finish(storm, config.keep)
+                    phases["teardown"] = time.monotonic() - t
+            phases["total"] = time.monotonic() - started
+            return storm.result
+    finally:
+        tracer.flush()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _finish(storm: Storm, keep: bool) -> None:
+    if keep:
+        storm.result.kept = True
+        storm.state.status = KEPT
+        storm.state.save()
+        return
+    # Teardown must finish even if the storm is being cancelled meanwhile.
+    task = asyncio.create_task(storm.teardown(), name="storm:teardown")
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+    storm.state.status = DONE
+    if storm.state.ports or storm.state.networks or storm.state.namespaces:
+        storm.state.save()  # the next storm's cleanup takes what is left
+    else:
+        storm.state.path.unlink(missing_ok=True)
+
+
+async def find_target_network(neutron: NeutronClient, config: StormConfig) -> TargetNetwork:
+    network = await neutron.find_network(config.network)
+    if network is None:
+        if not config.ensure_network:
+            raise ComputeError(f"network {config.network!r} not found in Neutron at "
+                               f"{config.neutron_url}")
+        network = await neutron.create_network(config.network)
+        await neutron.create_subnet(network["id"], DEMO_CIDR, name=f"{config.network}-v4")
+    subnets = {s["id"]: s for s in await neutron.list_subnets(network["id"])}
+    v4 = [s for s in subnets.values() if ipaddress.ip_network(s["cidr"]).version == 4]
+    if not v4:
+        raise ComputeError(f"network {config.network!r} has no IPv4 subnet")
+    return TargetNetwork(network, v4[0], subnets)
+
+
+async def gather_named(prefix: str, coros: list[Coroutine[Any, Any, None]]) -> None:
+    """Run all at once as tasks named `<prefix>:<i>`; cancelling this cancels them."""
+    await asyncio.gather(*(asyncio.create_task(c, name=f"{prefix}:{i}")
+                           for i, c in enumerate(coros)))

@@ -1,0 +1,183 @@
+"""A "VM": a network namespace holding one end of a veth pair.
+
+libvirt gives a guest a tap device named `tap<port_id[:11]>` (Nova's
+`get_vif_devname`, sized for IFNAMSIZ) and os-vif plugs that device into br-int.
+Here the guest is a namespace `vwvm-<port_id[:11]>` and the tap is the host end
+of a veth whose other end is `eth0` inside the namespace, carrying the port's
+MAC address, the network's MTU and the port's fixed IPv4 address.
+
+The veth is created with its peer already inside the namespace, so no
+temporary name ever exists in the root namespace. Netlink calls block (and
+pyroute2 forks a helper to open a socket inside a namespace), so every
+operation runs in a worker thread: the event loop keeps stamping Nova events
+on time while VMs are being built.
+
+The host end lives where the switch runs: the root namespace, or `host_netns`
+when the private Open vSwitch runs inside a namespace (a simulated host; a
+netdev datapath owns the tap "ovs-netdev", so one switch per namespace).
+
+Deleting removes the host end first (which takes the pair with it at once; a
+namespace's devices otherwise vanish asynchronously) and then the namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import os
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pyroute2 import IPRoute, NetlinkError, netns  # type: ignore[import-untyped]
+
+from vifwire.compute.errors import VmError
+
+NS_PREFIX = "vwvm-"
+NETNS_DIR = "/var/run/netns"
+GUEST_IFNAME = "eth0"
+T = TypeVar("T")
+
+
+def tap_name(port_id: str) -> str:
+    """Nova's device name for a port: "tap" + the first 11 characters of its id."""
+    return ("tap" + port_id)[:14]
+
+
+def ns_name(port_id: str, prefix: str = NS_PREFIX) -> str:
+    return prefix + port_id[:11]
+
+
+def list_namespaces(prefix: str = NS_PREFIX) -> list[str]:
+    return sorted(n for n in netns.listnetns() if n.startswith(prefix))
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    port_id: str
+    mac: str
+    ip: str  # IPv4 address from the port's fixed_ips
+    prefixlen: int  # from the subnet's cidr
+    mtu: int = 1500
+    ns_prefix: str = NS_PREFIX
+    host_netns: str | None = None  # where the switch runs; None: the root namespace
+
+    @property
+    def namespace(self) -> str:
+        return ns_name(self.port_id, self.ns_prefix)
+
+    @property
+    def tap(self) -> str:
+        return tap_name(self.port_id)
+
+
+def spec_from_port(port: dict[str, Any], subnets: dict[str, dict[str, Any]], mtu: int,
+                   ns_prefix: str = NS_PREFIX, host_netns: str | None = None) -> VmSpec:
+    """The VM a Neutron port describes: its first IPv4 fixed IP and that subnet's prefix."""
+    for fixed in port.get("fixed_ips", []):
+        subnet = subnets.get(fixed.get("subnet_id", ""))
+        if subnet and ipaddress.ip_address(fixed["ip_address"]).version == 4:
+            prefixlen = ipaddress.ip_network(subnet["cidr"]).prefixlen
+            return VmSpec(port["id"], port["mac_address"], fixed["ip_address"], prefixlen,
+                          mtu, ns_prefix, host_netns)
+    raise VmError(f"port {port['id']} has no IPv4 address on a known subnet")
+
+
+class Vm:
+    """One guest. `create()` builds it, `delete()` removes it, idempotently."""
+
+    def __init__(self, spec: VmSpec, executor: Executor | None = None) -> None:
+        self.spec = spec
+        self._executor = executor
+
+    @property
+    def namespace(self) -> str:
+        return self.spec.namespace
+
+    @property
+    def tap(self) -> str:
+        return self.spec.tap
+
+    async def _in_thread(self, func: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+    async def create(self) -> None:
+        await self._in_thread(create_sync, self.spec)
+
+    async def delete(self) -> None:
+        await self._in_thread(delete_sync, self.namespace, self.tap, self.spec.host_netns)
+
+    async def ping(self, target_ip: str, count: int = 3) -> bool:
+        return await ping(self.namespace, target_ip, count)
+
+
+def create_sync(spec: VmSpec) -> None:
+    if os.path.exists(os.path.join(NETNS_DIR, spec.namespace)):
+        raise VmError(f"namespace {spec.namespace} already exists")
+    try:
+        netns.create(spec.namespace)
+        with host_iproute(spec.host_netns) as ipr:
+            ipr.link("add", ifname=spec.tap, kind="veth", mtu=spec.mtu,
+                     peer={"ifname": GUEST_IFNAME, "net_ns_fd": spec.namespace,
+                           "address": spec.mac, "mtu": spec.mtu})
+            ipr.link("set", index=_index(ipr, spec.tap), state="up")
+        with IPRoute(netns=spec.namespace, flags=0) as guest:
+            guest.link("set", index=_index(guest, "lo"), state="up")
+            eth0 = _index(guest, GUEST_IFNAME)
+            guest.addr("add", index=eth0, address=spec.ip, prefixlen=spec.prefixlen)
+            guest.link("set", index=eth0, state="up")
+    except (OSError, NetlinkError) as exc:
+        with contextlib.suppress(VmError):
+            delete_sync(spec.namespace, spec.tap, spec.host_netns)
+        raise VmError(f"cannot build VM {spec.namespace} ({spec.tap}): {exc}") from exc
+
+
+def delete_sync(namespace: str, tap: str | None, host_netns: str | None = None) -> None:
+    try:
+        if tap:
+            with host_iproute(host_netns) as ipr:
+                found = ipr.link_lookup(ifname=tap)
+                if found:
+                    with contextlib.suppress(NetlinkError):
+                        ipr.link("del", index=found[0])
+        if os.path.exists(os.path.join(NETNS_DIR, namespace)):
+            netns.remove(namespace)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise VmError(f"cannot remove VM {namespace}: {exc}") from exc
+    except NetlinkError as exc:
+        raise VmError(f"cannot remove VM {namespace}: {exc}") from exc
+
+
+def delete_tap_sync(tap: str, host_netns: str | None = None) -> bool:
+    with host_iproute(host_netns) as ipr:
+        found = ipr.link_lookup(ifname=tap)
+        if not found:
+            return False
+        with contextlib.suppress(NetlinkError):
+            ipr.link("del", index=found[0])
+        return True
+
+
+def host_iproute(host_netns: str | None) -> IPRoute:
+    """Netlink in the namespace that holds the taps (and runs the switch)."""
+    return IPRoute(netns=host_netns, flags=0) if host_netns else IPRoute()
+
+
+def _index(ipr: IPRoute, ifname: str) -> int:
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        raise VmError(f"device {ifname} vanished")
+    return int(found[0])
+
+
+async def ping(namespace: str, target_ip: str, count: int = 3) -> bool:
+    """Whether any of `count` pings from inside `namespace` got a reply."""
+    proc = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", namespace, "ping", "-n", "-q", "-c", str(count), "-i", "0.2",
+        "-W", "1", target_ip,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    return await proc.wait() == 0

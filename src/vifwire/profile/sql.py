@@ -1,0 +1,183 @@
+"""SQL probe: how many statements, and where their time goes.
+
+Installed on an `Engine` through SQLAlchemy's engine events; it splits each
+statement's life in two:
+
+* build   = before_execute -> before_cursor_execute: coercing the statement,
+  the cache lookup, compiling it on a miss, processing parameters -- Python
+  work on the server's CPU (the "33 % building SQL queries" of the report);
+* execute = before_cursor_execute -> after_cursor_execute: the DBAPI call.
+
+It also counts the compiled-cache outcome of each statement from
+`ExecutionContext.cache_hit` (hit, miss, caching disabled, no cache key; raw
+driver SQL has no compiled form). Nested executions -- a `begin` listener that
+runs `BEGIN IMMEDIATE` inside another statement -- are subtracted from the outer
+statement's build time so nothing is counted twice. Frames are kept per thread
+and connection, counters under one lock, so it is safe with a threaded pool.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import default
+
+_CACHE_STATES: dict[Any, str] = {
+    default.CACHE_HIT: "hit",
+    default.CACHE_MISS: "miss",
+    default.CACHING_DISABLED: "disabled",
+    default.NO_CACHE_KEY: "no_key",
+    default.NO_DIALECT_SUPPORT: "no_dialect_support",
+}
+_TOP_STATEMENTS = 20
+
+
+@dataclass
+class _Frame:
+    start: float
+    nested: float = 0.0
+    build: float | None = None
+
+
+@dataclass
+class _Totals:
+    statements: int = 0
+    build_s: float = 0.0
+    execute_s: float = 0.0
+    cache: Counter[str] = field(default_factory=Counter)
+    by_statement: dict[str, list[float]] = field(default_factory=dict)
+
+
+class SqlProbe:
+    """Counts statements on `engine` (an `Engine` or an `AsyncEngine`) until `remove()`."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine: Engine = getattr(engine, "sync_engine", engine)
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._totals = _Totals()
+        self._started = time.time()
+        self._listeners = [
+            ("before_execute", self._before_execute),
+            ("before_cursor_execute", self._before_cursor_execute),
+            ("after_cursor_execute", self._after_cursor_execute),
+            ("after_execute", self._after_execute),
+        ]
+        for name, fn in self._listeners:
+            event.listen(self.engine, name, fn)
+
+    def remove(self) -> None:
+        for name, fn in self._listeners:
+            if event.contains(self.engine, name, fn):
+                event.remove(self.engine, name, fn)
+
+    def _frames(self, conn: Any) -> list[_Frame]:
+        stacks: dict[int, list[_Frame]] = self._local.__dict__.setdefault("stacks", {})
+        return stacks.setdefault(id(conn), [])
+
+    def _before_execute(self, conn: Any, *_args: Any) -> None:
+        self._frames(conn).append(_Frame(time.perf_counter()))
+
+    def _before_cursor_execute(self, conn: Any, _cursor: Any, _statement: str, _params: Any,
+                               _context: Any, _executemany: bool) -> None:
+        now = time.perf_counter()
+        frames = self._frames(conn)
+        if frames and frames[-1].build is None:
+            frames[-1].build = max(now - frames[-1].start - frames[-1].nested, 0.0)
+        self._local.cursor_start = now
+
+    def _after_cursor_execute(self, conn: Any, _cursor: Any, statement: str, _params: Any,
+                              context: Any, _executemany: bool) -> None:
+        elapsed = time.perf_counter() - getattr(self._local, "cursor_start", time.perf_counter())
+        frames = self._frames(conn)
+        build = frames[-1].build if frames else None
+        state = _cache_state(context)
+        key = " ".join(statement.split())[:160]
+        with self._lock:
+            t = self._totals
+            t.statements += 1
+            t.execute_s += elapsed
+            t.build_s += build or 0.0
+            t.cache[state] += 1
+            row = t.by_statement.setdefault(key, [0, 0.0, 0.0])
+            row[0] += 1
+            row[1] += build or 0.0
+            row[2] += elapsed
+
+    def _after_execute(self, conn: Any, *_args: Any) -> None:
+        frames = self._frames(conn)
+        if not frames:
+            return
+        frame = frames.pop()
+        if frames:
+            frames[-1].nested += time.perf_counter() - frame.start
+
+    def snapshot(self) -> dict[str, Any]:
+        """Totals so far, as the JSON-ready `sql` section of profile.json."""
+        with self._lock:
+            t = self._totals
+            cache = dict(t.cache)
+            rows = sorted(t.by_statement.items(), key=lambda kv: kv[1][1] + kv[1][2],
+                          reverse=True)[:_TOP_STATEMENTS]
+            snap: dict[str, Any] = {"statements": t.statements, "build_s": round(t.build_s, 6),
+                    "execute_s": round(t.execute_s, 6), "cache": cache,
+                    "top": [{"sql": k, "count": int(v[0]), "build_s": round(v[1], 6),
+                             "execute_s": round(v[2], 6)} for k, v in rows]}
+        cacheable = cache.get("hit", 0) + cache.get("miss", 0)
+        snap["cache_hit_ratio"] = round(cache.get("hit", 0) / cacheable, 4) if cacheable else None
+        busy = snap["build_s"] + snap["execute_s"]
+        snap["build_share"] = round(snap["build_s"] / busy, 4) if busy else None
+        snap["dialect"] = self.engine.dialect.name
+        snap["window"] = [self._started, time.time()]
+        return snap
+
+    def write(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(orjson.dumps(self.snapshot(), option=orjson.OPT_INDENT_2))
+        return path
+
+
+def _cache_state(context: Any) -> str:
+    if context is None or getattr(context, "compiled", None) is None:
+        return "raw"
+    return _CACHE_STATES.get(getattr(context, "cache_hit", None), "unknown")
+
+
+def install_sql_probe(engine: Any) -> SqlProbe:
+    """Start probing `engine`; call `.write(trace_dir / f"sql-{component}-{pid}.json")` at exit."""
+    return SqlProbe(engine)
+
+
+def merge_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum several probes' snapshots (one per server worker) into one."""
+    if not snapshots:
+        return {}
+    cache: Counter[str] = Counter()
+    top: dict[str, dict[str, Any]] = {}
+    for snap in snapshots:
+        cache.update(snap.get("cache", {}))
+        for row in snap.get("top", []):
+            acc = top.setdefault(row["sql"], {"sql": row["sql"], "count": 0, "build_s": 0.0,
+                                              "execute_s": 0.0})
+            for k in ("count", "build_s", "execute_s"):
+                acc[k] += row[k]
+    build = sum(s.get("build_s", 0.0) for s in snapshots)
+    execute = sum(s.get("execute_s", 0.0) for s in snapshots)
+    cacheable = cache.get("hit", 0) + cache.get("miss", 0)
+    return {
+        "statements": sum(s.get("statements", 0) for s in snapshots),
+        "build_s": round(build, 6), "execute_s": round(execute, 6), "cache": dict(cache),
+        "cache_hit_ratio": round(cache.get("hit", 0) / cacheable, 4) if cacheable else None,
+        "build_share": round(build / (build + execute), 4) if build + execute else None,
+        "top": sorted(top.values(), key=lambda r: r["build_s"] + r["execute_s"],
+                      reverse=True)[:_TOP_STATEMENTS],
+        "dialect": snapshots[0].get("dialect"),
+        "probes": len(snapshots),
+    }

@@ -1,0 +1,36 @@
+"""Small helpers shared by the server modules: clock, ids, JSON columns, formats."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+
+def utcnow() -> datetime:
+    """Naive UTC; microseconds are kept for ordering, dropped when rendered."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def iso(ts: datetime) -> str:
+    """Neutron's standard-attr format: 2026-11-24T05:00:00Z."""
+    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def agent_time(ts: datetime) -> str:
+    """Neutron's agent timestamp format: 2026-11-24 05:00:00."""
+    return ts.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def loads(text: str) -> Any:
+    return orjson.loads(text)

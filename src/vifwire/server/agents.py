@@ -1,0 +1,122 @@
+"""Agents: heartbeats upserted by `report_state`, liveness computed on read.
+
+An agent is alive when its last heartbeat is newer than `agent_down_time_s`;
+nothing ever marks it dead, so a restarted server needs no state to recover.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from vifwire.db.schema import agents
+from vifwire.messages import AgentState
+from vifwire.server import faults
+from vifwire.server._db import read, transaction
+from vifwire.server._query import Filters, matches, where
+from vifwire.server._utils import agent_time, dumps, loads, new_id, utcnow
+from vifwire.server.context import Context
+
+OVS_AGENT_TYPE = "Open vSwitch agent"
+
+COLUMNS = {
+    "id": agents.c.id,
+    "agent_type": agents.c.agent_type,
+    "binary": agents.c.binary,
+    "host": agents.c.host,
+    "topic": agents.c.topic,
+    "admin_state_up": agents.c.admin_state_up,
+    "description": agents.c.description,
+}
+
+
+def is_alive(heartbeat: datetime, down_time_s: float, now: datetime | None = None) -> bool:
+    return (now or utcnow()) - heartbeat < timedelta(seconds=down_time_s)
+
+
+def alive_on(conn: Connection, host: str, down_time_s: float) -> bool:
+    """Whether an admin-up OVS agent on `host` has a fresh heartbeat."""
+    heartbeat = conn.execute(select(agents.c.heartbeat_timestamp).where(
+        agents.c.host == host, agents.c.agent_type == OVS_AGENT_TYPE,
+        agents.c.admin_state_up.is_(True))).scalar()
+    return heartbeat is not None and is_alive(heartbeat, down_time_s)
+
+
+class AgentService:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def render(self, row: Any) -> dict[str, Any]:
+        return {
+            "id": row.id,
+            "agent_type": row.agent_type,
+            "binary": row.binary,
+            "host": row.host,
+            "topic": row.topic,
+            "alive": is_alive(row.heartbeat_timestamp, self.ctx.settings.agent_down_time_s),
+            "admin_state_up": row.admin_state_up,
+            "availability_zone": None,
+            "configurations": loads(row.configurations),
+            "created_at": agent_time(row.created_at),
+            "started_at": agent_time(row.started_at),
+            "heartbeat_timestamp": agent_time(row.heartbeat_timestamp),
+            "description": row.description,
+            "resources_synced": None,
+        }
+
+    def _get(self, conn: Connection, agent_id: str) -> Any:
+        row = conn.execute(select(agents).where(agents.c.id == agent_id)).first()
+        if row is None:
+            raise faults.AgentNotFound(agent_id)
+        return row
+
+    def show(self, agent_id: str) -> dict[str, Any]:
+        return self.render(read(self.ctx.engine, lambda conn: self._get(conn, agent_id)))
+
+    def list(self, filters: Filters) -> list[dict[str, Any]]:
+        stmt, rest = where(select(agents), COLUMNS, filters)
+        rows = read(self.ctx.engine, lambda conn: list(conn.execute(
+            stmt.order_by(agents.c.host, agents.c.agent_type))))
+        return [a for a in map(self.render, rows) if matches(a, rest)]
+
+    def update(self, agent_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        def work(conn: Connection) -> Any:
+            self._get(conn, agent_id)
+            values = {k: body[k] for k in ("admin_state_up", "description") if k in body}
+            if values:
+                conn.execute(update(agents).where(agents.c.id == agent_id).values(**values))
+            return self._get(conn, agent_id)
+        return self.render(transaction(self.ctx.engine, work))
+
+    def delete(self, agent_id: str) -> None:
+        def work(conn: Connection) -> None:
+            self._get(conn, agent_id)
+            conn.execute(delete(agents).where(agents.c.id == agent_id))
+        transaction(self.ctx.engine, work)
+
+    def report(self, state: AgentState) -> None:
+        """Upsert the heartbeat; a racing first insert falls back to the update."""
+        now = utcnow()
+        key = (agents.c.agent_type == state["agent_type"], agents.c.host == state["host"])
+        values: dict[str, Any] = {"binary": state["binary"], "topic": state["topic"],
+                                  "configurations": dumps(state["configurations"]),
+                                  "heartbeat_timestamp": now}
+        if state.get("start_flag"):
+            values["started_at"] = now
+
+        def work(conn: Connection) -> None:
+            if conn.execute(update(agents).where(*key).values(**values)).rowcount:
+                return
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(agents).values(
+                        id=new_id(), agent_type=state["agent_type"], host=state["host"],
+                        admin_state_up=True, description="", created_at=now,
+                        started_at=now, **{k: v for k, v in values.items()
+                                           if k != "started_at"}))
+            except IntegrityError:
+                conn.execute(update(agents).where(*key).values(**values))
+        transaction(self.ctx.engine, work)

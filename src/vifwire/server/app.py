@@ -1,0 +1,77 @@
+"""The server application: FastAPI app whose lifespan owns the DB, the RPC endpoint
+and the Nova notifier.
+
+Startup order: engine -> migrations -> services -> notifier (sends any pending
+outbox rows) -> serve the agent endpoint on the bus. Shutdown reverses it. The
+app runs on the same event loop as the agent, so everything here is either a
+short DB statement or an await.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from vifwire.api import errors, meta, resources
+from vifwire.api.responses import JSONResponse
+from vifwire.bus.base import SERVER_TOPIC, Bus
+from vifwire.db.engine import make_engine, migrate
+from vifwire.server.agents import AgentService
+from vifwire.server.context import Context
+from vifwire.server.networks import NetworkService
+from vifwire.server.notifier import NovaNotifier
+from vifwire.server.ports import PortService
+from vifwire.server.rpc import AgentRpcEndpoint
+from vifwire.server.subnets import SubnetService
+from vifwire.settings import Settings
+from vifwire.trace import Tracer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    networks: NetworkService
+    subnets: SubnetService
+    ports: PortService
+    agents: AgentService
+    notifier: NovaNotifier
+    endpoint: AgentRpcEndpoint
+    context: Context
+
+
+def create_app(settings: Settings, bus: Bus, tracer: Tracer,
+               notifier_backoff_s: float = 0.1) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.effective_database_url)
+        try:
+            migrate(engine)
+            ctx = Context(engine=engine, settings=settings, bus=bus, tracer=tracer)
+            notifier = NovaNotifier(engine, settings, tracer, min_backoff_s=notifier_backoff_s)
+            ctx.wake_notifier = notifier.wake
+            ports, agents = PortService(ctx), AgentService(ctx)
+            services = Services(NetworkService(ctx), SubnetService(ctx), ports, agents,
+                                notifier, AgentRpcEndpoint(ports, agents), ctx)
+            app.state.services = services
+            notifier.start()
+            try:
+                await bus.serve(SERVER_TOPIC, services.endpoint)
+                log.info("vifwire server ready on %s", engine.url.render_as_string())
+                yield
+            finally:
+                await notifier.stop()
+        finally:
+            engine.dispose()
+
+    app = FastAPI(title="vifwire", default_response_class=JSONResponse, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    errors.install(app)
+    app.include_router(meta.router)
+    for resource in resources.RESOURCES:
+        app.include_router(resources.router_for(resource))
+    return app

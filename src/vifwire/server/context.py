@@ -1,0 +1,24 @@
+"""What every service needs, built once by the app's lifespan and passed down."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+
+from vifwire.bus.base import Bus
+from vifwire.settings import Settings
+from vifwire.trace import Tracer
+
+DEFAULT_PROJECT_ID = "0f5d8ae5c1d44b6b9e0a3c0de2f1a001"
+
+
+@dataclass
+class Context:
+    engine: Engine
+    settings: Settings
+    bus: Bus
+    tracer: Tracer
+    # Wakes the Nova notifier after a transaction wrote outbox rows.
+    wake_notifier: Callable[[], None] = field(default=lambda: None)

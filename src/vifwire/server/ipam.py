@@ -1,0 +1,154 @@
+"""IP address management arithmetic. Pure: no I/O, the caller passes what is used.
+
+Pools are lists of {"start": str, "end": str}, inclusive, like Neutron's API.
+Choosing an address picks randomly among the first few free ones so that
+concurrent allocators (several server processes) rarely pick the same address;
+the (subnet_id, ip_address) primary key and a retry make a collision harmless.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import random
+from collections.abc import Iterable, Iterator
+from typing import TypedDict
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# How many free candidates to choose from: wide enough to spread racers out.
+CANDIDATES = 16
+
+
+class IpamError(ValueError):
+    """An invalid CIDR, gateway or pool; the message is user-facing."""
+
+
+class Pool(TypedDict):
+    start: str
+    end: str
+
+
+def parse_cidr(cidr: str, ip_version: int) -> IPNetwork:
+    try:
+        network = ipaddress.ip_network(cidr, strict=True)
+    except ValueError as exc:
+        if "host bits set" in str(exc):
+            raise IpamError(f"'{cidr}' isn't a recognized IP subnet cidr, '"
+                            f"{ipaddress.ip_network(cidr, strict=False)}' is recommended") from exc
+        raise IpamError(f"'{cidr}' is not a valid IP subnet") from exc
+    if network.version != ip_version:
+        raise IpamError(f"Cidr {cidr} does not match the ip_version {ip_version}")
+    if network.num_addresses < (4 if ip_version == 4 else 2):
+        raise IpamError(f"Cidr {cidr} is too small for a subnet")
+    return network
+
+
+def parse_ip(value: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError as exc:
+        raise IpamError(f"'{value}' is not a valid IP address") from exc
+
+
+def _usable(network: IPNetwork) -> tuple[int, int]:
+    """First and last assignable address as ints (v4 drops network and broadcast)."""
+    first, last = int(network.network_address), int(network.broadcast_address)
+    return (first + 1, last - 1) if network.version == 4 else (first + 1, last)
+
+
+def default_gateway(network: IPNetwork) -> str:
+    return str(network[1])
+
+
+def validate_gateway(network: IPNetwork, gateway: str) -> str:
+    address = parse_ip(gateway)
+    if address.version != network.version or address not in network:
+        raise IpamError(f"Gateway ip {gateway} is not in subnet {network}")
+    if network.version == 4 and address in (network.network_address, network.broadcast_address):
+        raise IpamError(f"Gateway ip {gateway} conflicts with the network or broadcast address")
+    return str(address)
+
+
+def default_pools(network: IPNetwork, gateway: str | None) -> list[Pool]:
+    first, last = _usable(network)
+    ranges = [(first, last)]
+    if gateway is not None:
+        g = int(ipaddress.ip_address(gateway))
+        ranges = [(a, b) for a, b in ((first, g - 1), (g + 1, last)) if a <= b] \
+            if first <= g <= last else ranges
+    cls = type(network.network_address)
+    return [Pool(start=str(cls(a)), end=str(cls(b))) for a, b in ranges]
+
+
+def validate_pools(network: IPNetwork, pools: list[Pool], gateway: str | None) -> list[Pool]:
+    """Normalized pools, or IpamError if outside the CIDR, overlapping or holding the gateway."""
+    first, last = _usable(network)
+    spans: list[tuple[int, int]] = []
+    for pool in pools:
+        start, end = parse_ip(pool["start"]), parse_ip(pool["end"])
+        if start.version != network.version or end.version != network.version:
+            raise IpamError(f"Allocation pool {pool['start']} - {pool['end']} has the wrong "
+                            "IP version")
+        a, b = int(start), int(end)
+        if a > b:
+            raise IpamError(f"Allocation pool {start} - {end}: start is after end")
+        if a < first or b > last:
+            raise IpamError(f"The allocation pool {start}-{end} spans beyond the subnet cidr "
+                            f"{network}.")
+        spans.append((a, b))
+    spans.sort()
+    for (a1, b1), (a2, _b2) in itertools.pairwise(spans):
+        if a2 <= b1:
+            raise IpamError("Found overlapping allocation pools: "
+                            f"{ipaddress.ip_address(a1)}-{ipaddress.ip_address(b1)} and "
+                            f"{ipaddress.ip_address(a2)}")
+    if gateway is not None:
+        g = int(ipaddress.ip_address(gateway))
+        if any(a <= g <= b for a, b in spans):
+            raise IpamError(f"Gateway ip {gateway} conflicts with allocation pool")
+    cls = type(network.network_address)
+    return [Pool(start=str(cls(a)), end=str(cls(b))) for a, b in spans]
+
+
+def overlaps(cidr: str, others: Iterable[str]) -> str | None:
+    """The first of `others` overlapping `cidr`, if any."""
+    network = ipaddress.ip_network(cidr)
+    for other in others:
+        candidate = ipaddress.ip_network(other)
+        if candidate.version == network.version and candidate.overlaps(network):
+            return other
+    return None
+
+
+def _free(pools: list[Pool], used: set[str]) -> Iterator[str]:
+    for pool in pools:
+        start, end = ipaddress.ip_address(pool["start"]), ipaddress.ip_address(pool["end"])
+        cls = type(start)
+        for value in range(int(start), int(end) + 1):
+            text = str(cls(value))
+            if text not in used:
+                yield text
+
+
+def pick(pools: list[Pool], used: set[str], rng: random.Random | None = None) -> str | None:
+    """A free address from the pools, or None when they are exhausted."""
+    candidates = []
+    for address in _free(pools, used):
+        candidates.append(address)
+        if len(candidates) >= CANDIDATES:
+            break
+    if not candidates:
+        return None
+    return (rng or random).choice(candidates)
+
+
+def contains(cidr: str, address: str) -> bool:
+    ip = parse_ip(address)
+    network = ipaddress.ip_network(cidr)
+    return ip.version == network.version and ip in network
+
+
+def normalize_ip(address: str) -> str:
+    return str(parse_ip(address))

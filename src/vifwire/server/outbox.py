@@ -1,0 +1,41 @@
+"""The Nova event outbox: rows written in the same transaction as the status change.
+
+The key names the transition (port, event, the port's new revision), so one
+transition can only ever yield one row, and a row leaves the table only after
+Nova accepted it. The notifier reads and deletes; services only enqueue.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select
+
+from vifwire.db.schema import nova_outbox
+from vifwire.server._utils import utcnow
+
+PLUGGED = "network-vif-plugged"
+UNPLUGGED = "network-vif-unplugged"
+
+
+def wants_events(device_owner: str, device_id: str) -> bool:
+    return bool(device_id) and device_owner.startswith("compute:")
+
+
+def enqueue(conn: Connection, port: Any, name: str, revision: int) -> bool:
+    """Queue `name` for a port row (needs id, device_id, device_owner) if Nova cares."""
+    if not wants_events(port.device_owner, port.device_id):
+        return False
+    conn.execute(insert(nova_outbox).values(
+        key=f"{port.id}:{name}:{revision}", name=name, server_uuid=port.device_id,
+        tag=port.id, status="completed", created_at=utcnow()))
+    return True
+
+
+def pending(conn: Connection) -> list[Any]:
+    return list(conn.execute(select(nova_outbox).order_by(nova_outbox.c.created_at,
+                                                          nova_outbox.c.key)))
+
+
+def remove(conn: Connection, keys: list[str]) -> None:
+    conn.execute(delete(nova_outbox).where(nova_outbox.c.key.in_(keys)))

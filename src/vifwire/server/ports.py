@@ -1,0 +1,404 @@
+"""Ports: IPAM, MAC allocation and binding, then the cast to the bound host's agent.
+
+Each write is one transaction with no awaits inside; casts and trace marks
+happen after commit, so an agent never hears of a port the DB does not hold.
+Binding is decided inside the transaction from the agents table: a fresh
+heartbeat on the host gives vif_type "ovs", otherwise "binding_failed".
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, exists, insert, select, update
+
+from vifwire.bus.base import BusError, NoEndpoint, agent_topic
+from vifwire.db.schema import ip_allocations, ports, subnets
+from vifwire.messages import FixedIp, PortDetails
+from vifwire.server import faults, ipam, outbox
+from vifwire.server._db import read, transaction
+from vifwire.server._query import Filters, matches, where
+from vifwire.server._utils import dumps, iso, loads, new_id, utcnow
+from vifwire.server.agents import alive_on
+from vifwire.server.context import Context
+from vifwire.server.networks import get_row as get_network_row
+from vifwire.trace import Stage
+
+log = logging.getLogger(__name__)
+
+COLUMNS = {
+    "id": ports.c.id,
+    "name": ports.c.name,
+    "description": ports.c.description,
+    "project_id": ports.c.project_id,
+    "tenant_id": ports.c.project_id,
+    "network_id": ports.c.network_id,
+    "mac_address": ports.c.mac_address,
+    "admin_state_up": ports.c.admin_state_up,
+    "status": ports.c.status,
+    "device_id": ports.c.device_id,
+    "device_owner": ports.c.device_owner,
+    "port_security_enabled": ports.c.port_security_enabled,
+    "binding:host_id": ports.c.binding_host,
+    "binding:vif_type": ports.c.binding_vif_type,
+    "binding:vnic_type": ports.c.binding_vnic_type,
+    "revision_number": ports.c.revision_number,
+}
+# Changes an agent must hear about even when the host stays the same.
+AGENT_VISIBLE = {"admin_state_up", "fixed_ips", "mac_address"}
+
+
+def render(row: Any, fixed_ips: list[FixedIp]) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "description": row.description,
+        "network_id": row.network_id,
+        "tenant_id": row.project_id,
+        "project_id": row.project_id,
+        "mac_address": row.mac_address,
+        "admin_state_up": row.admin_state_up,
+        "status": row.status,
+        "device_id": row.device_id,
+        "device_owner": row.device_owner,
+        "fixed_ips": fixed_ips,
+        "allowed_address_pairs": loads(row.allowed_address_pairs),
+        "security_groups": loads(row.security_groups),
+        "port_security_enabled": row.port_security_enabled,
+        "binding:host_id": row.binding_host,
+        "binding:vif_type": row.binding_vif_type,
+        "binding:vif_details": loads(row.binding_vif_details),
+        "binding:vnic_type": row.binding_vnic_type,
+        "binding:profile": loads(row.binding_profile),
+        "tags": [],
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+        "revision_number": row.revision_number,
+    }
+
+
+def get_row(conn: Connection, port_id: str) -> Any:
+    row = conn.execute(select(ports).where(ports.c.id == port_id)).first()
+    if row is None:
+        raise faults.PortNotFound(port_id)
+    return row
+
+
+def fixed_ips_of(conn: Connection, port_ids: list[str]) -> dict[str, list[FixedIp]]:
+    result: dict[str, list[FixedIp]] = defaultdict(list)
+    if not port_ids:
+        return result
+    query = select(ip_allocations.c.port_id, ip_allocations.c.subnet_id,
+                   ip_allocations.c.ip_address).where(ip_allocations.c.port_id.in_(port_ids))
+    for port_id, subnet_id, address in conn.execute(query):
+        result[port_id].append(FixedIp(subnet_id=subnet_id, ip_address=address))
+    for ips in result.values():
+        ips.sort(key=lambda ip: (":" in ip["ip_address"], ip["ip_address"]))
+    return result
+
+
+def details(conn: Connection, row: Any) -> PortDetails:
+    network = get_network_row(conn, row.network_id)
+    return PortDetails(
+        port_id=row.id, mac_address=row.mac_address, network_id=row.network_id,
+        network_type=network.network_type, segmentation_id=network.segmentation_id,
+        physical_network=network.segment_physnet or None, mtu=network.mtu,
+        admin_state_up=row.admin_state_up, fixed_ips=fixed_ips_of(conn, [row.id])[row.id],
+        device_owner=row.device_owner, device_id=row.device_id, host=row.binding_host,
+        status=row.status)
+
+
+@dataclass
+class _Outcome:
+    """What a committed write must still tell the agents."""
+
+    port_id: str
+    created: bool = False
+    bound: PortDetails | None = None
+    unbind_host: str | None = None
+
+
+class PortService:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.rng = random.Random()
+
+    # -- reads ---------------------------------------------------------------
+
+    def _render_rows(self, conn: Connection, rows: list[Any]) -> list[dict[str, Any]]:
+        ips = fixed_ips_of(conn, [r.id for r in rows])
+        return [render(r, ips[r.id]) for r in rows]
+
+    def show(self, port_id: str) -> dict[str, Any]:
+        return read(self.ctx.engine,
+                    lambda conn: self._render_rows(conn, [get_row(conn, port_id)])[0])
+
+    def list(self, filters: Filters) -> list[dict[str, Any]]:
+        filters = dict(filters)
+        ip_filters = filters.pop("fixed_ips", [])
+        stmt, rest = where(select(ports), COLUMNS, filters)
+        for value in ip_filters:
+            key, _, wanted = str(value).partition("=")
+            if key not in ("ip_address", "subnet_id") or not wanted:
+                raise faults.BadRequest(f"Invalid fixed_ips filter {value!r}")
+            stmt = stmt.where(exists().where(and_(
+                ip_allocations.c.port_id == ports.c.id,
+                getattr(ip_allocations.c, key) == wanted)))
+        stmt = stmt.order_by(ports.c.created_at, ports.c.id)
+
+        def work(conn: Connection) -> list[dict[str, Any]]:
+            return self._render_rows(conn, list(conn.execute(stmt)))
+        return [p for p in read(self.ctx.engine, work) if matches(p, rest)]
+
+    # -- IPAM and binding, inside a transaction ------------------------------
+
+    def _allocate(self, conn: Connection, network_id: str, port_id: str,
+                  requested: list[dict[str, Any]] | None) -> None:
+        rows = list(conn.execute(select(subnets).where(subnets.c.network_id == network_id)
+                                 .order_by(subnets.c.created_at, subnets.c.id)))
+        by_id = {s.id: s for s in rows}
+        wanted: list[tuple[Any, str | None]] = []
+        if requested is None:
+            for version in (4, 6):
+                first = next((s for s in rows if s.ip_version == version), None)
+                if first is not None:
+                    wanted.append((first, None))
+        else:
+            for entry in requested:
+                subnet_id, address = entry.get("subnet_id"), entry.get("ip_address")
+                if address is not None:
+                    try:
+                        address = ipam.normalize_ip(address)
+                    except ipam.IpamError as exc:
+                        raise faults.InvalidInput(str(exc)) from exc
+                if subnet_id is not None:
+                    subnet = by_id.get(subnet_id)
+                    if subnet is None:
+                        raise faults.InvalidInput(
+                            f"Failed to create port on network {network_id}, because "
+                            f"fixed_ips included invalid subnet {subnet_id}")
+                    if address is not None and not ipam.contains(subnet.cidr, address):
+                        raise faults.InvalidIpForSubnet(address)
+                elif address is not None:
+                    subnet = next((s for s in rows if ipam.contains(s.cidr, address)), None)
+                    if subnet is None:
+                        raise faults.InvalidIpForNetwork(address)
+                else:
+                    raise faults.InvalidInput("Exactly one of subnet_id or ip_address is "
+                                              "required in each fixed_ips entry")
+                wanted.append((subnet, address))
+        chosen: set[tuple[str, str]] = set()
+        for subnet, address in wanted:
+            used = set(conn.execute(select(ip_allocations.c.ip_address).where(
+                ip_allocations.c.subnet_id == subnet.id)).scalars())
+            used |= {ip for sid, ip in chosen if sid == subnet.id}
+            if address is not None:
+                if address in used:
+                    raise faults.IpAddressInUse(network_id, address)
+            else:
+                if subnet.gateway_ip:
+                    used.add(subnet.gateway_ip)
+                address = ipam.pick(loads(subnet.allocation_pools), used, self.rng)
+                if address is None:
+                    raise faults.IpAddressGenerationFailure(network_id)
+            chosen.add((subnet.id, address))
+            conn.execute(insert(ip_allocations).values(
+                subnet_id=subnet.id, ip_address=address, port_id=port_id,
+                network_id=network_id))
+
+    def _mac(self, conn: Connection, network_id: str, requested: str | None) -> str:
+        if requested is None:
+            return "fa:16:3e:" + ":".join(f"{self.rng.randrange(256):02x}" for _ in range(3))
+        mac = requested.lower()
+        taken = conn.execute(select(exists().where(
+            ports.c.network_id == network_id, ports.c.mac_address == mac))).scalar()
+        if taken:
+            raise faults.MacAddressInUse(network_id, mac)
+        return mac
+
+    def _binding(self, conn: Connection, host: str) -> dict[str, Any]:
+        if not host:
+            vif_type, vif_details = "unbound", {}
+        elif alive_on(conn, host, self.ctx.settings.agent_down_time_s):
+            ovs = self.ctx.settings.ovs
+            vif_type, vif_details = "ovs", {
+                "port_filter": True, "connectivity": "l2", "ovs_hybrid_plug": False,
+                "datapath_type": ovs.datapath_type, "bridge_name": ovs.integration_bridge}
+        else:
+            vif_type, vif_details = "binding_failed", {}
+        return {"binding_host": host, "binding_vif_type": vif_type,
+                "binding_vif_details": dumps(vif_details)}
+
+    # -- writes --------------------------------------------------------------
+
+    def _insert(self, conn: Connection, body: dict[str, Any]) -> _Outcome:
+        network = get_network_row(conn, body["network_id"])
+        port_id = new_id()
+        now = utcnow()
+        conn.execute(insert(ports).values(
+            id=port_id, project_id=body["project_id"], name=body.get("name", ""),
+            description=body.get("description", ""), created_at=now, updated_at=now,
+            revision_number=1, network_id=network.id,
+            mac_address=self._mac(conn, network.id, body.get("mac_address")),
+            admin_state_up=body.get("admin_state_up", True), status="DOWN",
+            device_id=body.get("device_id", ""), device_owner=body.get("device_owner", ""),
+            port_security_enabled=body.get("port_security_enabled",
+                                           network.port_security_enabled),
+            security_groups=dumps(body.get("security_groups", [])),
+            allowed_address_pairs=dumps(body.get("allowed_address_pairs", [])),
+            binding_vnic_type=body.get("binding:vnic_type", "normal"),
+            binding_profile=dumps(body.get("binding:profile") or {}),
+            **self._binding(conn, body.get("binding:host_id") or ""),
+        ))
+        self._allocate(conn, network.id, port_id, body.get("fixed_ips"))
+        row = get_row(conn, port_id)
+        bound = details(conn, row) if row.binding_vif_type == "ovs" else None
+        return _Outcome(port_id, created=True, bound=bound)
+
+    async def create(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        def work(conn: Connection) -> tuple[list[_Outcome], list[dict[str, Any]]]:
+            outcomes = [self._insert(conn, body) for body in bodies]
+            rows = [get_row(conn, o.port_id) for o in outcomes]
+            return outcomes, self._render_rows(conn, rows)
+        outcomes, rendered = transaction(self.ctx.engine, work)
+        await self._announce(outcomes)
+        return rendered
+
+    async def update(self, port_id: str, body: dict[str, Any],
+                     if_revision: int | None = None) -> dict[str, Any]:
+        def work(conn: Connection) -> tuple[_Outcome, dict[str, Any]]:
+            row = get_row(conn, port_id)
+            if if_revision is not None and row.revision_number != if_revision:
+                raise faults.RevisionNumberConstraintFailed(if_revision, row.revision_number)
+            outcome = _Outcome(port_id)
+            revision = row.revision_number + 1
+            values: dict[str, Any] = {k: body[k] for k in (
+                "name", "description", "admin_state_up", "device_id", "device_owner",
+                "port_security_enabled") if k in body}
+            for key, column in (("security_groups", "security_groups"),
+                                ("allowed_address_pairs", "allowed_address_pairs"),
+                                ("binding:profile", "binding_profile")):
+                if key in body:
+                    values[column] = dumps(body[key] or ([] if key != "binding:profile" else {}))
+            if "binding:vnic_type" in body:
+                values["binding_vnic_type"] = body["binding:vnic_type"]
+            if "mac_address" in body and body["mac_address"].lower() != row.mac_address:
+                values["mac_address"] = self._mac(conn, row.network_id, body["mac_address"])
+            if "fixed_ips" in body:
+                conn.execute(delete(ip_allocations).where(ip_allocations.c.port_id == port_id))
+                self._allocate(conn, row.network_id, port_id, body["fixed_ips"])
+            old_host = row.binding_host
+            new_host = body.get("binding:host_id", old_host) or ""
+            rebind = "binding:host_id" in body and (
+                new_host != old_host or row.binding_vif_type == "binding_failed")
+            if rebind:
+                values.update(self._binding(conn, new_host))
+            if new_host != old_host:
+                if old_host and row.binding_vif_type == "ovs":
+                    outcome.unbind_host = old_host
+                if row.status == "ACTIVE":
+                    values["status"] = "DOWN"
+                    outbox.enqueue(conn, row, outbox.UNPLUGGED, revision)
+            conn.execute(update(ports).where(ports.c.id == port_id).values(
+                **values, updated_at=utcnow(), revision_number=revision))
+            new = get_row(conn, port_id)
+            if new.binding_vif_type == "ovs" and (rebind or AGENT_VISIBLE & body.keys()):
+                outcome.bound = details(conn, new)
+            return outcome, self._render_rows(conn, [new])[0]
+        outcome, rendered = transaction(self.ctx.engine, work)
+        await self._announce([outcome])
+        return rendered
+
+    async def delete(self, port_id: str) -> None:
+        def work(conn: Connection) -> _Outcome:
+            row = get_row(conn, port_id)
+            outcome = _Outcome(port_id)
+            if row.binding_host and row.binding_vif_type == "ovs":
+                outcome.unbind_host = row.binding_host
+            if row.status == "ACTIVE":
+                outbox.enqueue(conn, row, outbox.UNPLUGGED, row.revision_number + 1)
+            conn.execute(delete(ip_allocations).where(ip_allocations.c.port_id == port_id))
+            conn.execute(delete(ports).where(ports.c.id == port_id))
+            return outcome
+        outcome = transaction(self.ctx.engine, work)
+        await self._announce([outcome])
+
+    async def _announce(self, outcomes: list[_Outcome]) -> None:
+        """After commit: trace, tell the agents, wake the notifier."""
+        tracer = self.ctx.tracer
+        self.ctx.wake_notifier()
+        for outcome in outcomes:
+            if outcome.created:
+                tracer.mark(Stage.CREATED, outcome.port_id)
+            if outcome.unbind_host:
+                await self._cast(outcome.unbind_host, "port_unbound", port_id=outcome.port_id)
+            if outcome.bound is not None:
+                tracer.mark(Stage.BOUND, outcome.port_id)
+                if await self._cast(outcome.bound["host"], "port_bound", port=outcome.bound):
+                    tracer.mark(Stage.PUSHED, outcome.port_id)
+
+    async def _cast(self, host: str, method: str, **kwargs: Any) -> bool:
+        try:
+            await self.ctx.bus.cast(agent_topic(host), method, **kwargs)
+            return True
+        except NoEndpoint:
+            log.info("no agent listening on %s for %s; it will sync on start", host, method)
+        except BusError:
+            log.warning("could not cast %s to %s", method, host, exc_info=True)
+        return False
+
+    # -- agent RPC -----------------------------------------------------------
+
+    def host_ports(self, host: str) -> list[PortDetails]:
+        def work(conn: Connection) -> list[PortDetails]:
+            rows = list(conn.execute(select(ports).where(
+                ports.c.binding_host == host, ports.c.binding_vif_type == "ovs")))
+            return [details(conn, r) for r in rows]
+        return read(self.ctx.engine, work)
+
+    def host_port(self, host: str, port_id: str) -> PortDetails | None:
+        def work(conn: Connection) -> PortDetails | None:
+            row = conn.execute(select(ports).where(
+                ports.c.id == port_id, ports.c.binding_host == host,
+                ports.c.binding_vif_type == "ovs")).first()
+            return None if row is None else details(conn, row)
+        return read(self.ctx.engine, work)
+
+    def set_status(self, host: str, port_ids: list[str], status: str) -> list[str]:
+        """Move ports bound to `host` to `status`; ids now in that status.
+
+        Each port flips with its own conditional UPDATE, so of two racing
+        reports only one sees a transition and queues the Nova event.
+        """
+        event = outbox.PLUGGED if status == "ACTIVE" else outbox.UNPLUGGED
+
+        def work(conn: Connection) -> tuple[list[str], list[str]]:
+            rows = list(conn.execute(select(ports).where(
+                ports.c.id.in_(port_ids), ports.c.binding_host == host)))
+            flipped = []
+            for row in rows:
+                if row.status == status:
+                    continue
+                if status == "DOWN" and row.status != "ACTIVE":
+                    conn.execute(update(ports).where(ports.c.id == row.id).values(status=status))
+                    continue
+                revision = row.revision_number + 1
+                changed = conn.execute(update(ports).where(
+                    ports.c.id == row.id, ports.c.status == row.status,
+                    ports.c.revision_number == row.revision_number,
+                ).values(status=status, revision_number=revision, updated_at=utcnow())).rowcount
+                if changed:
+                    outbox.enqueue(conn, row, event, revision)
+                    flipped.append(row.id)
+            return [r.id for r in rows], flipped
+        done, flipped = transaction(self.ctx.engine, work)
+        if flipped:
+            self.ctx.wake_notifier()
+        if status == "ACTIVE":
+            for port_id in flipped:
+                self.ctx.tracer.mark(Stage.ACTIVE, port_id)
+        return done

@@ -1,0 +1,32 @@
+"""The server's bus endpoint (topic `server`): the calls agents make.
+
+Method names and arguments are the contract in `vifwire.messages`. Each method is
+one short synchronous transaction run directly on the loop.
+"""
+
+from __future__ import annotations
+
+from vifwire.messages import AgentState, PortDetails
+from vifwire.server.agents import AgentService
+from vifwire.server.ports import PortService
+
+
+class AgentRpcEndpoint:
+    def __init__(self, ports: PortService, agents: AgentService) -> None:
+        self._ports = ports
+        self._agents = agents
+
+    async def get_host_ports(self, host: str) -> list[PortDetails]:
+        return self._ports.host_ports(host)
+
+    async def get_port_details(self, host: str, port_id: str) -> PortDetails | None:
+        return self._ports.host_port(host, port_id)
+
+    async def ports_up(self, host: str, port_ids: list[str]) -> list[str]:
+        return self._ports.set_status(host, list(port_ids), "ACTIVE")
+
+    async def ports_down(self, host: str, port_ids: list[str]) -> list[str]:
+        return self._ports.set_status(host, list(port_ids), "DOWN")
+
+    async def report_state(self, agent: AgentState) -> None:
+        self._agents.report(agent)

@@ -1,0 +1,166 @@
+"""Subnets: CIDR, gateway and allocation pools, validated by the pure IPAM module."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, delete, exists, insert, select, update
+
+from vifwire.db.schema import ip_allocations, subnets
+from vifwire.server import faults, ipam
+from vifwire.server._db import read, transaction
+from vifwire.server._query import Filters, matches, where
+from vifwire.server._utils import dumps, iso, loads, new_id, utcnow
+from vifwire.server.context import Context
+from vifwire.server.networks import get_row as get_network_row
+
+COLUMNS = {
+    "id": subnets.c.id,
+    "name": subnets.c.name,
+    "description": subnets.c.description,
+    "project_id": subnets.c.project_id,
+    "tenant_id": subnets.c.project_id,
+    "network_id": subnets.c.network_id,
+    "ip_version": subnets.c.ip_version,
+    "cidr": subnets.c.cidr,
+    "gateway_ip": subnets.c.gateway_ip,
+    "enable_dhcp": subnets.c.enable_dhcp,
+    "ipv6_ra_mode": subnets.c.ipv6_ra_mode,
+    "ipv6_address_mode": subnets.c.ipv6_address_mode,
+    "revision_number": subnets.c.revision_number,
+}
+
+
+def render(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "description": row.description,
+        "tenant_id": row.project_id,
+        "project_id": row.project_id,
+        "network_id": row.network_id,
+        "ip_version": row.ip_version,
+        "cidr": row.cidr,
+        "gateway_ip": row.gateway_ip,
+        "allocation_pools": loads(row.allocation_pools),
+        "dns_nameservers": loads(row.dns_nameservers),
+        "host_routes": loads(row.host_routes),
+        "enable_dhcp": row.enable_dhcp,
+        "ipv6_ra_mode": row.ipv6_ra_mode,
+        "ipv6_address_mode": row.ipv6_address_mode,
+        "subnetpool_id": None,
+        "service_types": [],
+        "segment_id": None,
+        "tags": [],
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+        "revision_number": row.revision_number,
+    }
+
+
+def get_row(conn: Connection, subnet_id: str) -> Any:
+    row = conn.execute(select(subnets).where(subnets.c.id == subnet_id)).first()
+    if row is None:
+        raise faults.SubnetNotFound(subnet_id)
+    return row
+
+
+def _invalid(exc: ipam.IpamError) -> faults.InvalidInput:
+    return faults.InvalidInput(str(exc))
+
+
+class SubnetService:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def show(self, subnet_id: str) -> dict[str, Any]:
+        return render(read(self.ctx.engine, lambda conn: get_row(conn, subnet_id)))
+
+    def list(self, filters: Filters) -> list[dict[str, Any]]:
+        stmt, rest = where(select(subnets), COLUMNS, filters)
+        stmt = stmt.order_by(subnets.c.created_at, subnets.c.id)
+        rows = read(self.ctx.engine, lambda conn: list(conn.execute(stmt)))
+        return [s for s in map(render, rows) if matches(s, rest)]
+
+    def create(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        def work(conn: Connection) -> list[dict[str, Any]]:
+            return [render(get_row(conn, self._insert(conn, body))) for body in bodies]
+        return transaction(self.ctx.engine, work)
+
+    def _insert(self, conn: Connection, body: dict[str, Any]) -> str:
+        network_id = body["network_id"]
+        get_network_row(conn, network_id)
+        ip_version = body["ip_version"]
+        try:
+            network = ipam.parse_cidr(body["cidr"], ip_version)
+            cidr = str(network)
+            if "gateway_ip" in body:
+                gateway = body["gateway_ip"]
+                gateway = ipam.validate_gateway(network, gateway) if gateway else None
+            else:
+                gateway = ipam.default_gateway(network)
+            pools = body.get("allocation_pools")
+            if pools is None:
+                pools = ipam.default_pools(network, gateway)
+            else:
+                pools = ipam.validate_pools(network, pools, gateway)
+            dns = [ipam.normalize_ip(d) for d in body.get("dns_nameservers", [])]
+        except ipam.IpamError as exc:
+            raise _invalid(exc) from exc
+        others = conn.execute(select(subnets.c.cidr).where(subnets.c.network_id == network_id))
+        if ipam.overlaps(cidr, others.scalars()) is not None:
+            raise faults.InvalidInput(f"Requested subnet with cidr: {cidr} for network: "
+                                      f"{network_id} overlaps with another subnet")
+        now = utcnow()
+        subnet_id = new_id()
+        conn.execute(insert(subnets).values(
+            id=subnet_id, project_id=body["project_id"], name=body.get("name", ""),
+            description=body.get("description", ""), created_at=now, updated_at=now,
+            revision_number=1, network_id=network_id, ip_version=ip_version, cidr=cidr,
+            gateway_ip=gateway, enable_dhcp=body.get("enable_dhcp", True),
+            allocation_pools=dumps(pools), dns_nameservers=dumps(dns),
+            host_routes=dumps(body.get("host_routes", [])),
+            ipv6_ra_mode=body.get("ipv6_ra_mode"), ipv6_address_mode=body.get("ipv6_address_mode"),
+        ))
+        return subnet_id
+
+    def update(self, subnet_id: str, body: dict[str, Any],
+               if_revision: int | None = None) -> dict[str, Any]:
+        def work(conn: Connection) -> dict[str, Any]:
+            row = get_row(conn, subnet_id)
+            if if_revision is not None and row.revision_number != if_revision:
+                raise faults.RevisionNumberConstraintFailed(if_revision, row.revision_number)
+            values: dict[str, Any] = {k: body[k] for k in
+                                      ("name", "description", "enable_dhcp") if k in body}
+            try:
+                network = ipam.parse_cidr(row.cidr, row.ip_version)
+                gateway = row.gateway_ip
+                if "gateway_ip" in body:
+                    gateway = body["gateway_ip"]
+                    gateway = ipam.validate_gateway(network, gateway) if gateway else None
+                    values["gateway_ip"] = gateway
+                if "allocation_pools" in body or "gateway_ip" in body:
+                    pools = body.get("allocation_pools", loads(row.allocation_pools))
+                    values["allocation_pools"] = dumps(
+                        ipam.validate_pools(network, pools, gateway))
+                if "dns_nameservers" in body:
+                    values["dns_nameservers"] = dumps(
+                        [ipam.normalize_ip(d) for d in body["dns_nameservers"]])
+            except ipam.IpamError as exc:
+                raise _invalid(exc) from exc
+            if "host_routes" in body:
+                values["host_routes"] = dumps(body["host_routes"])
+            conn.execute(update(subnets).where(subnets.c.id == subnet_id).values(
+                **values, updated_at=utcnow(), revision_number=subnets.c.revision_number + 1))
+            return render(get_row(conn, subnet_id))
+        return transaction(self.ctx.engine, work)
+
+    def delete(self, subnet_id: str) -> None:
+        def work(conn: Connection) -> None:
+            get_row(conn, subnet_id)
+            used = conn.execute(select(exists().where(
+                ip_allocations.c.subnet_id == subnet_id))).scalar()
+            if used:
+                raise faults.SubnetInUse(subnet_id)
+            conn.execute(delete(subnets).where(subnets.c.id == subnet_id))
+        transaction(self.ctx.engine, work)

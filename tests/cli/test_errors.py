@@ -1,0 +1,45 @@
+"""The CLI answers bad situations with one clear line and a non-zero exit, never a traceback."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+VIFWIRE = [sys.executable, "-m", "vifwire.cli.main"]
+
+
+def run(*args: str, run_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VIFWIRE_RUN_DIR": str(run_dir), "COLUMNS": "200"}
+    return subprocess.run([*VIFWIRE, *args], capture_output=True, text=True, env=env, timeout=120,
+                          check=False)
+
+
+def test_status_of_a_stopped_stack_says_so(tmp_path: Path) -> None:
+    done = run("status", run_dir=tmp_path)
+    assert done.returncode == 3
+    assert "stack: stopped" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="boot needs root")
+def test_boot_against_an_unreachable_neutron_is_one_line(tmp_path: Path) -> None:
+    done = run("--nova-url", "http://127.0.0.1:18774/v2.1", "boot", "--count", "1",
+               "--target", "http://127.0.0.1:9", "--network", "private", run_dir=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
+
+
+def test_bad_option_value_is_rejected(tmp_path: Path) -> None:
+    done = run("boot", "--count", "0", run_dir=tmp_path)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+
+
+def test_down_when_nothing_runs_is_fine(tmp_path: Path) -> None:
+    done = run("down", run_dir=tmp_path)
+    assert done.returncode == 0
+    assert "not running" in done.stderr

@@ -1,0 +1,81 @@
+"""Crashed-run cleanup: leftovers of a dead run go, a live run's stay."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from vifwire.compute.plug import OvsPlugger
+from vifwire.compute.state import RUNNING, RunState, clean_leftovers, load_states
+from vifwire.compute.vm import Vm, VmSpec, list_namespaces
+from vifwire.ovs.runtime import OvsRuntime
+
+pytestmark = pytest.mark.ovs
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.fixture
+async def plugger(ovs: OvsRuntime, short_id: str) -> AsyncIterator[OvsPlugger]:
+    async with OvsPlugger(ovs.settings, run_id=f"now-{short_id}") as p:
+        yield p
+
+
+async def _leftover(ovs: OvsRuntime, run_id: str, prefix: str, host_netns: str,
+                    i: int) -> Vm:
+    port = str(uuid.uuid4())
+    vm = Vm(VmSpec(port, f"fa:16:3e:00:01:0{i}", f"10.88.0.{i}", 24, 1500, prefix, host_netns))
+    await vm.create()
+    async with OvsPlugger(ovs.settings, run_id=run_id) as p:
+        await p.plug(port, vm.spec.mac, str(uuid.uuid4()))
+    return vm
+
+
+async def test_crashed_run_is_cleaned_live_run_is_kept(
+        ovs: OvsRuntime, plugger: OvsPlugger, tmp_path: Path, short_id: str,
+        host_netns: str) -> None:
+    prefix = f"vwk{short_id}-"
+    dead = RunState.new(tmp_path, f"dead-{short_id}", pid=_dead_pid(), host_netns=host_netns)
+    live = RunState.new(tmp_path, f"live-{short_id}", pid=os.getppid(), host_netns=host_netns)
+    assert live.status == RUNNING and live.alive()
+    crashed = await _leftover(ovs, dead.run_id, prefix, host_netns, 1)
+    running = await _leftover(ovs, live.run_id, prefix, host_netns, 2)
+    dead.add(namespace=crashed.namespace, tap=crashed.tap)
+    live.add(namespace=running.namespace, tap=running.tap)
+    try:
+        report = await clean_leftovers(tmp_path, plugger, None, prefix)
+        assert report.namespaces == [crashed.namespace]
+        assert report.interfaces == [crashed.tap]
+        assert report.runs == [dead.run_id]
+        assert await asyncio.to_thread(list_namespaces, prefix) == [running.namespace]
+        assert await plugger.run_interfaces() == {running.tap: live.run_id}
+        assert [s.run_id for s in load_states(tmp_path)] == [live.run_id]
+        # Once that run is over (kept, or its process gone), the next cleanup takes it.
+        live.status = "kept"
+        live.save()
+        report = await clean_leftovers(tmp_path, plugger, None, prefix)
+        assert report.namespaces == [running.namespace]
+        assert await plugger.run_interfaces() == {}
+        assert load_states(tmp_path) == []
+    finally:
+        for vm in (crashed, running):
+            await vm.delete()
+
+
+async def test_state_file_round_trip(tmp_path: Path) -> None:
+    state = RunState.new(tmp_path, "r1", neutron_url="http://x")
+    state.add(port="p1", network="n1")
+    state.add(port="p1")
+    loaded = RunState.load(state.path)
+    assert (loaded.ports, loaded.networks, loaded.pid) == (["p1"], ["n1"], os.getpid())
+    assert not loaded.alive()  # our own run is never "another live storm"

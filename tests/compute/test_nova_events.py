@@ -1,0 +1,101 @@
+"""The Nova event endpoint, driven over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import httpx
+import pytest
+
+from vifwire.compute.errors import ComputeError, EventTimeout
+from vifwire.compute.nova_events import VIF_PLUGGED, EventBook, NovaEndpoint, split_nova_url
+from vifwire.trace import Stage, Tracer
+
+
+def _event(server: str, port: str, name: str = VIF_PLUGGED) -> dict[str, str]:
+    return {"name": name, "server_uuid": server, "tag": port, "status": "completed"}
+
+
+async def _post(endpoint: NovaEndpoint, events: list[dict[str, str]]) -> httpx.Response:
+    async with httpx.AsyncClient() as client:
+        return await client.post(f"{endpoint.url}/os-server-external-events",
+                                 json={"events": events})
+
+
+@pytest.fixture
+async def endpoint() -> NovaEndpoint:
+    book = EventBook(Tracer("compute", None))
+    async with NovaEndpoint(book, "http://127.0.0.1:0/v2.1") as ep:
+        yield ep
+
+
+def test_split_nova_url() -> None:
+    assert split_nova_url("http://127.0.0.1:8774/v2.1") == ("127.0.0.1", 8774, "/v2.1")
+    assert split_nova_url("http://nova/") == ("nova", 80, "")
+    with pytest.raises(ComputeError):
+        split_nova_url("ftp://x")
+
+
+async def test_event_before_wait_is_not_lost(endpoint: NovaEndpoint) -> None:
+    server, port = str(uuid.uuid4()), str(uuid.uuid4())
+    endpoint.book.expect_server(server)
+    before = time.time()
+    response = await _post(endpoint, [_event(server, port)])
+    assert response.status_code == 200
+    assert response.json() == {"events": [{**_event(server, port), "code": 200}]}
+    event = await endpoint.book.wait(VIF_PLUGGED, port, timeout=1)
+    assert before <= event.t <= time.time()
+    assert event.server_uuid == server and event.status == "completed"
+    marks = endpoint.book.tracer.events
+    assert [(m["stage"], m["port"], m["t"]) for m in marks] == \
+        [(Stage.EVENT_RECEIVED, port, event.t)]
+
+
+async def test_wait_then_event(endpoint: NovaEndpoint) -> None:
+    server, port = str(uuid.uuid4()), str(uuid.uuid4())
+    endpoint.book.expect_server(server)
+    waiter = asyncio.create_task(endpoint.book.wait(VIF_PLUGGED, port, timeout=5),
+                                 name="test:wait")
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await _post(endpoint, [_event(server, port)])
+    event = await waiter
+    assert event.tag == port
+
+
+async def test_wait_times_out_cleanly(endpoint: NovaEndpoint) -> None:
+    with pytest.raises(EventTimeout, match="network-vif-plugged"):
+        await endpoint.book.wait(VIF_PLUGGED, "nope", timeout=0.1)
+    # A late event is still recorded and a second wait gets it.
+    server = str(uuid.uuid4())
+    endpoint.book.expect_server(server)
+    await _post(endpoint, [_event(server, "nope")])
+    assert (await endpoint.book.wait(VIF_PLUGGED, "nope", timeout=0.1)).tag == "nope"
+
+
+async def test_unknown_server_and_mixed(endpoint: NovaEndpoint) -> None:
+    known = str(uuid.uuid4())
+    endpoint.book.expect_server(known)
+    response = await _post(endpoint, [_event(str(uuid.uuid4()), "p1")])
+    assert response.status_code == 404
+    response = await _post(endpoint, [_event(known, "p2"), _event(str(uuid.uuid4()), "p3")])
+    assert response.status_code == 207
+    assert [e["code"] for e in response.json()["events"]] == [200, 404]
+    assert (VIF_PLUGGED, "p3") not in endpoint.book.received
+
+
+async def test_bad_request(endpoint: NovaEndpoint) -> None:
+    async with httpx.AsyncClient() as client:
+        url = f"{endpoint.url}/os-server-external-events"
+        assert (await client.post(url, json={"events": []})).status_code == 400
+        assert (await client.post(url, json={"events": [{"name": "bogus",
+                                                         "server_uuid": "x"}]})).status_code == 400
+        assert (await client.post(url, content=b"{")).status_code == 400
+
+
+async def test_port_in_use_is_a_clear_error(endpoint: NovaEndpoint) -> None:
+    other = NovaEndpoint(EventBook(), endpoint.url)
+    with pytest.raises(ComputeError, match="cannot listen"):
+        await other.start()

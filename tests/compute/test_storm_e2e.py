@@ -1,0 +1,118 @@
+"""The whole path: real server (uvicorn), real agent, private OVS, a storm of 4 VMs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from vifwire.compute.errors import ComputeError
+from vifwire.compute.neutron import NeutronClient
+from vifwire.compute.state import RunState
+from vifwire.compute.storm import StormConfig, run_storm
+from vifwire.compute.vm import list_namespaces
+from vifwire.ovs.runtime import OvsRuntime
+from vifwire.settings import Settings
+from vifwire.trace import Tracer
+
+app_module = pytest.importorskip("vifwire.server.app")
+agent_module = pytest.importorskip("vifwire.agent.service")
+from vifwire.bus.local import LocalBus  # noqa: E402
+
+pytestmark = pytest.mark.ovs
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def]
+        yield
+
+
+@pytest.fixture
+async def stack(ovs: OvsRuntime, tmp_path: Path, short_id: str) -> AsyncIterator[Settings]:
+    settings = Settings(run_dir=tmp_path, host=f"vwc-host-{short_id}", api_port=_free_port(),
+                        nova_url=f"http://127.0.0.1:{_free_port()}/v2.1",
+                        agent_heartbeat_s=0.5)
+    bus = LocalBus()
+    await bus.start()
+    app = app_module.create_app(settings, bus, Tracer("server", None))
+    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=settings.api_port,
+                                    log_level="warning", lifespan="on"))
+    serve = asyncio.create_task(server.serve(), name="test:neutron-api")
+    agent: Any = None
+    try:
+        while not server.started:
+            assert not serve.done(), "the API server did not start"
+            await asyncio.sleep(0.02)
+        agent = agent_module.OvsAgent(settings, bus, Tracer("agent", None), ovs=ovs.settings)
+        await agent.start()
+        yield settings
+    finally:
+        if agent is not None:
+            await agent.stop()
+        server.should_exit = True
+        await serve
+        await bus.stop()
+
+
+async def test_storm_of_four(stack: Settings, ovs: OvsRuntime, short_id: str,
+                             host_netns: str) -> None:
+    prefix = f"vwe{short_id}-"
+    count = int(os.environ.get("VIFWIRE_STORM_COUNT", "4"))
+    progress: list[tuple[str, int, int]] = []
+    config = StormConfig(
+        neutron_url=stack.api_url, network="demo", count=count, host=stack.host, ovs=ovs.settings,
+        run_dir=stack.run_dir, nova_url=stack.nova_url, timeout=60, ensure_network=True,
+        ns_prefix=prefix, host_netns=host_netns, progress=lambda *p: progress.append(p))
+    # A crashed earlier run left a Neutron port behind: this storm removes it first.
+    async with NeutronClient(stack.api_url) as neutron:
+        net = await neutron.create_network(f"crashed-{short_id}")
+        await neutron.create_subnet(net["id"], "10.9.0.0/24")
+        orphan = await neutron.create_port(net["id"])
+    RunState.new(stack.run_dir, "crashed", pid=_dead_pid(), ports=[orphan["id"]],
+                 networks=[net["id"]])
+    result = await run_storm(config)
+    summary = result.to_dict()
+    if os.environ.get("VIFWIRE_SHOW_STORM"):
+        print({k: v for k, v in summary.items() if k != "records"})
+    assert summary["vms"] == count
+    assert summary["plugged"] == count, summary["failures"]
+    assert summary["connectivity_ok"], summary["connectivity"]
+    assert 0 < summary["latency_ms"]["min"] <= summary["latency_ms"]["max"]
+    assert ("events", count, count) in progress
+    assert summary["cleaned_leftovers"]["ports"] == [orphan["id"]]
+    assert summary["cleaned_leftovers"]["networks"] == [net["id"]]
+    # Torn down: no namespaces, no OVS ports, no state file, no ports in Neutron.
+    assert list_namespaces(prefix) == []
+    assert ovs.vsctl("list-ports", ovs.settings.integration_bridge).split() == []
+    assert not list((stack.run_dir / "compute").glob("*.json"))
+    async with NeutronClient(stack.api_url) as neutron:
+        assert await neutron.list_ports(network_id=result.network_id) == []
+        assert await neutron.find_network(f"crashed-{short_id}") is None
+
+
+async def test_missing_network_is_a_clear_error(stack: Settings, ovs: OvsRuntime) -> None:
+    config = StormConfig(neutron_url=stack.api_url, network="nope", count=1, host=stack.host,
+                         ovs=ovs.settings, run_dir=stack.run_dir, nova_url=stack.nova_url)
+    with pytest.raises(ComputeError, match="network 'nope' not found"):
+        await run_storm(config)

@@ -1,0 +1,107 @@
+"""VMs as namespaces on a private netdev bridge, plugged as os-vif plugs them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pyroute2 import IPRoute
+
+from vifwire.compute.plug import RUN_KEY, OvsPlugger
+from vifwire.compute.vm import Vm, VmSpec, list_namespaces, ns_name, tap_name
+from vifwire.ovs.runtime import OvsRuntime
+
+pytestmark = pytest.mark.ovs
+
+
+def _port_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _link_exists(name: str, netns: str) -> bool:
+    with IPRoute(netns=netns, flags=0) as ipr:
+        return bool(ipr.link_lookup(ifname=name))
+
+
+def _guest_link(namespace: str) -> Any:
+    # pyroute2's sync API runs its own loop: keep it off the test's loop.
+    with IPRoute(netns=namespace, flags=0) as guest:
+        return guest.get_links(ifname="eth0")[0]
+
+
+@pytest.fixture
+def ns_prefix(short_id: str) -> str:
+    return f"vwt{short_id}-"
+
+
+@pytest.fixture
+async def plugger(ovs: OvsRuntime, short_id: str) -> AsyncIterator[OvsPlugger]:
+    async with OvsPlugger(ovs.settings, run_id=f"test-{short_id}") as p:
+        yield p
+
+
+def _external_ids(ovs: OvsRuntime, iface: str) -> dict[str, str]:
+    out = json.loads(ovs.vsctl("--format=json", "--columns=external_ids", "list", "Interface",
+                               iface))
+    kind, pairs = out["data"][0][0]
+    assert kind == "map"
+    return dict(pairs)
+
+
+def test_names_fit_ifnamsiz() -> None:
+    port = "0123456789abcdef-rest"
+    assert tap_name(port) == "tap0123456789a"
+    assert ns_name(port) == "vwvm-0123456789a"
+    assert len(tap_name(_port_id())) <= 15
+
+
+async def test_plug_sets_os_vif_external_ids(ovs: OvsRuntime, plugger: OvsPlugger) -> None:
+    port, vm_uuid, mac = _port_id(), str(uuid.uuid4()), "fa:16:3e:12:34:56"
+    t_plug = await plugger.plug(port, mac, vm_uuid)
+    assert t_plug > 0
+    tap = tap_name(port)
+    assert tap in ovs.vsctl("list-ports", ovs.settings.integration_bridge).split()
+    ids = _external_ids(ovs, tap)
+    assert ids == {"iface-id": port, "iface-status": "active", "attached-mac": mac,
+                   "vm-uuid": vm_uuid, RUN_KEY: plugger.run_id}
+    assert await plugger.run_interfaces() == {tap: plugger.run_id}
+    await plugger.plug(port, mac, vm_uuid)  # --may-exist: plugging twice is fine
+    await plugger.unplug(tap)
+    await plugger.unplug(tap)  # --if-exists
+    assert tap not in ovs.vsctl("list-ports", ovs.settings.integration_bridge).split()
+
+
+async def test_two_vms_ping_through_the_bridge(ovs: OvsRuntime, plugger: OvsPlugger,
+                                               ns_prefix: str, host_netns: str) -> None:
+    specs = [VmSpec(_port_id(), f"fa:16:3e:00:00:0{i}", f"10.77.0.{10 + i}", 24, 1450, ns_prefix,
+                    host_netns) for i in (1, 2)]
+    vms = [Vm(s) for s in specs]
+    try:
+        for vm in vms:
+            await vm.create()
+            await plugger.plug(vm.spec.port_id, vm.spec.mac, str(uuid.uuid4()),
+                               mtu=vm.spec.mtu)
+            # What the agent would do: the same local VLAN for the same network.
+            ovs.vsctl("set", "Port", vm.tap, "tag=7")
+        assert list_namespaces(ns_prefix) == sorted(vm.namespace for vm in vms)
+        eth0 = await asyncio.to_thread(_guest_link, vms[0].namespace)
+        assert eth0.get("IFLA_ADDRESS") == specs[0].mac
+        assert eth0.get("IFLA_MTU") == 1450
+        assert await vms[0].ping(specs[1].ip)
+        assert await vms[1].ping(specs[0].ip)
+        # Another VLAN is another network: no reply.
+        ovs.vsctl("set", "Port", vms[1].tap, "tag=8")
+        assert not await vms[0].ping(specs[1].ip, count=2)
+    finally:
+        for vm in vms:
+            await plugger.unplug(vm.tap)
+            await vm.delete()
+    for vm in vms:
+        assert not os.path.exists(f"/var/run/netns/{vm.namespace}")
+        assert not await asyncio.to_thread(_link_exists, vm.tap, host_netns)
+    await vms[0].delete()  # idempotent

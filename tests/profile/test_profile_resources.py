@@ -1,0 +1,83 @@
+"""CPU attribution with real processes: a busy loop and a sleeper."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from vifwire.profile.resources import (
+    ResourceSampler,
+    ResourceTimeline,
+    find_pids,
+    storm_components,
+)
+
+
+@pytest.fixture
+def busy_and_idle() -> Iterator[tuple[int, int]]:
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.3)  # past interpreter start-up, which costs CPU in both
+        yield busy.pid, idle.pid
+    finally:
+        for proc in (busy, idle):
+            proc.kill()
+            proc.wait()
+
+
+def test_busy_process_is_on_top(busy_and_idle: tuple[int, int], tmp_path: Path) -> None:
+    busy, idle = busy_and_idle
+    sampler = ResourceSampler({"busy": busy, "idle": [idle], "both": [busy, idle]},
+                              interval=0.2)
+    sampler.start()
+    time.sleep(1.0)
+    timeline = sampler.stop()
+
+    seconds = timeline.cpu_seconds()
+    assert next(iter(seconds)) in ("busy", "both")
+    assert seconds["busy"] == pytest.approx(1.0, abs=0.3)
+    assert seconds["idle"] < 0.05
+    assert seconds["both"] == pytest.approx(seconds["busy"] + seconds["idle"], abs=0.05)
+    busy_samples = timeline.samples["busy"]
+    assert len(busy_samples) >= 5  # <= 250 ms apart over ~1 s
+    gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(busy_samples)]
+    assert max(gaps) < 0.4
+    assert max(s["cpu_pct"] for s in busy_samples) > 60
+    assert all(s["rss"] > 0 for s in busy_samples)
+    assert {"usr", "sys", "idle", "mem_used", "mem_free"} <= timeline.system[-1].keys()
+
+    again = ResourceTimeline.read(timeline.write(tmp_path / "resources.json"))
+    assert again.cpu_seconds() == seconds
+
+
+def test_vanished_process_keeps_its_cpu_seconds() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "x = sum(range(3_000_000))"])
+    sampler = ResourceSampler({"short": proc.pid, "ghost": 2**22 + 12345}, interval=0.05)
+    sampler.start()
+    proc.wait()
+    time.sleep(0.2)
+    timeline = sampler.stop()
+    cpu = [s["cpu_s"] for s in timeline.samples["short"]]
+    assert cpu == sorted(cpu)  # never goes backwards once the process is gone
+    assert timeline.cpu_seconds()["ghost"] == 0.0
+
+
+def test_interval_is_capped_and_find_pids() -> None:
+    assert ResourceSampler({"me": os.getpid()}, interval=1.0).interval == 0.25
+    me = psutil.Process().name()
+    assert os.getpid() in find_pids([me])[me]
+
+
+def test_storm_components_names() -> None:
+    comps = storm_components(stack=os.getpid(), server=[1, 2], compute=3, include_ovs=False)
+    assert comps == {"stack (server+agent)": [os.getpid()], "server workers": [1, 2],
+                     "compute": [3]}

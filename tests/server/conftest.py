@@ -1,0 +1,105 @@
+"""Fixtures for the server tests: real SQLite and PostgreSQL, the real app, a fake Nova.
+
+PostgreSQL tests use one throwaway database per session (vifwire_t_<pid>), wiped
+before each test; they are skipped when 127.0.0.1:5432 is not reachable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from vifwire.bus.base import agent_topic
+from vifwire.db.schema import metadata
+from vifwire.settings import Settings
+
+from .helpers import HOST, FakeAgent, FakeNova, Stack, running
+
+PG_ADMIN_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    name = f"vifwire_t_{os.getpid()}"
+    try:
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    yield f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'server.sqlite'}"
+    url: str = request.getfixturevalue("pg_url")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        metadata.drop_all(conn)
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def nova() -> Iterator[FakeNova]:
+    fake = FakeNova()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            status = fake.statuses.pop(0) if fake.statuses else 200
+            if self.path.endswith("/os-server-external-events") and status == 200:
+                fake.posts.append(body["events"])
+                fake.posted.set()
+            answer = json.dumps({"events": [dict(e, code=200) for e in body["events"]]})
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer.encode())
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}/v2.1"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield fake
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, nova: FakeNova) -> Settings:
+    return Settings(run_dir=tmp_path, host="server-1", database_url=database_url,
+                    nova_url=nova.url)
+
+
+@pytest.fixture
+async def stack(settings: Settings) -> AsyncIterator[Stack]:
+    async with running(settings) as running_stack:
+        yield running_stack
+
+
+@pytest.fixture
+async def agent(stack: Stack) -> FakeAgent:
+    fake = FakeAgent()
+    await stack.bus.serve(agent_topic(HOST), fake)
+    return fake

@@ -1,0 +1,78 @@
+"""Test helpers for the server: the running app, a fake agent and a fake Nova."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from vifwire.bus.base import SERVER_TOPIC
+from vifwire.bus.local import LocalBus
+from vifwire.server.app import create_app
+from vifwire.settings import Settings
+from vifwire.trace import Tracer
+
+HOST = "compute-1"
+
+
+@dataclass
+class FakeNova:
+    """A real HTTP server recording os-server-external-events posts."""
+
+    url: str = ""
+    posts: list[list[dict[str, Any]]] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)  # scripted answers, then 200
+    posted: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [e for post in self.posts for e in post]
+
+
+@dataclass
+class Stack:
+    """A running app with an HTTP client, its bus and tracer."""
+
+    client: httpx.AsyncClient
+    bus: LocalBus
+    tracer: Tracer
+    settings: Settings
+    app: Any
+
+    async def rpc(self, method: str, **kwargs: Any) -> Any:
+        return await self.bus.call(SERVER_TOPIC, method, **kwargs)
+
+    async def register_agent(self, host: str = HOST) -> None:
+        await self.rpc("report_state", agent={
+            "host": host, "agent_type": "Open vSwitch agent",
+            "binary": "neutron-openvswitch-agent", "topic": "N/A",
+            "configurations": {"bridge_mappings": {}}, "start_flag": True})
+
+
+class FakeAgent:
+    """Records what the server casts to one host's agent topic."""
+
+    def __init__(self) -> None:
+        self.bound: list[dict[str, Any]] = []
+        self.unbound: list[str] = []
+
+    async def port_bound(self, port: dict[str, Any]) -> None:
+        self.bound.append(port)
+
+    async def port_unbound(self, port_id: str) -> None:
+        self.unbound.append(port_id)
+
+
+@asynccontextmanager
+async def running(settings: Settings, bus: LocalBus | None = None) -> AsyncIterator[Stack]:
+    bus = bus or LocalBus()
+    tracer = Tracer("server", None)
+    app = create_app(settings, bus, tracer, notifier_backoff_s=0.05)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://vifwire") as client:
+            yield Stack(client, bus, tracer, settings, app)
