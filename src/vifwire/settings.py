@@ -53,6 +53,8 @@ class Settings:
     global_physnet_mtu: int = 1500
     # When set, components append structured timing events to this directory.
     trace_dir: Path | None = None
+    # When set, the stack runs under cProfile and dumps <dir>/stack.pstats at exit.
+    cprofile_dir: Path | None = None
 
     @property
     def ovs(self) -> OvsSettings:

@@ -4,6 +4,10 @@ Both share one asyncio loop and one in-process bus (or a RabbitMQ bus when the
 settings name one), so a bind pushed by the server reaches the agent with no
 network hop. Uvicorn runs programmatically; its own signal capture is disabled
 so a SIGTERM stops the agent before the server and flushes the trace files.
+
+Profiling is always on and cheap: both components mark stages into bounded
+in-memory tracers and a SQL probe counts statements. `GET /_vifwire/trace?since=T`
+returns them, so `vifwire boot --profile` can read a stack it did not start.
 """
 
 from __future__ import annotations
@@ -11,14 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Iterator
 
 import uvicorn
+from fastapi import FastAPI
 
 from vifwire.bus import make_bus
+from vifwire.profile.sql import SqlProbe, install_sql_probe
 from vifwire.settings import Settings
-from vifwire.trace import make_tracer
+from vifwire.trace import Tracer
+
+TRACE_ROUTE = "/_vifwire/trace"
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +52,11 @@ async def run_stack(settings: Settings, stop: asyncio.Event | None = None) -> No
 
     bus = make_bus(settings.bus_url)
     await bus.start()
-    server_tracer = make_tracer("server", settings.trace_dir)
-    agent_tracer = make_tracer("agent", settings.trace_dir)
+    server_tracer = Tracer("server", settings.trace_dir)
+    agent_tracer = Tracer("agent", settings.trace_dir)
     app = create_app(settings, bus, server_tracer)
+    probes: list[SqlProbe] = []
+    add_trace_route(app, (server_tracer, agent_tracer), probes)
     server = _Server(uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
                                     log_level="warning", lifespan="on", access_log=False))
     serving = asyncio.create_task(server.serve(), name="stack:api")
@@ -56,6 +67,7 @@ async def run_stack(settings: Settings, stop: asyncio.Event | None = None) -> No
                 serving.result()  # re-raise why it could not start
                 raise RuntimeError("the API server stopped while starting")
             await asyncio.sleep(0.01)
+        probes.append(install_sql_probe(app.state.services.context.engine))
         agent = OvsAgent(settings, bus, agent_tracer)
         await agent.start()
         log.info("vifwire stack ready on %s (host %s)", settings.api_url, settings.host)
@@ -71,3 +83,17 @@ async def run_stack(settings: Settings, stop: asyncio.Event | None = None) -> No
         await bus.stop()
         server_tracer.flush()
         agent_tracer.flush()
+        if settings.trace_dir is not None:
+            for probe in probes:
+                probe.write(settings.trace_dir / f"sql-server-{os.getpid()}.json")
+
+
+def add_trace_route(app: FastAPI, tracers: tuple[Tracer, ...], probes: list[SqlProbe]) -> None:
+    """Expose recent trace events and SQL totals to the profiler (loopback use)."""
+
+    async def trace(since: float = 0.0) -> dict[str, object]:
+        events = [e for tracer in tracers for e in tracer.since(since)]
+        sql = [probe.snapshot() for probe in probes]
+        return {"pid": os.getpid(), "events": events, "sql": sql[0] if sql else None}
+
+    app.add_api_route(TRACE_ROUTE, trace, methods=["GET"], include_in_schema=False)

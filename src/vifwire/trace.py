@@ -2,15 +2,18 @@
 
 Each component gets a `Tracer` named after it and marks the stages a port passes
 (`Stage`), stamped with the host's wall clock (`time.time()`), which every process
-on a host shares. Events are kept in memory and written as JSON lines to
-`<trace_dir>/<component>-<pid>.jsonl` on `flush()`, so marking costs a list append
-on the hot path. With tracing off, `NullTracer` makes every mark a no-op.
+on a host shares. Marking costs one bounded-deque append on the hot path, so the
+stack always keeps its recent events in memory (the profiler reads them over the
+API after a storm) and, given a directory, writes them as JSON lines to
+`<trace_dir>/<component>-<pid>.jsonl` on `flush()`. `NullTracer` (tests, tools)
+makes every mark a no-op.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -31,11 +34,15 @@ class Stage(StrEnum):
     EVENT_RECEIVED = "event_received"  # compute received network-vif-plugged
 
 
+# ~100 bytes an event: a long-running stack keeps at most a few tens of MB.
+MAX_EVENTS = 200_000
+
+
 class Tracer:
-    def __init__(self, component: str, directory: Path | None) -> None:
+    def __init__(self, component: str, directory: Path | None = None) -> None:
         self.component = component
         self.directory = directory
-        self.events: list[dict[str, Any]] = []
+        self.events: deque[dict[str, Any]] = deque(maxlen=MAX_EVENTS)
 
     @property
     def enabled(self) -> bool:
@@ -53,9 +60,13 @@ class Tracer:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{self.component}-{os.getpid()}.jsonl"
-        events, self.events = self.events, []
+        events, self.events = self.events, deque(maxlen=MAX_EVENTS)
         with path.open("ab") as out:
             out.writelines(orjson.dumps(e) + b"\n" for e in events)
+
+    def since(self, t: float) -> list[dict[str, Any]]:
+        """Events marked at or after `t`, oldest first (they stay in memory)."""
+        return [e for e in list(self.events) if e["t"] >= t]
 
 
 class NullTracer(Tracer):
@@ -68,3 +79,13 @@ class NullTracer(Tracer):
 
 def make_tracer(component: str, directory: Path | None) -> Tracer:
     return Tracer(component, directory) if directory is not None else NullTracer(component)
+
+
+def write_events(directory: Path, component: str, pid: int,
+                 events: list[dict[str, Any]]) -> Path:
+    """Write events another process recorded, as that process's flush() would have."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{component}-{pid}.jsonl"
+    with path.open("ab") as out:
+        out.writelines(orjson.dumps(e) + b"\n" for e in events)
+    return path

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import httpx
+import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -21,7 +26,7 @@ from rich.table import Table
 from vifwire.cli import daemon
 from vifwire.ovs.runtime import OvsRuntime
 from vifwire.settings import Settings
-from vifwire.trace import make_tracer
+from vifwire.trace import make_tracer, write_events
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,8 @@ class BootOptions:
     timeout: float
     check_connectivity: bool
     show_progress: bool
+    profile_dir: Path | None = None
+    cprofile: bool = False
 
 
 @contextlib.contextmanager
@@ -54,17 +61,73 @@ def embedded_stack(settings: Settings) -> Iterator[bool]:
 
 
 def run_boot(settings: Settings, options: BootOptions, console: Console) -> dict[str, Any]:
+    """Run the storm; with a profile dir, also record and render the profile."""
+    profile_dir = options.profile_dir
+    if profile_dir is not None:
+        profile_dir.mkdir(parents=True, exist_ok=True)
     if options.target:
-        return _storm(settings, options, options.target, console, ensure_network=False)
-    with embedded_stack(settings):
-        return _storm(settings, options, settings.api_url, console, ensure_network=True)
+        summary = _storm(settings, options, options.target, console, ensure_network=False)
+    else:
+        stack_settings = settings
+        if options.cprofile and profile_dir is not None:
+            stack_settings = settings.with_(cprofile_dir=profile_dir)
+        with embedded_stack(stack_settings) as started:
+            if options.cprofile and not started:
+                console.print("note: the running stack was started without --cprofile; "
+                              "only the compute emulator is cProfiled", highlight=False)
+            summary = _storm(settings, options, settings.api_url, console, ensure_network=True)
+    if profile_dir is not None:
+        (profile_dir / "storm.json").write_bytes(orjson.dumps(summary))
+        from vifwire.profile.report import render
+
+        profile_path, html_path = render(profile_dir)
+        summary["profile"] = {"json": str(profile_path), "html": str(html_path)}
+    return summary
+
+
+def _components(settings: Settings, external: bool) -> dict[str, list[int]]:
+    """What the resource sampler watches: our own processes only, by pid."""
+    from vifwire.profile.resources import STACK
+
+    components: dict[str, list[int]] = {"compute": [os.getpid()]}
+    stack = None if external else daemon.stack_pid(settings)
+    if stack is not None:
+        components[STACK] = [stack]
+    runtime = OvsRuntime(settings.ovs)
+    for name in ("ovsdb-server", "ovs-vswitchd"):
+        pid = runtime.pid(name)
+        if pid is not None:
+            components[name] = [pid]
+    return components
+
+
+def _collect_stack_trace(settings: Settings, since: float, directory: Path) -> None:
+    """Save what the stack recorded during the storm as raw profile files."""
+    from vifwire.stack import TRACE_ROUTE
+
+    response = httpx.get(f"{settings.api_url}{TRACE_ROUTE}", params={"since": since}, timeout=30)
+    response.raise_for_status()
+    body = response.json()
+    by_component: dict[str, list[dict[str, Any]]] = {}
+    for event in body["events"]:
+        by_component.setdefault(event["component"], []).append(event)
+    for component, events in by_component.items():
+        write_events(directory, component, body["pid"], events)
+    if body.get("sql"):
+        (directory / f"sql-server-{body['pid']}.json").write_bytes(orjson.dumps(body["sql"]))
 
 
 def _storm(settings: Settings, options: BootOptions, neutron_url: str, console: Console,
            ensure_network: bool) -> dict[str, Any]:
     from vifwire.compute.storm import StormConfig, run_storm
+    from vifwire.profile.cprof import profiled
+    from vifwire.profile.resources import ResourceSampler
 
-    tracer = make_tracer("compute", settings.trace_dir)
+    profile_dir = options.profile_dir
+    external = options.target is not None
+    tracer = make_tracer("compute", profile_dir or settings.trace_dir)
+    sampler = ResourceSampler(_components(settings, external)) if profile_dir else None
+    since = time.time()
     with Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True,
                   disable=not options.show_progress) as progress:
@@ -81,16 +144,23 @@ def _storm(settings: Settings, options: BootOptions, neutron_url: str, console: 
             nova_url=settings.nova_url, timeout=options.timeout, keep=options.keep,
             run_dir=settings.run_dir, check_connectivity=options.check_connectivity,
             tracer=tracer, progress=on_progress, ensure_network=ensure_network)
+        if sampler is not None:
+            sampler.start()
         try:
-            result = asyncio.run(run_storm(config))
+            with profiled("compute", profile_dir if options.cprofile else None):
+                result = asyncio.run(run_storm(config))
         finally:
             tracer.flush()
+            if sampler is not None and profile_dir is not None:
+                sampler.stop().write(profile_dir / "resources.json")
+    if profile_dir is not None and not external:
+        _collect_stack_trace(settings, since, profile_dir)
     return result.to_dict()
 
 
-def print_summary(summary: dict[str, Any], console: Console) -> None:
+def print_summary(summary: dict[str, Any], network: str, console: Console) -> None:
     latency = summary.get("latency_ms") or {}
-    table = Table(title=f"boot storm: {summary['vms']} VMs on network {summary.get('network')}",
+    table = Table(title=f"boot storm: {summary['vms']} VMs on network {network}",
                   show_header=False, title_justify="left")
     table.add_row("VMs booted", str(summary["vms"]))
     table.add_row("network-vif-plugged received", f"{summary['plugged']}/{summary['vms']}")

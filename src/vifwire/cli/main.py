@@ -42,12 +42,14 @@ def main(
     = "",
     bus_url: Annotated[str, typer.Option(envvar="VIFWIRE_BUS_URL")] = "local",
     trace_dir: Annotated[Path | None, typer.Option(envvar="VIFWIRE_TRACE_DIR")] = None,
+    cprofile_dir: Annotated[Path | None, typer.Option(hidden=True)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(run_dir=run_dir, api_port=api_port, nova_url=nova_url.rstrip("/"),
-                        database_url=database_url, bus_url=bus_url, trace_dir=trace_dir)
+                        database_url=database_url, bus_url=bus_url, trace_dir=trace_dir,
+                        cprofile_dir=cprofile_dir)
     ctx.obj = settings.with_(host=host) if host else settings
 
 
@@ -64,11 +66,12 @@ def require_root() -> None:
 @app.command()
 def stack(ctx: typer.Context) -> None:
     """Run the API server and this host's agent in the foreground (what `up` starts)."""
+    from vifwire.profile.cprof import profiled
     from vifwire.stack import run_stack
 
     settings: Settings = ctx.obj
     logging.getLogger().setLevel(logging.INFO)
-    with _errors():
+    with _errors(), profiled("stack", settings.cprofile_dir):
         asyncio.run(run_stack(settings))
 
 
@@ -164,6 +167,11 @@ def boot(
     timeout: Annotated[float, typer.Option(help="vif_plugging_timeout, seconds.")] = 300.0,
     connectivity: Annotated[bool, typer.Option(help="Prove the wiring with ping.")] = True,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+    profile: Annotated[Path | None, typer.Option(
+        help="Record where every millisecond went into this directory (report.html, "
+             "profile.json).")] = None,
+    cprofile: Annotated[bool, typer.Option(help="With --profile: also cProfile each "
+                                                "component (.pstats files).")] = False,
 ) -> None:
     """Boot COUNT VMs at once: ports bound, VIFs plugged, vif-plugged awaited, traffic proven."""
     import orjson
@@ -174,15 +182,49 @@ def boot(
     require_root()
     options = BootOptions(count=count, network=network, target=target, token=token, keep=keep,
                           timeout=timeout, check_connectivity=connectivity,
-                          show_progress=not json_output and sys.stderr.isatty())
+                          show_progress=not json_output and sys.stderr.isatty(),
+                          profile_dir=profile, cprofile=cprofile)
+    if cprofile and profile is None:
+        fail("--cprofile needs --profile DIR")
     with _errors():
         summary = run_boot(settings, options, console)
     if json_output:
         sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        print_summary(summary, Console())
+        print_summary(summary, network, Console())
+        if profile is not None:
+            _print_profile(profile)
     ok = summary["plugged"] == summary["vms"] and summary.get("connectivity_ok", True) is not False
     raise typer.Exit(0 if ok else 2)
+
+
+@app.command()
+def report(
+    directory: Annotated[Path, typer.Argument(help="A directory written by boot --profile.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print profile.json.")] = False,
+) -> None:
+    """Re-render a saved profile: terminal summary, profile.json and report.html."""
+    from vifwire.profile.report import render
+
+    if not directory.is_dir():
+        fail(f"{directory} is not a directory written by `vifwire boot --profile`")
+    with _errors():
+        profile_path, _ = render(directory)
+    if json_output:
+        sys.stdout.write(profile_path.read_text())
+    else:
+        _print_profile(directory)
+
+
+def _print_profile(directory: Path) -> None:
+    import orjson
+
+    from vifwire.profile.report import PROFILE_FILE, REPORT_FILE
+    from vifwire.profile.summary import print_summary
+
+    print_summary(orjson.loads((directory / PROFILE_FILE).read_bytes()), Console())
+    Console().print(f"report: {directory / REPORT_FILE}  data: {directory / PROFILE_FILE}",
+                    highlight=False)
 
 
 if __name__ == "__main__":
