@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import httpx
@@ -84,6 +85,8 @@ class NovaNotifier:
             return True
         events = [{"name": r.name, "server_uuid": r.server_uuid, "tag": r.tag,
                    "status": r.status} for r in rows]
+        # Stamped when the post leaves, marked only once Nova took it.
+        sent_at = time.time()
         try:
             response = await client.post(self._url, json={"events": events})
         except httpx.HTTPError as exc:
@@ -104,7 +107,7 @@ class NovaNotifier:
         self.sent += len(rows)
         for row in rows:
             if row.name == outbox.PLUGGED:
-                self._tracer.mark(Stage.EVENT_SENT, row.tag)
+                self._tracer.mark(Stage.EVENT_SENT, row.tag, t=sent_at)
         return True
 
 

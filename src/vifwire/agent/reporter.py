@@ -1,0 +1,114 @@
+"""Reporting ports up and down to the server, batched by the call in flight.
+
+Workers say what each port's status should be (`want`); one sender task turns
+that into `ports_up` / `ports_down` calls. Whatever becomes ready while a call
+is in flight goes into the next call, so a lone port is reported at once and a
+burst costs a few calls, with no timer anywhere.
+
+Invariants:
+- latest wish wins per port: up then down before sending sends only down;
+- a port is never reported twice in a row with the same status (`_sent`
+  records the last status sent or in flight);
+- on a bus error the batch goes back into the queue (unless a newer wish
+  replaced it) and the sender backs off, so no port is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from vifwire.agent.tasks import cancel_and_wait, spawn
+from vifwire.bus.base import SERVER_TOPIC, Bus, BusError
+from vifwire.trace import Stage, Tracer
+
+log = logging.getLogger(__name__)
+
+Status = str  # "up" | "down"
+
+
+class StatusReporter:
+    def __init__(self, bus: Bus, host: str, tracer: Tracer, *, timeout: float = 30.0,
+                 backoff: tuple[float, float] = (0.05, 5.0),
+                 on_sent: Callable[[str, Status], None] | None = None) -> None:
+        self._bus = bus
+        self._host = host
+        self._tracer = tracer
+        self._timeout = timeout
+        self._backoff = backoff
+        self._on_sent = on_sent
+        self._pending: dict[str, Status] = {}
+        self._sent: dict[str, Status] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = spawn(self._run(), name="agent:reporter")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await cancel_and_wait(self._task)
+            self._task = None
+
+    def want(self, port_id: str, status: Status) -> None:
+        if self._sent.get(port_id) == status:
+            self._pending.pop(port_id, None)
+            return
+        self._pending[port_id] = status
+        self._wake.set()
+
+    def reported_up(self, port_id: str) -> bool:
+        return self._sent.get(port_id) == "up"
+
+    def forget(self, port_id: str) -> None:
+        if port_id not in self._pending:
+            self._sent.pop(port_id, None)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def _run(self) -> None:
+        delay = self._backoff[0]
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending, {}
+                ok = True
+                for status, method in (("up", "ports_up"), ("down", "ports_down")):
+                    ids = [p for p, s in batch.items() if s == status]
+                    if ids and not await self._send(method, status, ids):
+                        ok = False
+                if ok:
+                    delay = self._backoff[0]
+                else:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._backoff[1])
+
+    async def _send(self, method: str, status: Status, ids: list[str]) -> bool:
+        previous = {p: self._sent.get(p) for p in ids}
+        self._sent.update(dict.fromkeys(ids, status))
+        try:
+            done = await self._bus.call(SERVER_TOPIC, method, timeout=self._timeout,
+                                        host=self._host, port_ids=ids)
+        except BusError as exc:
+            log.warning("%s of %d port(s) failed, will retry: %s", method, len(ids), exc)
+            for port_id in ids:
+                if self._sent.get(port_id) == status and port_id not in self._pending:
+                    self._pending[port_id] = status
+                before = previous[port_id]
+                if before is None:
+                    self._sent.pop(port_id, None)
+                else:
+                    self._sent[port_id] = before
+            self._wake.set()
+            return False
+        if status == "up":
+            for port_id in done or ():
+                self._tracer.mark(Stage.UP, port_id)
+        if self._on_sent is not None:
+            for port_id in ids:
+                self._on_sent(port_id, status)
+        return True

@@ -1,0 +1,355 @@
+"""The OVS agent: event-driven reconcile of the integration bridge's VIFs.
+
+There is no polling loop. Three things change a port's state, all on the event
+loop: a VIF batch from OVSDB (`_on_vif_changes`), a cast from the server
+(`port_bound` / `port_unbound`), and the full sync at start. Each change only
+updates `_ports[port_id]` and kicks that port's worker; the worker
+(`_reconcile`, one at a time per port, ports in parallel) plans from the latest
+state with the pure `plan()` and executes: fetch details, tag the Port, ask the
+reporter to report up/down. Errors stay with their port (retry with backoff);
+nothing triggers a global resync.
+
+Start order matters: OVSDB first (its initial snapshot gives the VLAN hints
+that keep tags stable), then the dead-VLAN flow, serving our topic (so no bind
+is missed), the first heartbeat, and the full sync from the server. Workers
+only run after the sync, so the sync's answer spares a lookup per VIF. Casts
+received while a sync or lookup is in flight win over its (older) answer,
+tracked with `_cast_seq`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from vifwire.agent.errors import AgentError
+from vifwire.agent.model import AGENT_BINARY, AGENT_TYPE, DEAD_VLAN, Vif, VifChanges
+from vifwire.agent.ovs import OvsBridge
+from vifwire.agent.plan import Lookup, PortView, network_to_hold, plan
+from vifwire.agent.reporter import StatusReporter
+from vifwire.agent.tasks import KeyedWorkers, cancel_and_wait, spawn
+from vifwire.agent.vlans import LocalVlans
+from vifwire.bus.base import SERVER_TOPIC, Bus, BusError, agent_topic
+from vifwire.messages import AgentState, PortDetails
+from vifwire.settings import OvsSettings, Settings
+from vifwire.trace import Stage, Tracer
+
+log = logging.getLogger(__name__)
+
+BACKOFF = (0.05, 5.0)
+WRITE_ATTEMPTS = 5
+
+
+@dataclass
+class PortState:
+    details: PortDetails | None = None
+    lookup: Lookup = Lookup.UNKNOWN
+    cast_seq: int = 0  # value of OvsAgent._cast_seq when the server last told us
+    vif: Vif | None = None
+    network: str | None = None  # network whose local VLAN this port holds
+    wired: bool = False  # WIRED was traced for the current VIF
+    dropped: bool = False  # a drop flow for the port is installed
+
+
+class _Endpoint:
+    """What the server may cast to `agent.<host>`; nothing else is public."""
+
+    def __init__(self, agent: OvsAgent) -> None:
+        self._agent = agent
+
+    async def port_bound(self, port: PortDetails) -> None:
+        self._agent.on_port_bound(port)
+
+    async def port_unbound(self, port_id: str) -> None:
+        self._agent.on_port_unbound(port_id)
+
+
+class OvsAgent:
+    def __init__(self, settings: Settings, bus: Bus, tracer: Tracer, *,
+                 ovs: OvsSettings | None = None, ovs_timeout: float = 10.0,
+                 rpc_timeout: float = 30.0) -> None:
+        self.settings = settings
+        self.ovs_settings = ovs or settings.ovs
+        self.host = settings.host
+        self._bus = bus
+        self.tracer = tracer
+        self._rpc_timeout = rpc_timeout
+        self._bridge = OvsBridge(self.ovs_settings, self._on_vif_changes, timeout=ovs_timeout)
+        self._reporter = StatusReporter(bus, self.host, tracer, timeout=rpc_timeout,
+                                        backoff=BACKOFF)
+        self._vlans = LocalVlans()
+        self._workers = KeyedWorkers(self._reconcile, prefix="port")
+        self._ports: dict[str, PortState] = {}
+        self._cast_seq = 0
+        self._snapshot = asyncio.Event()
+        self._synced = False
+        self._running = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        self._running = True
+        try:
+            await self._bridge.connect()
+            try:
+                await asyncio.wait_for(self._snapshot.wait(), self._bridge.timeout)
+            except TimeoutError as exc:
+                raise AgentError("no initial snapshot from OVSDB") from exc
+            await self._bridge.install_dead_vlan_drop()
+            await self._bridge.clear_drop_flows()
+        except BaseException:
+            self._running = False
+            await self._bridge.close()
+            raise
+        self._vlans.hint(_recovered_vlans(p.vif for p in self._ports.values()))
+        await self._bus.serve(agent_topic(self.host), _Endpoint(self))
+        self._reporter.start()
+        self._tasks.append(spawn(self._heartbeat(), name="agent:heartbeat"))
+        if not await self._sync():
+            self._tasks.append(spawn(self._sync_until_done(), name="agent:sync"))
+        log.info("OVS agent for %s started on %s (%d VIFs)", self.host,
+                 self.ovs_settings.integration_bridge, self.device_count)
+
+    async def stop(self) -> None:
+        self._running = False
+        await cancel_and_wait(*self._tasks)
+        self._tasks.clear()
+        log.debug("stopping: workers")
+        await self._workers.stop()
+        log.debug("stopping: reporter")
+        await self._reporter.stop()
+        log.debug("stopping: OVSDB")
+        await self._bridge.close()
+        log.debug("stopped")
+        self.tracer.flush()
+
+    @property
+    def device_count(self) -> int:
+        return sum(1 for p in self._ports.values() if p.vif is not None)
+
+    def local_vlans(self) -> dict[str, int]:
+        """network id -> local VLAN, for operators and tests."""
+        return self._vlans.mapping()
+
+    # -- inputs ------------------------------------------------------------
+
+    def _on_vif_changes(self, changes: VifChanges) -> None:
+        if not self._running:
+            return
+        if changes.initial:
+            for port_id, state in self._ports.items():
+                if port_id not in changes.vifs and state.vif is not None:
+                    state.vif = None
+                    self._kick(port_id)
+        for port_id, vif in changes.vifs.items():
+            state = self._ports.setdefault(port_id, PortState())
+            if vif is not None and state.vif is None:
+                self.tracer.mark(Stage.SEEN, port_id, device=vif.name)
+            if vif is None or (state.vif is not None and state.vif.name != vif.name):
+                state.wired = False
+            state.vif = vif
+            self._kick(port_id)
+        self._snapshot.set()
+
+    def on_port_bound(self, port: PortDetails) -> None:
+        if not self._running:
+            return
+        state = self._told(port["port_id"])
+        state.details = port
+        state.lookup = Lookup.KNOWN
+        self._kick(port["port_id"])
+
+    def on_port_unbound(self, port_id: str) -> None:
+        if not self._running:
+            return
+        state = self._told(port_id)
+        state.details = None
+        state.lookup = Lookup.ABSENT
+        self._kick(port_id)
+
+    def _told(self, port_id: str) -> PortState:
+        self._cast_seq += 1
+        state = self._ports.setdefault(port_id, PortState())
+        state.cast_seq = self._cast_seq
+        return state
+
+    def _kick(self, port_id: str) -> None:
+        if self._synced:
+            self._workers.kick(port_id)
+
+    # -- full sync ---------------------------------------------------------
+
+    async def _sync(self) -> bool:
+        seq = self._cast_seq
+        try:
+            ports: list[PortDetails] = await self._bus.call(
+                SERVER_TOPIC, "get_host_ports", timeout=self._rpc_timeout, host=self.host)
+        except BusError as exc:
+            log.warning("full sync failed, will retry: %s", exc)
+            if not self._synced:  # meanwhile, look up each VIF on its own
+                self._synced = True
+                for port_id in list(self._ports):
+                    self._workers.kick(port_id)
+            return False
+        listed = {p["port_id"]: p for p in ports}
+        for port_id in listed.keys() | self._ports.keys():
+            state = self._ports.setdefault(port_id, PortState())
+            if state.cast_seq > seq:
+                continue  # a cast newer than this answer already told us
+            details = listed.get(port_id)
+            if details is not None:
+                state.details, state.lookup = details, Lookup.KNOWN
+            elif state.vif is not None or state.lookup is Lookup.KNOWN:
+                state.details, state.lookup = None, Lookup.ABSENT
+        self._synced = True
+        for port_id in list(self._ports):
+            self._workers.kick(port_id)
+        return True
+
+    async def _sync_until_done(self) -> None:
+        delay = BACKOFF[0]
+        while True:
+            await asyncio.sleep(delay)
+            if await self._sync():
+                return
+            delay = min(delay * 2, BACKOFF[1])
+
+    # -- per-port reconcile ------------------------------------------------
+
+    async def _reconcile(self, port_id: str) -> None:
+        failures = 0
+        while True:
+            state = self._ports.get(port_id)
+            if state is None:
+                return
+            view = self._view(port_id, state)
+            action = plan(view)
+            if action.fetch:
+                if not await self._fetch(port_id, state):
+                    failures += 1
+                    await asyncio.sleep(_backoff(failures))
+                continue
+            if action.write is not None:
+                try:
+                    await self._bridge.apply(action.write)
+                except AgentError as exc:
+                    failures += 1
+                    if failures >= WRITE_ATTEMPTS or state.vif is None:
+                        log.error("port %s: giving up for now: %s", port_id, exc)
+                        return
+                    log.warning("port %s: %s (retrying)", port_id, exc)
+                    await asyncio.sleep(_backoff(failures))
+                    continue
+                if state.vif is not None and state.vif.name == action.write.name:
+                    config = {k: v for k, v in state.vif.other_config.items()
+                              if k not in action.write.clear_keys}
+                    config.update(action.write.other_config)
+                    state.vif = replace(state.vif, tag=action.write.tag, other_config=config)
+                if action.write.tag == DEAD_VLAN:
+                    log.info("port %s (%s) is in the dead VLAN (%s)", port_id,
+                             action.write.name, state.lookup)
+            if not await self._isolate(port_id, state):
+                failures += 1
+                await asyncio.sleep(_backoff(failures))
+                continue
+            if action.wired and not state.wired and state.vif is not None:
+                state.wired = True
+                self.tracer.mark(Stage.WIRED, port_id, vlan=view.local_vlan)
+            if action.report is not None:
+                self._reporter.want(port_id, action.report)
+            self._prune(port_id, state)
+            return
+
+    async def _isolate(self, port_id: str, state: PortState) -> bool:
+        """Keep a drop flow exactly while the VIF sits in the dead VLAN."""
+        dead = state.vif is not None and state.vif.tag == DEAD_VLAN
+        if dead == state.dropped:
+            return True
+        try:
+            if dead and state.vif is not None:
+                await self._bridge.drop_port(state.vif.name, port_id)
+            else:
+                await self._bridge.undrop_port(port_id)
+        except AgentError as exc:
+            log.warning("port %s: drop flow: %s", port_id, exc)
+            return state.vif is None  # the port is gone: nothing left to isolate
+        state.dropped = dead
+        return True
+
+    def _view(self, port_id: str, state: PortState) -> PortView:
+        base = PortView(port_id, state.vif, state.details, state.lookup, None,
+                        was_up=self._reporter.reported_up(port_id)
+                        or (state.details is not None and state.details["status"] == "ACTIVE"))
+        network = network_to_hold(base)
+        if network != state.network:
+            if state.network is not None:
+                self._vlans.release(state.network, port_id)
+            state.network = None
+            if network is not None:
+                self._vlans.acquire(network, port_id)
+                state.network = network
+        vlan = self._vlans.vlan_of(network) if network is not None else None
+        return replace(base, local_vlan=vlan)
+
+    async def _fetch(self, port_id: str, state: PortState) -> bool:
+        seq = state.cast_seq
+        try:
+            details: PortDetails | None = await self._bus.call(
+                SERVER_TOPIC, "get_port_details", timeout=self._rpc_timeout,
+                host=self.host, port_id=port_id)
+        except BusError as exc:
+            log.warning("port %s: get_port_details failed: %s", port_id, exc)
+            return False
+        if state.cast_seq == seq:
+            state.details = details
+            state.lookup = Lookup.KNOWN if details is not None else Lookup.ABSENT
+        return True
+
+    def _prune(self, port_id: str, state: PortState) -> None:
+        if (state.vif is None and state.network is None and state.lookup is not Lookup.KNOWN
+                and not state.dropped and self._ports.get(port_id) is state):
+            del self._ports[port_id]
+            self._reporter.forget(port_id)
+
+    # -- heartbeat ---------------------------------------------------------
+
+    def agent_state(self, start_flag: bool) -> AgentState:
+        return AgentState(
+            host=self.host, agent_type=AGENT_TYPE, binary=AGENT_BINARY, topic="N/A",
+            configurations={
+                "bridge_mappings": {},
+                "tunnel_types": ["vxlan"],
+                "integration_bridge": self.ovs_settings.integration_bridge,
+                "datapath_type": self.ovs_settings.datapath_type,
+                "devices": self.device_count,
+            },
+            start_flag=start_flag)
+
+    async def _heartbeat(self) -> None:
+        start_flag = True
+        while True:
+            try:
+                await self._bus.cast(SERVER_TOPIC, "report_state",
+                                     agent=self.agent_state(start_flag))
+                start_flag = False
+            except BusError as exc:
+                log.warning("report_state failed: %s", exc)
+            await asyncio.sleep(self.settings.agent_heartbeat_s)
+
+
+def _recovered_vlans(vifs: Iterable[Vif | None]) -> list[tuple[str, int]]:
+    pairs = []
+    for vif in vifs:
+        if vif is None:
+            continue
+        network, tag = vif.other_config.get("net_uuid"), vif.other_config.get("tag")
+        if network and tag and tag.isdigit():
+            pairs.append((network, int(tag)))
+    return pairs
+
+
+def _backoff(failures: int) -> float:
+    return min(BACKOFF[0] * 2 ** (failures - 1), BACKOFF[1])
