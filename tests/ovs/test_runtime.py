@@ -1,5 +1,7 @@
 import os
+import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,11 +13,26 @@ pytestmark = pytest.mark.ovs
 
 
 @pytest.fixture
-def runtime(tmp_path: Path):
+def netns() -> Iterator[str]:
+    # A netdev switch owns tap devices ("ovs-netdev", one per bridge): give it a host of its own.
+    name = f"vwr-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    yield name
+    subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, netns: str) -> Iterator[OvsRuntime]:
     rt = OvsRuntime(OvsSettings(run_dir=tmp_path / "ovs",
-                                integration_bridge=f"br-r{uuid.uuid4().hex[:6]}"))
+                                integration_bridge=f"br-r{uuid.uuid4().hex[:6]}"), netns=netns)
     yield rt
     rt.destroy()
+
+
+def links(netns: str) -> set[str]:
+    out = subprocess.run(["ip", "-n", netns, "-br", "link"], capture_output=True, text=True,
+                         check=True).stdout
+    return {line.split()[0].split("@")[0] for line in out.splitlines() if line.strip()}
 
 
 def test_start_creates_a_private_switch_with_a_netdev_bridge(runtime: OvsRuntime) -> None:
@@ -32,8 +49,12 @@ def test_start_is_idempotent_and_stop_kills_only_its_pids(runtime: OvsRuntime) -
     pids = {d: runtime.pid(d) for d in ("ovsdb-server", "ovs-vswitchd")}
     runtime.start()
     assert {d: runtime.pid(d) for d in pids} == pids
+    bridge = runtime.settings.integration_bridge
+    assert {bridge, "ovs-netdev"} <= links(runtime.netns or "")
     runtime.stop()
     assert not runtime.running()
+    # The datapath's persistent taps went with the daemons.
+    assert not {bridge, "ovs-netdev"} & links(runtime.netns or "")
     for pid in pids.values():
         assert pid is not None
         assert not process_alive(pid)

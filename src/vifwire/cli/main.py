@@ -47,6 +47,10 @@ def main(
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # Libraries log what we already report as one clear line.
+        for noisy in ("ovsdbapp", "ovs", "pyroute2", "httpx"):
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
     settings = Settings(run_dir=run_dir, api_port=api_port, nova_url=nova_url.rstrip("/"),
                         database_url=database_url, bus_url=bus_url, trace_dir=trace_dir,
                         cprofile_dir=cprofile_dir)
@@ -54,7 +58,8 @@ def main(
 
 
 def fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {' '.join(message.split())}", highlight=False,
+                  soft_wrap=True)
     raise typer.Exit(1)
 
 

@@ -115,7 +115,12 @@ class OvsRuntime:
                    f"datapath_type={self.settings.datapath_type}")
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the daemons this run dir's pid files name; leaves the database file."""
+        """Stop the daemons this run dir's pid files name; leaves the database file.
+
+        The netdev datapath's tap devices (one per bridge, plus "ovs-netdev")
+        outlive ovs-vswitchd, so they are deleted too, by name.
+        """
+        taps = self._datapath_taps() if self.running() else []
         for daemon in DAEMONS:
             pid = self.pid(daemon)
             if pid is None:
@@ -131,6 +136,17 @@ class OvsRuntime:
                     os.kill(pid, signal.SIGKILL)
                 while process_alive(pid):
                     time.sleep(0.02)
+
+        for tap in taps:
+            subprocess.run([*self._prefix(), "ip", "link", "del", tap], capture_output=True,
+                           check=False, timeout=10)
+
+    def _datapath_taps(self) -> list[str]:
+        try:
+            bridges = self.vsctl("list-br", timeout=2).split()
+        except OvsError:
+            bridges = [self.settings.integration_bridge]
+        return [*bridges, "ovs-netdev"]
 
     def destroy(self) -> None:
         """Stop and delete everything under the run dir."""
