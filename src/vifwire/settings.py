@@ -53,6 +53,9 @@ class Settings:
     global_physnet_mtu: int = 1500
     # When set, components append structured timing events to this directory.
     trace_dir: Path | None = None
+    # Run this host's Open vSwitch (and its VMs' host-side veths) inside a network
+    # namespace: a simulated host, so several stacks never share netdev tap names.
+    ovs_netns: str | None = None
     # When set, the stack runs under cProfile and dumps <dir>/stack.pstats at exit.
     cprofile_dir: Path | None = None
 

@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from vifwire.cli import daemon
-from vifwire.ovs.runtime import OvsRuntime
+from vifwire.ovs.runtime import host_runtime
 from vifwire.settings import Settings
 from vifwire.trace import make_tracer, write_events
 
@@ -46,7 +46,7 @@ class BootOptions:
 @contextlib.contextmanager
 def embedded_stack(settings: Settings) -> Iterator[bool]:
     """Yield with OVS and the stack running; stop only what this run started."""
-    runtime = OvsRuntime(settings.ovs)
+    runtime = host_runtime(settings)
     started_ovs = not runtime.running()
     runtime.start()
     started_stack = daemon.stack_pid(settings) is None
@@ -93,7 +93,7 @@ def _components(settings: Settings, external: bool) -> dict[str, list[int]]:
     stack = None if external else daemon.stack_pid(settings)
     if stack is not None:
         components[STACK] = [stack]
-    runtime = OvsRuntime(settings.ovs)
+    runtime = host_runtime(settings)
     for name in ("ovsdb-server", "ovs-vswitchd"):
         pid = runtime.pid(name)
         if pid is not None:
@@ -143,7 +143,8 @@ def _storm(settings: Settings, options: BootOptions, neutron_url: str, console: 
             count=options.count, host=settings.host, ovs=settings.ovs,
             nova_url=settings.nova_url, timeout=options.timeout, keep=options.keep,
             run_dir=settings.run_dir, check_connectivity=options.check_connectivity,
-            tracer=tracer, progress=on_progress, ensure_network=ensure_network)
+            tracer=tracer, progress=on_progress, ensure_network=ensure_network,
+            host_netns=settings.ovs_netns)
         if sampler is not None:
             sampler.start()
         try:
@@ -168,9 +169,16 @@ def print_summary(summary: dict[str, Any], network: str, console: Console) -> No
         table.add_row("plug -> vif-plugged (ms)",
                       "  ".join(f"{k} {latency[k]:.1f}" for k in ("min", "p50", "p99", "max")
                                 if latency.get(k) is not None))
-    ok = summary.get("connectivity_ok")
-    table.add_row("connectivity", "[green]ok[/]: each VM reached its neighbour, the other "
-                  "network's VM stayed unreachable" if ok else f"[red]FAILED[/] {ok}")
+    checked = (summary.get("connectivity") or {}).get("checked", True)
+    if not checked:
+        table.add_row("connectivity", "not checked (--no-connectivity)")
+    elif summary.get("connectivity_ok"):
+        table.add_row("connectivity", "[green]ok[/]: each VM reached its neighbour, the other "
+                      "network's VM stayed unreachable")
+    else:
+        table.add_row("connectivity", f"[red]FAILED[/] {summary.get('connectivity')}")
+    if summary.get("error"):
+        table.add_row("[red]error[/]", str(summary["error"]))
     for failure in summary.get("failures", [])[:10]:
         table.add_row("[red]failure[/]", str(failure))
     console.print(table)

@@ -65,6 +65,8 @@ def stack_args(settings: Settings) -> list[str]:
         args += ["--database-url", settings.database_url]
     if settings.trace_dir is not None:
         args += ["--trace-dir", str(settings.trace_dir)]
+    if settings.ovs_netns:
+        args += ["--ovs-netns", settings.ovs_netns]
     if settings.cprofile_dir is not None:
         args += ["--cprofile-dir", str(settings.cprofile_dir)]
     return args

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vifwire.settings import OvsSettings
+from vifwire.settings import OvsSettings, Settings
 
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 DAEMONS = ("ovs-vswitchd", "ovsdb-server")
@@ -93,6 +93,8 @@ class OvsRuntime:
         """Start both daemons (if not already running) and create the integration bridge."""
         if not shutil.which("ovsdb-server") or not SCHEMA.exists():
             raise OvsError("Open vSwitch is not installed (apt-get install openvswitch-switch)")
+        if self.netns:
+            ensure_netns(self.netns)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not self.running():
             self.stop()
@@ -152,6 +154,22 @@ class OvsRuntime:
         """Stop and delete everything under the run dir."""
         self.stop()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def host_runtime(settings: Settings) -> OvsRuntime:
+    """The private Open vSwitch of the host `settings` describe."""
+    return OvsRuntime(settings.ovs, netns=settings.ovs_netns)
+
+
+def ensure_netns(name: str) -> None:
+    """Create the network namespace `name` (a simulated host) if it is missing."""
+    if Path(f"/run/netns/{name}").exists():
+        return
+    done = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0 and not Path(f"/run/netns/{name}").exists():
+        raise OvsError(f"cannot create network namespace {name}: {done.stderr.strip()}")
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=False)
 
 
 def process_alive(pid: int) -> bool:
