@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 from collections.abc import Iterator
 
 import uvicorn
@@ -28,8 +29,33 @@ from vifwire.settings import Settings
 from vifwire.trace import Tracer
 
 TRACE_ROUTE = "/_vifwire/trace"
+SWITCH_INTERVAL_S = 0.0005
 
 log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The stack cannot start: a dependency (database, OVS) is unreachable or broken."""
+
+
+def check_database(url: str) -> None:
+    """Connect once, so an unreachable database is one clear line, not a traceback."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from vifwire.db.engine import make_engine
+
+    shown = make_url(url).render_as_string(hide_password=True)
+    try:
+        engine = make_engine(url)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except (SQLAlchemyError, OSError, ImportError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise StartupError(f"database {shown} is not reachable: {reason}") from exc
 
 
 class _Server(uvicorn.Server):
@@ -44,12 +70,16 @@ async def run_stack(settings: Settings, stop: asyncio.Event | None = None) -> No
     from vifwire.agent.service import OvsAgent
     from vifwire.server.app import create_app
 
+    # The OVSDB IDL threads and the loop hand each port to one another several
+    # times; at the default 5 ms switch interval a busy thread makes each hop wait.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, stop.set)
 
+    check_database(settings.effective_database_url)
     bus = make_bus(settings.bus_url)
     await bus.start()
     server_tracer = Tracer("server", settings.trace_dir)

@@ -43,3 +43,22 @@ def test_down_when_nothing_runs_is_fine(tmp_path: Path) -> None:
     done = run("down", run_dir=tmp_path)
     assert done.returncode == 0
     assert "not running" in done.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="up needs root")
+def test_up_with_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    netns = f"vwdb-{os.getpid()}"
+    options = ("--ovs-netns", netns, "--api-port", "9893",
+               "--database-url", "postgresql+psycopg://root@127.0.0.1:1/test")
+    try:
+        done = run(*options, "up", run_dir=tmp_path)
+        assert done.returncode == 1
+        assert "Traceback" not in done.stderr
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, done.stderr
+        assert "database postgresql+psycopg://root@127.0.0.1:1/test is not reachable" in lines[0]
+        assert "Connection refused" in lines[0]
+    finally:
+        run(*options, "down", run_dir=tmp_path)
+    assert netns not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                       text=True).stdout

@@ -116,8 +116,12 @@ def stop(settings: Settings, wait_s: float = 20.0) -> bool:
 
 
 def _tail(path: Path, lines: int = 5) -> str:
+    """The stack's own last "error:" line if it printed one, else the log's last lines."""
     try:
         text = path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return "(no log)"
-    return " | ".join(text[-lines:]) or "(empty log)"
+    errors = [line.split("error:", 1)[1].strip() for line in text if "error:" in line]
+    if errors:
+        return errors[-1]
+    return " | ".join(text[-lines:]) or f"(empty log {path})"

@@ -150,9 +150,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     from vifwire.bus import BusError
     from vifwire.ovs.runtime import OvsError
+    from vifwire.stack import StartupError
 
-    errors: list[type[BaseException]] = [daemon.StackError, OvsError, BusError, httpx.HTTPError,
-                                         OSError]
+    errors: list[type[BaseException]] = [daemon.StackError, StartupError, OvsError, BusError,
+                                         httpx.HTTPError, OSError]
     for module, name in (("vifwire.compute", "ComputeError"), ("vifwire.agent", "AgentError")):
         errors.extend(_optional_error(module, name))
     return tuple(errors)
