@@ -3,6 +3,10 @@
 Like neutron-lib's RESOURCE_ATTRIBUTE_MAP, reduced to what vifwire implements.
 A converter takes the raw JSON value and returns the clean one or raises
 ValueError with a reason; `validate_body` turns that into Neutron's 400.
+
+Each attribute also carries the JSON schema of the value the API renders, so
+one table drives validation, list filters and sort keys (`listing`), and the
+OpenAPI description (`openapi`): they cannot drift apart.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import ipaddress
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vifwire.server import faults
@@ -20,12 +24,14 @@ Converter = Callable[[Any], Any]
 _MAC = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
 VNIC_TYPES = {"normal", "direct", "macvtap", "baremetal", "direct-physical",
               "virtio-forwarder", "smart-nic", "vdpa", "remote-managed"}
-LIST_PARAMS = {"fields", "limit", "marker", "sort_key", "sort_dir", "page_reverse"}
+Schema = Mapping[str, Any]
 
 
 def string(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"'{value}' is not a valid string")
+    if "\x00" in value:
+        raise ValueError("NUL characters are not allowed in strings")
     if len(value) > 255:
         raise ValueError(f"'{value[:32]}...' exceeds maximum length of 255")
     return value
@@ -114,7 +120,7 @@ def keys(required: set[str], optional: set[str] = frozenset()) -> Converter:  # 
         if missing or extra:
             raise ValueError(f"Invalid data format for {value}: expected keys "
                              f"{sorted(required | optional)}")
-        return {k: string(v) if isinstance(v, str) else v for k, v in value.items()}
+        return {k: string(v) for k, v in value.items()}
     return convert
 
 
@@ -139,89 +145,140 @@ def fixed_ips_or_none(value: Any) -> list[dict[str, Any]] | None:
     return None if value is None else list_of(fixed_ip)(value)
 
 
+# JSON schemas of rendered values.
+STR: Schema = {"type": "string"}
+STR_OR_NULL: Schema = {"type": ["string", "null"]}
+INT: Schema = {"type": "integer"}
+INT_OR_NULL: Schema = {"type": ["integer", "null"]}
+BOOL: Schema = {"type": "boolean"}
+NULL: Schema = {"type": "null"}
+OBJECT: Schema = {"type": "object"}
+UUID: Schema = {"type": "string", "format": "uuid"}
+STR_LIST: Schema = {"type": "array", "items": STR}
+
+
+def _pairs(*names: str) -> Schema:
+    return {"type": "array", "items": {"type": "object", "required": list(names),
+                                       "properties": {n: STR for n in names}}}
+
+
+SCALAR_TYPES = {"string", "integer", "boolean"}
+
+
 @dataclass(frozen=True)
 class Attr:
     convert: Converter = string
     post: bool = True
     put: bool = True
     required: bool = False
+    schema: Schema = field(default_factory=lambda: STR)
+
+    @property
+    def types(self) -> set[str]:
+        kind = self.schema.get("type", "object")
+        return {kind} if isinstance(kind, str) else set(kind)
+
+    @property
+    def sortable(self) -> bool:
+        return bool(self.types & SCALAR_TYPES) and self.types <= SCALAR_TYPES | {"null"}
 
 
-READ_ONLY = Attr(post=False, put=False)
-POST_ONLY = Attr(put=False)
+def read_only(schema: Schema) -> Attr:
+    return Attr(post=False, put=False, schema=schema)
+
 
 _COMMON: dict[str, Attr] = {
-    "id": READ_ONLY,
+    "id": read_only(UUID),
     "name": Attr(),
     "description": Attr(),
     "tenant_id": Attr(put=False),
     "project_id": Attr(put=False),
-    "tags": READ_ONLY,
-    "created_at": READ_ONLY,
-    "updated_at": READ_ONLY,
-    "revision_number": READ_ONLY,
+    "tags": read_only(STR_LIST),
+    "created_at": read_only(STR),
+    "updated_at": read_only(STR),
+    "revision_number": read_only(INT),
 }
 
 NETWORK: dict[str, Attr] = {
     **_COMMON,
-    "admin_state_up": Attr(boolean),
-    "shared": Attr(boolean),
-    "status": READ_ONLY,
-    "subnets": READ_ONLY,
-    "mtu": READ_ONLY,
-    "port_security_enabled": Attr(boolean),
-    "provider:network_type": Attr(string_or_none, put=False),
-    "provider:physical_network": Attr(string_or_none, put=False),
-    "provider:segmentation_id": Attr(integer_or_none, put=False),
-    "availability_zone_hints": Attr(list_of(string), put=False),
-    "availability_zones": READ_ONLY,
-    "ipv4_address_scope": READ_ONLY,
-    "ipv6_address_scope": READ_ONLY,
+    "admin_state_up": Attr(boolean, schema=BOOL),
+    "shared": Attr(boolean, schema=BOOL),
+    "status": read_only(STR),
+    "subnets": read_only({"type": "array", "items": UUID}),
+    "mtu": read_only(INT),
+    "port_security_enabled": Attr(boolean, schema=BOOL),
+    "provider:network_type": Attr(string_or_none, put=False, schema=STR),
+    "provider:physical_network": Attr(string_or_none, put=False, schema=STR_OR_NULL),
+    "provider:segmentation_id": Attr(integer_or_none, put=False, schema=INT_OR_NULL),
+    "availability_zone_hints": Attr(list_of(string), put=False, schema=STR_LIST),
+    "availability_zones": read_only(STR_LIST),
+    "ipv4_address_scope": read_only(NULL),
+    "ipv6_address_scope": read_only(NULL),
 }
 
 SUBNET: dict[str, Attr] = {
     **_COMMON,
-    "network_id": Attr(uuid_str, put=False, required=True),
-    "ip_version": Attr(ip_version, put=False, required=True),
+    "network_id": Attr(uuid_str, put=False, required=True, schema=UUID),
+    "ip_version": Attr(ip_version, put=False, required=True, schema={"enum": [4, 6]}),
     "cidr": Attr(string, put=False, required=True),
-    "gateway_ip": Attr(ip_or_none),
-    "allocation_pools": Attr(list_of(keys({"start", "end"}))),
-    "dns_nameservers": Attr(list_of(string)),
-    "host_routes": Attr(list_of(keys({"destination", "nexthop"}))),
-    "enable_dhcp": Attr(boolean),
-    "ipv6_ra_mode": Attr(string_or_none, put=False),
-    "ipv6_address_mode": Attr(string_or_none, put=False),
-    "subnetpool_id": READ_ONLY,
-    "service_types": READ_ONLY,
-    "segment_id": READ_ONLY,
+    "gateway_ip": Attr(ip_or_none, schema=STR_OR_NULL),
+    "allocation_pools": Attr(list_of(keys({"start", "end"})), schema=_pairs("start", "end")),
+    "dns_nameservers": Attr(list_of(string), schema=STR_LIST),
+    "host_routes": Attr(list_of(keys({"destination", "nexthop"})),
+                        schema=_pairs("destination", "nexthop")),
+    "enable_dhcp": Attr(boolean, schema=BOOL),
+    "ipv6_ra_mode": Attr(string_or_none, put=False, schema=STR_OR_NULL),
+    "ipv6_address_mode": Attr(string_or_none, put=False, schema=STR_OR_NULL),
+    "subnetpool_id": read_only(NULL),
+    "service_types": read_only(STR_LIST),
+    "segment_id": read_only(NULL),
 }
 
 PORT: dict[str, Attr] = {
     **_COMMON,
-    "network_id": Attr(uuid_str, put=False, required=True),
+    "network_id": Attr(uuid_str, put=False, required=True, schema=UUID),
     "mac_address": Attr(mac),
-    "admin_state_up": Attr(boolean),
-    "status": READ_ONLY,
+    "admin_state_up": Attr(boolean, schema=BOOL),
+    "status": read_only(STR),
     "device_id": Attr(string),
     "device_owner": Attr(string),
-    "fixed_ips": Attr(fixed_ips_or_none),
-    "security_groups": Attr(list_of(uuid_str)),
-    "allowed_address_pairs": Attr(list_of(keys({"ip_address"}, {"mac_address"}))),
-    "port_security_enabled": Attr(boolean),
-    "binding:host_id": Attr(string_or_none),
-    "binding:vif_type": READ_ONLY,
-    "binding:vif_details": READ_ONLY,
-    "binding:vnic_type": Attr(vnic_type),
-    "binding:profile": Attr(dict_or_none),
+    "fixed_ips": Attr(fixed_ips_or_none, schema=_pairs("subnet_id", "ip_address")),
+    "security_groups": Attr(list_of(uuid_str), schema={"type": "array", "items": UUID}),
+    "allowed_address_pairs": Attr(list_of(keys({"ip_address"}, {"mac_address"})),
+                                  schema=_pairs("ip_address")),
+    "port_security_enabled": Attr(boolean, schema=BOOL),
+    "binding:host_id": Attr(string_or_none, schema=STR),
+    "binding:vif_type": read_only(STR),
+    "binding:vif_details": read_only(OBJECT),
+    "binding:vnic_type": Attr(vnic_type, schema={"enum": sorted(VNIC_TYPES)}),
+    "binding:profile": Attr(dict_or_none, schema=OBJECT),
 }
 
 AGENT: dict[str, Attr] = {
-    "admin_state_up": Attr(boolean, post=False),
+    "admin_state_up": Attr(boolean, post=False, schema=BOOL),
     "description": Attr(post=False),
-    **{name: READ_ONLY for name in (
-        "id", "agent_type", "binary", "host", "topic", "alive", "availability_zone",
-        "configurations", "created_at", "started_at", "heartbeat_timestamp",
-        "resources_synced")},
+    **{name: read_only(STR) for name in (
+        "agent_type", "binary", "host", "topic", "created_at", "started_at",
+        "heartbeat_timestamp")},
+    "id": read_only(UUID),
+    "alive": read_only(BOOL),
+    "availability_zone": read_only(NULL),
+    "configurations": read_only(OBJECT),
+    "resources_synced": read_only(NULL),
+}
+
+# What a client may send for each attribute (None: anything the converter takes).
+INPUT_SCHEMAS: dict[Converter, Schema] = {
+    string: {"type": "string", "maxLength": 255},
+    boolean: BOOL,
+    uuid_str: UUID,
+    integer_or_none: INT_OR_NULL,
+    string_or_none: {"type": ["string", "null"], "maxLength": 255},
+    ip_or_none: {"type": ["string", "null"]},
+    ip_version: {"enum": [4, 6]},
+    mac: {"type": "string", "pattern": _MAC.pattern},
+    dict_or_none: {"type": ["object", "null"]},
+    vnic_type: {"enum": sorted(VNIC_TYPES)},
 }
 
 
@@ -258,26 +315,3 @@ def validate_body(spec: Mapping[str, Attr], body: Any, create: bool,
             raise faults.BadRequest("'project_id' and 'tenant_id' do not match")
         clean["project_id"] = project or tenant or project_id
     return clean
-
-
-def parse_filters(spec: Mapping[str, Attr],
-                  params: list[tuple[str, str]]) -> tuple[dict[str, list[Any]], list[str]]:
-    """Query string -> (filters, fields). Repeated keys OR together."""
-    filters: dict[str, list[Any]] = {}
-    fields: list[str] = []
-    for key, value in params:
-        if key == "fields":
-            fields.extend(f for f in value.split(",") if f)
-            continue
-        if key in LIST_PARAMS:
-            continue
-        attr = spec.get(key)
-        if attr is not None and attr.convert in (boolean, integer_or_none, ip_version):
-            try:
-                converted: Any = attr.convert(value)
-            except ValueError as exc:
-                raise _bad(key, str(exc)) from None
-        else:
-            converted = value
-        filters.setdefault(key, []).append(converted)
-    return filters, fields

@@ -27,6 +27,13 @@ EXTENSIONS = [
     ("project-id", "project_id field enabled",
      "Extension that indicates that project_id field is enabled."),
     ("allowed-address-pairs", "Allowed Address Pairs", "Provides allowed address pairs"),
+    ("standard-attr-tag", "Tag support for resources with standard attribute: network, "
+     "subnet, port", "Enables to set tag on resources with standard attribute."),
+    ("pagination", "Pagination support", "Extension that indicates that pagination is "
+     "enabled."),
+    ("sorting", "Sorting support", "Extension that indicates that sorting is enabled."),
+    ("filter-validation", "Filter parameters validation",
+     "Provides validation on filter parameters."),
 ]
 
 

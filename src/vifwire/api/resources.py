@@ -1,7 +1,10 @@
 """Generic Neutron collection routes: list, show, create (single and bulk), update, delete.
 
 A `Resource` names the collection, its attribute map and how to find its service
-on the app state; one factory builds the five routes for each.
+on the app state; one factory builds the five routes for each. The services
+know nothing of tags, sorting or paging: this layer adds the tags of what it
+renders and applies `listing` (tag filters, sort, page, links) to what a
+service's `list` returned.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from vifwire.api import attributes
+from vifwire.api import attributes, listing
 from vifwire.api.attributes import Attr
 from vifwire.api.responses import JSONResponse
 from vifwire.server import faults
@@ -27,13 +30,14 @@ class Resource:
     member: str  # "network"
     spec: Mapping[str, Attr]
     creatable: bool = True
+    taggable: bool = True
 
 
 async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-async def _json_body(request: Request) -> Any:
+async def json_body(request: Request) -> Any:
     raw = await request.body()
     if not raw:
         raise faults.BadRequest("Resource body required")
@@ -63,6 +67,13 @@ def _select(item: dict[str, Any], fields: list[str]) -> dict[str, Any]:
     return {k: item[k] for k in fields if k in item} if fields else item
 
 
+def check_id(item_id: str) -> str:
+    """Ids are matched as text; one the database cannot even hold is simply not found."""
+    if "\x00" in item_id or len(item_id) > 255:
+        raise faults.NotFound("The resource could not be found.")
+    return item_id
+
+
 def router_for(resource: Resource) -> APIRouter:
     router = APIRouter()
     collection, member, spec = resource.collection, resource.member, resource.spec
@@ -71,24 +82,45 @@ def router_for(resource: Resource) -> APIRouter:
     def service(request: Request) -> Any:
         return getattr(request.app.state.services, collection)
 
+    def with_tags(request: Request, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if resource.taggable and items:
+            found = request.app.state.services.tags.of([i["id"] for i in items])
+            for item in items:
+                item["tags"] = found.get(item["id"], [])
+        return items
+
+    def show_one(request: Request, item_id: str) -> dict[str, Any]:
+        return with_tags(request, [service(request).show(check_id(item_id))])[0]
+
     @router.get(base)
     async def list_(request: Request) -> JSONResponse:
-        filters, fields = attributes.parse_filters(spec, request.query_params.multi_items())
-        items = service(request).list(filters)
-        return JSONResponse({collection: [_select(i, fields) for i in items]})
+        query = listing.parse(spec, request.query_params.multi_items())
+        items = with_tags(request, service(request).list(query.filters))
+        if query.tag_filters:
+            items = [i for i in items if listing.tags_match(i["tags"], query.tag_filters)]
+        if query.sorts or query.limit:
+            items = listing.sort(items, query.sorts)
+        items = listing.page(items, query, lambda marker: show_one(request, marker))
+        body: dict[str, Any] = {collection: [_select(i, query.fields) for i in items]}
+        if query.limit:
+            body[f"{collection}_links"] = listing.links(request.url, items, query)
+        return JSONResponse(body)
 
     @router.get(base + "/{item_id}")
     async def show(request: Request, item_id: str) -> JSONResponse:
-        _, fields = attributes.parse_filters(spec, request.query_params.multi_items())
-        return JSONResponse({member: _select(service(request).show(item_id), fields)})
+        query = listing.parse(spec, [p for p in request.query_params.multi_items()
+                                     if p[0] == "fields"])
+        return JSONResponse({member: _select(show_one(request, item_id), query.fields)})
 
     if resource.creatable:
         @router.post(base, status_code=201)
         async def create(request: Request) -> JSONResponse:
-            body = await _json_body(request)
+            body = await json_body(request)
             project = _project(request)
             if isinstance(body, dict) and isinstance(body.get(collection), list) \
                     and len(body) == 1:
+                if not body[collection]:
+                    raise faults.BadRequest("Resources required")
                 items = [attributes.validate_body(spec, b, True, project)
                          for b in body[collection]]
                 created = await _maybe_await(service(request).create(items))
@@ -101,7 +133,8 @@ def router_for(resource: Resource) -> APIRouter:
 
     @router.put(base + "/{item_id}")
     async def update(request: Request, item_id: str) -> JSONResponse:
-        body = await _json_body(request)
+        check_id(item_id)
+        body = await json_body(request)
         if not isinstance(body, dict) or member not in body or len(body) != 1:
             raise faults.BadRequest(f"Unable to find '{member}' in request body")
         changes = attributes.validate_body(spec, body[member], False, _project(request))
@@ -110,11 +143,18 @@ def router_for(resource: Resource) -> APIRouter:
             updated = await _maybe_await(svc.update(item_id, changes, _if_revision(request)))
         else:
             updated = await _maybe_await(svc.update(item_id, changes))
-        return JSONResponse({member: updated})
+        return JSONResponse({member: with_tags(request, [updated])[0]})
 
     @router.delete(base + "/{item_id}", status_code=204)
     async def delete(request: Request, item_id: str) -> Response:
-        await _maybe_await(service(request).delete(item_id))
+        expected = _if_revision(request)
+        if expected is not None:
+            # Checked before the delete, not inside its transaction: a racing
+            # update between the two is not caught.
+            current = service(request).show(check_id(item_id))["revision_number"]
+            if current != expected:
+                raise faults.RevisionNumberConstraintFailed(expected, current)
+        await _maybe_await(service(request).delete(check_id(item_id)))
         return Response(status_code=204)
 
     return router
@@ -124,5 +164,5 @@ RESOURCES = (
     Resource("networks", "network", attributes.NETWORK),
     Resource("subnets", "subnet", attributes.SUBNET),
     Resource("ports", "port", attributes.PORT),
-    Resource("agents", "agent", attributes.AGENT, creatable=False),
+    Resource("agents", "agent", attributes.AGENT, creatable=False, taggable=False),
 )

@@ -6,7 +6,8 @@ Invariants the database itself enforces (so several server processes can race):
 - a segmentation id is unique per (type, physnet): UNIQUE (network_type,
   segment_physnet, segmentation_id). `segment_physnet` is "" rather than NULL for
   tunnel types because NULLs never collide in a unique constraint;
-- one Nova event per port transition: the outbox key names the transition.
+- one Nova event per port transition: the outbox key names the transition;
+- a tag appears once per resource: PK (resource_id, tag).
 
 JSON-ish attributes (pools, dns servers, vif details...) are Text holding orjson.
 Timestamps are naive UTC datetimes.
@@ -136,6 +137,15 @@ agents = Table(
     Column("started_at", DateTime, nullable=False),
     Column("heartbeat_timestamp", DateTime, nullable=False),
     UniqueConstraint("agent_type", "host", name="uq_agents_type_host"),
+)
+
+# Tags of networks, subnets and ports; ids are UUIDs, unique across resource types.
+tags = Table(
+    "tags",
+    metadata,
+    Column("resource_id", ID, primary_key=True),
+    Column("tag", String(60), primary_key=True),
+    Column("resource_type", String(16), nullable=False),
 )
 
 nova_outbox = Table(

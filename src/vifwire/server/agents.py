@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from vifwire.db.schema import agents
@@ -37,11 +37,14 @@ def is_alive(heartbeat: datetime, down_time_s: float, now: datetime | None = Non
     return (now or utcnow()) - heartbeat < timedelta(seconds=down_time_s)
 
 
+_HEARTBEAT_ON = select(agents.c.heartbeat_timestamp).where(
+    agents.c.host == bindparam("host"), agents.c.agent_type == OVS_AGENT_TYPE,
+    agents.c.admin_state_up.is_(True))
+
+
 def alive_on(conn: Connection, host: str, down_time_s: float) -> bool:
     """Whether an admin-up OVS agent on `host` has a fresh heartbeat."""
-    heartbeat = conn.execute(select(agents.c.heartbeat_timestamp).where(
-        agents.c.host == host, agents.c.agent_type == OVS_AGENT_TYPE,
-        agents.c.admin_state_up.is_(True))).scalar()
+    heartbeat = conn.execute(_HEARTBEAT_ON, {"host": host}).scalar()
     return heartbeat is not None and is_alive(heartbeat, down_time_s)
 
 

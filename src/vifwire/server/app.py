@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 
-from vifwire.api import errors, meta, resources
+from vifwire.api import errors, meta, openapi, resources, tags
 from vifwire.api.responses import JSONResponse
 from vifwire.bus.base import SERVER_TOPIC, Bus
 from vifwire.db.engine import make_engine, migrate
@@ -27,6 +27,7 @@ from vifwire.server.notifier import NovaNotifier
 from vifwire.server.ports import PortService
 from vifwire.server.rpc import AgentRpcEndpoint
 from vifwire.server.subnets import SubnetService
+from vifwire.server.tags import TagService
 from vifwire.settings import Settings
 from vifwire.trace import Tracer
 
@@ -42,6 +43,10 @@ class Services:
     notifier: NovaNotifier
     endpoint: AgentRpcEndpoint
     context: Context
+    tags: TagService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tags = TagService(self.context)
 
 
 def create_app(settings: Settings, bus: Bus, tracer: Tracer,
@@ -69,9 +74,12 @@ def create_app(settings: Settings, bus: Bus, tracer: Tracer,
             engine.dispose()
 
     app = FastAPI(title="vifwire", default_response_class=JSONResponse, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+                  docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     errors.install(app)
+    openapi.install(app)
     app.include_router(meta.router)
     for resource in resources.RESOURCES:
         app.include_router(resources.router_for(resource))
+    for router in tags.ROUTERS:
+        app.include_router(router)
     return app

@@ -74,6 +74,13 @@ class AgentNotFound(_Missing):
     type, noun = "AgentNotFound", "Agent"
 
 
+class TagNotFound(NotFound):
+    type = "TagNotFound"
+
+    def __init__(self, tag: str, resource_id: str) -> None:
+        super().__init__(f"Tag {tag} could not be found for resource {resource_id}.")
+
+
 class ExtensionNotFound(NotFound):
     type = "ExtensionNotFound"
 

@@ -11,7 +11,7 @@ import random
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import Connection, delete, exists, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, func, insert, select, update
 
 from vifwire.db.schema import networks, ports, subnets
 from vifwire.server import faults
@@ -19,6 +19,7 @@ from vifwire.server._db import read, transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import iso, new_id, utcnow
 from vifwire.server.context import Context
+from vifwire.server.tags import delete_tags
 
 TUNNEL_TYPES = {"vxlan": 50, "geneve": 58}
 VXLAN_OVERHEAD = 50
@@ -69,8 +70,11 @@ def render(row: Any, subnet_ids: list[str]) -> dict[str, Any]:
     }
 
 
+_NETWORK_BY_ID = select(networks).where(networks.c.id == bindparam("network_id"))
+
+
 def get_row(conn: Connection, network_id: str) -> Any:
-    row = conn.execute(select(networks).where(networks.c.id == network_id)).first()
+    row = conn.execute(_NETWORK_BY_ID, {"network_id": network_id}).first()
     if row is None:
         raise faults.NetworkNotFound(network_id)
     return row
@@ -196,6 +200,8 @@ class NetworkService:
                                   .where(ports.c.network_id == network_id)).scalar()
             if in_use:
                 raise faults.NetworkInUse(network_id)
+            delete_tags(conn, select(subnets.c.id).where(subnets.c.network_id == network_id))
+            delete_tags(conn, [network_id])
             conn.execute(delete(subnets).where(subnets.c.network_id == network_id))
             conn.execute(delete(networks).where(networks.c.id == network_id))
         transaction(self.ctx.engine, work)

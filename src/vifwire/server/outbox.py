@@ -14,6 +14,9 @@ from sqlalchemy import Connection, delete, insert, select
 from vifwire.db.schema import nova_outbox
 from vifwire.server._utils import utcnow
 
+_INSERT = insert(nova_outbox)
+_PENDING = select(nova_outbox).order_by(nova_outbox.c.created_at, nova_outbox.c.key)
+
 PLUGGED = "network-vif-plugged"
 UNPLUGGED = "network-vif-unplugged"
 
@@ -26,15 +29,14 @@ def enqueue(conn: Connection, port: Any, name: str, revision: int) -> bool:
     """Queue `name` for a port row (needs id, device_id, device_owner) if Nova cares."""
     if not wants_events(port.device_owner, port.device_id):
         return False
-    conn.execute(insert(nova_outbox).values(
-        key=f"{port.id}:{name}:{revision}", name=name, server_uuid=port.device_id,
-        tag=port.id, status="completed", created_at=utcnow()))
+    conn.execute(_INSERT, {"key": f"{port.id}:{name}:{revision}", "name": name,
+                           "server_uuid": port.device_id, "tag": port.id,
+                           "status": "completed", "created_at": utcnow()})
     return True
 
 
 def pending(conn: Connection) -> list[Any]:
-    return list(conn.execute(select(nova_outbox).order_by(nova_outbox.c.created_at,
-                                                          nova_outbox.c.key)))
+    return list(conn.execute(_PENDING))
 
 
 def remove(conn: Connection, keys: list[str]) -> None:

@@ -4,6 +4,11 @@ Each write is one transaction with no awaits inside; casts and trace marks
 happen after commit, so an agent never hears of a port the DB does not hold.
 Binding is decided inside the transaction from the agents table: a fresh
 heartbeat on the host gives vif_type "ovs", otherwise "binding_failed".
+
+The hot path (create, bind, status, delete) executes prebuilt statements with
+bound parameters, so SQLAlchemy reuses their memoized cache keys and compiled
+SQL instead of rebuilding them per call, and it renders what it just wrote
+instead of reading it back.
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ import logging
 import random
 from collections import defaultdict
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, exists, insert, select, update
 
 from vifwire.bus.base import BusError, NoEndpoint, agent_topic
 from vifwire.db.schema import ip_allocations, ports, subnets
@@ -26,6 +32,7 @@ from vifwire.server._utils import dumps, iso, loads, new_id, utcnow
 from vifwire.server.agents import alive_on
 from vifwire.server.context import Context
 from vifwire.server.networks import get_row as get_network_row
+from vifwire.server.tags import delete_tags
 from vifwire.trace import Stage
 
 log = logging.getLogger(__name__)
@@ -50,6 +57,26 @@ COLUMNS = {
 }
 # Changes an agent must hear about even when the host stays the same.
 AGENT_VISIBLE = {"admin_state_up", "fixed_ips", "mac_address"}
+
+_PORT_BY_ID = select(ports).where(ports.c.id == bindparam("port_id"))
+_IPS_OF_PORT = select(ip_allocations.c.subnet_id, ip_allocations.c.ip_address).where(
+    ip_allocations.c.port_id == bindparam("port_id"))
+_SUBNETS_OF_NETWORK = select(subnets).where(
+    subnets.c.network_id == bindparam("network_id")).order_by(subnets.c.created_at, subnets.c.id)
+_USED_IPS = select(ip_allocations.c.ip_address).where(
+    ip_allocations.c.subnet_id == bindparam("subnet_id"))
+_INSERT_PORT = insert(ports)
+_INSERT_IP = insert(ip_allocations)
+_DELETE_IPS = delete(ip_allocations).where(ip_allocations.c.port_id == bindparam("port_id"))
+_DELETE_PORT = delete(ports).where(ports.c.id == bindparam("port_id"))
+_FLIP_STATUS = update(ports).where(
+    ports.c.id == bindparam("b_id"), ports.c.status == bindparam("b_status"),
+    ports.c.revision_number == bindparam("b_revision"),
+).values(status=bindparam("status"), revision_number=bindparam("revision"),
+         updated_at=bindparam("updated_at"))
+_UPDATE_PORT = update(ports).where(ports.c.id == bindparam("b_id"))  # SET from the parameters
+_SET_STATUS = update(ports).where(ports.c.id == bindparam("b_id")).values(
+    status=bindparam("status"))
 
 
 def render(row: Any, fixed_ips: list[FixedIp]) -> dict[str, Any]:
@@ -82,7 +109,7 @@ def render(row: Any, fixed_ips: list[FixedIp]) -> dict[str, Any]:
 
 
 def get_row(conn: Connection, port_id: str) -> Any:
-    row = conn.execute(select(ports).where(ports.c.id == port_id)).first()
+    row = conn.execute(_PORT_BY_ID, {"port_id": port_id}).first()
     if row is None:
         raise faults.PortNotFound(port_id)
     return row
@@ -90,24 +117,37 @@ def get_row(conn: Connection, port_id: str) -> Any:
 
 def fixed_ips_of(conn: Connection, port_ids: list[str]) -> dict[str, list[FixedIp]]:
     result: dict[str, list[FixedIp]] = defaultdict(list)
-    if not port_ids:
-        return result
-    query = select(ip_allocations.c.port_id, ip_allocations.c.subnet_id,
-                   ip_allocations.c.ip_address).where(ip_allocations.c.port_id.in_(port_ids))
-    for port_id, subnet_id, address in conn.execute(query):
-        result[port_id].append(FixedIp(subnet_id=subnet_id, ip_address=address))
+    if len(port_ids) == 1:
+        result[port_ids[0]] = [FixedIp(subnet_id=subnet_id, ip_address=address) for
+                               subnet_id, address in conn.execute(_IPS_OF_PORT,
+                                                                  {"port_id": port_ids[0]})]
+    elif port_ids:
+        query = select(ip_allocations.c.port_id, ip_allocations.c.subnet_id,
+                       ip_allocations.c.ip_address).where(ip_allocations.c.port_id.in_(port_ids))
+        for port_id, subnet_id, address in conn.execute(query):
+            result[port_id].append(FixedIp(subnet_id=subnet_id, ip_address=address))
     for ips in result.values():
-        ips.sort(key=lambda ip: (":" in ip["ip_address"], ip["ip_address"]))
+        _sort_ips(ips)
     return result
 
 
-def details(conn: Connection, row: Any) -> PortDetails:
-    network = get_network_row(conn, row.network_id)
+def _sort_ips(ips: list[FixedIp]) -> list[FixedIp]:
+    ips.sort(key=lambda ip: (":" in ip["ip_address"], ip["ip_address"]))
+    return ips
+
+
+def details(conn: Connection, row: Any, network: Any = None,
+            fixed_ips: list[FixedIp] | None = None) -> PortDetails:
+    """What the agent needs; pass the network row and IPs when already at hand."""
+    if network is None:
+        network = get_network_row(conn, row.network_id)
+    if fixed_ips is None:
+        fixed_ips = fixed_ips_of(conn, [row.id])[row.id]
     return PortDetails(
         port_id=row.id, mac_address=row.mac_address, network_id=row.network_id,
         network_type=network.network_type, segmentation_id=network.segmentation_id,
         physical_network=network.segment_physnet or None, mtu=network.mtu,
-        admin_state_up=row.admin_state_up, fixed_ips=fixed_ips_of(conn, [row.id])[row.id],
+        admin_state_up=row.admin_state_up, fixed_ips=fixed_ips,
         device_owner=row.device_owner, device_id=row.device_id, host=row.binding_host,
         status=row.status)
 
@@ -157,9 +197,9 @@ class PortService:
     # -- IPAM and binding, inside a transaction ------------------------------
 
     def _allocate(self, conn: Connection, network_id: str, port_id: str,
-                  requested: list[dict[str, Any]] | None) -> None:
-        rows = list(conn.execute(select(subnets).where(subnets.c.network_id == network_id)
-                                 .order_by(subnets.c.created_at, subnets.c.id)))
+                  requested: list[dict[str, Any]] | None) -> list[FixedIp]:
+        """Allocate the port's addresses; returns them as rendered in fixed_ips."""
+        rows = list(conn.execute(_SUBNETS_OF_NETWORK, {"network_id": network_id}))
         by_id = {s.id: s for s in rows}
         wanted: list[tuple[Any, str | None]] = []
         if requested is None:
@@ -193,8 +233,7 @@ class PortService:
                 wanted.append((subnet, address))
         chosen: set[tuple[str, str]] = set()
         for subnet, address in wanted:
-            used = set(conn.execute(select(ip_allocations.c.ip_address).where(
-                ip_allocations.c.subnet_id == subnet.id)).scalars())
+            used = set(conn.execute(_USED_IPS, {"subnet_id": subnet.id}).scalars())
             used |= {ip for sid, ip in chosen if sid == subnet.id}
             if address is not None:
                 if address in used:
@@ -206,9 +245,9 @@ class PortService:
                 if address is None:
                     raise faults.IpAddressGenerationFailure(network_id)
             chosen.add((subnet.id, address))
-            conn.execute(insert(ip_allocations).values(
-                subnet_id=subnet.id, ip_address=address, port_id=port_id,
-                network_id=network_id))
+            conn.execute(_INSERT_IP, {"subnet_id": subnet.id, "ip_address": address,
+                                      "port_id": port_id, "network_id": network_id})
+        return _sort_ips([FixedIp(subnet_id=sid, ip_address=ip) for sid, ip in chosen])
 
     def _mac(self, conn: Connection, network_id: str, requested: str | None) -> str:
         if requested is None:
@@ -235,11 +274,11 @@ class PortService:
 
     # -- writes --------------------------------------------------------------
 
-    def _insert(self, conn: Connection, body: dict[str, Any]) -> _Outcome:
+    def _insert(self, conn: Connection, body: dict[str, Any]) -> tuple[_Outcome, dict[str, Any]]:
         network = get_network_row(conn, body["network_id"])
         port_id = new_id()
         now = utcnow()
-        conn.execute(insert(ports).values(
+        values = dict(
             id=port_id, project_id=body["project_id"], name=body.get("name", ""),
             description=body.get("description", ""), created_at=now, updated_at=now,
             revision_number=1, network_id=network.id,
@@ -253,17 +292,17 @@ class PortService:
             binding_vnic_type=body.get("binding:vnic_type", "normal"),
             binding_profile=dumps(body.get("binding:profile") or {}),
             **self._binding(conn, body.get("binding:host_id") or ""),
-        ))
-        self._allocate(conn, network.id, port_id, body.get("fixed_ips"))
-        row = get_row(conn, port_id)
-        bound = details(conn, row) if row.binding_vif_type == "ovs" else None
-        return _Outcome(port_id, created=True, bound=bound)
+        )
+        conn.execute(_INSERT_PORT, values)
+        fixed_ips = self._allocate(conn, network.id, port_id, body.get("fixed_ips"))
+        row = SimpleNamespace(**values)
+        bound = details(conn, row, network, fixed_ips) if row.binding_vif_type == "ovs" else None
+        return _Outcome(port_id, created=True, bound=bound), render(row, fixed_ips)
 
     async def create(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         def work(conn: Connection) -> tuple[list[_Outcome], list[dict[str, Any]]]:
-            outcomes = [self._insert(conn, body) for body in bodies]
-            rows = [get_row(conn, o.port_id) for o in outcomes]
-            return outcomes, self._render_rows(conn, rows)
+            done = [self._insert(conn, body) for body in bodies]
+            return [outcome for outcome, _ in done], [rendered for _, rendered in done]
         outcomes, rendered = transaction(self.ctx.engine, work)
         await self._announce(outcomes)
         return rendered
@@ -288,9 +327,10 @@ class PortService:
                 values["binding_vnic_type"] = body["binding:vnic_type"]
             if "mac_address" in body and body["mac_address"].lower() != row.mac_address:
                 values["mac_address"] = self._mac(conn, row.network_id, body["mac_address"])
+            fixed_ips = None
             if "fixed_ips" in body:
-                conn.execute(delete(ip_allocations).where(ip_allocations.c.port_id == port_id))
-                self._allocate(conn, row.network_id, port_id, body["fixed_ips"])
+                conn.execute(_DELETE_IPS, {"port_id": port_id})
+                fixed_ips = self._allocate(conn, row.network_id, port_id, body["fixed_ips"])
             old_host = row.binding_host
             new_host = body.get("binding:host_id", old_host) or ""
             rebind = "binding:host_id" in body and (
@@ -303,12 +343,14 @@ class PortService:
                 if row.status == "ACTIVE":
                     values["status"] = "DOWN"
                     outbox.enqueue(conn, row, outbox.UNPLUGGED, revision)
-            conn.execute(update(ports).where(ports.c.id == port_id).values(
-                **values, updated_at=utcnow(), revision_number=revision))
-            new = get_row(conn, port_id)
+            values.update(updated_at=utcnow(), revision_number=revision)
+            conn.execute(_UPDATE_PORT, {"b_id": port_id, **values})
+            new = SimpleNamespace(**{**row._asdict(), **values})
+            if fixed_ips is None:
+                fixed_ips = fixed_ips_of(conn, [port_id])[port_id]
             if new.binding_vif_type == "ovs" and (rebind or AGENT_VISIBLE & body.keys()):
-                outcome.bound = details(conn, new)
-            return outcome, self._render_rows(conn, [new])[0]
+                outcome.bound = details(conn, new, fixed_ips=fixed_ips)
+            return outcome, render(new, fixed_ips)
         outcome, rendered = transaction(self.ctx.engine, work)
         await self._announce([outcome])
         return rendered
@@ -321,8 +363,9 @@ class PortService:
                 outcome.unbind_host = row.binding_host
             if row.status == "ACTIVE":
                 outbox.enqueue(conn, row, outbox.UNPLUGGED, row.revision_number + 1)
-            conn.execute(delete(ip_allocations).where(ip_allocations.c.port_id == port_id))
-            conn.execute(delete(ports).where(ports.c.id == port_id))
+            conn.execute(_DELETE_IPS, {"port_id": port_id})
+            delete_tags(conn, [port_id])
+            conn.execute(_DELETE_PORT, {"port_id": port_id})
             return outcome
         outcome = transaction(self.ctx.engine, work)
         await self._announce([outcome])
@@ -384,13 +427,12 @@ class PortService:
                 if row.status == status:
                     continue
                 if status == "DOWN" and row.status != "ACTIVE":
-                    conn.execute(update(ports).where(ports.c.id == row.id).values(status=status))
+                    conn.execute(_SET_STATUS, {"b_id": row.id, "status": status})
                     continue
                 revision = row.revision_number + 1
-                changed = conn.execute(update(ports).where(
-                    ports.c.id == row.id, ports.c.status == row.status,
-                    ports.c.revision_number == row.revision_number,
-                ).values(status=status, revision_number=revision, updated_at=utcnow())).rowcount
+                changed = conn.execute(_FLIP_STATUS, {
+                    "b_id": row.id, "b_status": row.status, "b_revision": row.revision_number,
+                    "status": status, "revision": revision, "updated_at": utcnow()}).rowcount
                 if changed:
                     outbox.enqueue(conn, row, event, revision)
                     flipped.append(row.id)

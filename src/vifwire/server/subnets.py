@@ -13,6 +13,7 @@ from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import dumps, iso, loads, new_id, utcnow
 from vifwire.server.context import Context
 from vifwire.server.networks import get_row as get_network_row
+from vifwire.server.tags import delete_tags
 
 COLUMNS = {
     "id": subnets.c.id,
@@ -162,5 +163,6 @@ class SubnetService:
                 ip_allocations.c.subnet_id == subnet_id))).scalar()
             if used:
                 raise faults.SubnetInUse(subnet_id)
+            delete_tags(conn, [subnet_id])
             conn.execute(delete(subnets).where(subnets.c.id == subnet_id))
         transaction(self.ctx.engine, work)

@@ -1,0 +1,67 @@
+"""The tag routes of Neutron's `standard-attr-tag`, for networks, subnets and ports.
+
+    GET    /v2.0/{collection}/{id}/tags         -> 200 {"tags": [...]}
+    PUT    /v2.0/{collection}/{id}/tags         -> 200 {"tags": [...]}  (replace all)
+    DELETE /v2.0/{collection}/{id}/tags         -> 204
+    GET    /v2.0/{collection}/{id}/tags/{tag}   -> 204, or 404 TagNotFound
+    PUT    /v2.0/{collection}/{id}/tags/{tag}   -> 201
+    DELETE /v2.0/{collection}/{id}/tags/{tag}   -> 204, or 404 TagNotFound
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from vifwire.api.resources import check_id, json_body
+from vifwire.api.responses import JSONResponse
+from vifwire.server import faults
+from vifwire.server.tags import TAGGABLE, TagService, validate_tag
+
+
+def _service(request: Request) -> TagService:
+    tags: TagService = request.app.state.services.tags
+    return tags
+
+
+def router_for(collection: str) -> APIRouter:
+    router = APIRouter()
+    base = f"/v2.0/{collection}/{{item_id}}/tags"
+
+    @router.get(base)
+    async def list_tags(request: Request, item_id: str) -> JSONResponse:
+        return JSONResponse({"tags": _service(request).get(collection, check_id(item_id))})
+
+    @router.put(base)
+    async def replace_tags(request: Request, item_id: str) -> JSONResponse:
+        check_id(item_id)
+        body = await json_body(request)
+        if not isinstance(body, dict) or set(body) != {"tags"} \
+                or not isinstance(body["tags"], list):
+            raise faults.BadRequest("Invalid tags body: expected {\"tags\": [<tag>, ...]}")
+        wanted = [validate_tag(t) for t in body["tags"]]
+        return JSONResponse({"tags": _service(request).replace(collection, item_id, wanted)})
+
+    @router.delete(base, status_code=204)
+    async def clear_tags(request: Request, item_id: str) -> Response:
+        _service(request).clear(collection, check_id(item_id))
+        return Response(status_code=204)
+
+    @router.get(base + "/{tag}", status_code=204)
+    async def check_tag(request: Request, item_id: str, tag: str) -> Response:
+        _service(request).has(collection, check_id(item_id), tag)
+        return Response(status_code=204)
+
+    @router.put(base + "/{tag}", status_code=201)
+    async def add_tag(request: Request, item_id: str, tag: str) -> Response:
+        _service(request).add(collection, check_id(item_id), validate_tag(tag))
+        return Response(status_code=201)
+
+    @router.delete(base + "/{tag}", status_code=204)
+    async def remove_tag(request: Request, item_id: str, tag: str) -> Response:
+        _service(request).remove(collection, check_id(item_id), tag)
+        return Response(status_code=204)
+
+    return router
+
+
+ROUTERS = [router_for(collection) for collection in TAGGABLE]
