@@ -52,6 +52,8 @@ async def test_crashed_run_is_cleaned_live_run_is_kept(
     running = await _leftover(ovs, live.run_id, prefix, host_netns, 2)
     dead.add(namespace=crashed.namespace, tap=crashed.tap)
     live.add(namespace=running.namespace, tap=running.tap)
+    await dead.commit()
+    await live.commit()
     try:
         report = await clean_leftovers(tmp_path, plugger, None, prefix)
         assert report.namespaces == [crashed.namespace]
@@ -76,6 +78,17 @@ async def test_state_file_round_trip(tmp_path: Path) -> None:
     state = RunState.new(tmp_path, "r1", neutron_url="http://x")
     state.add(port="p1", network="n1")
     state.add(port="p1")
+    await state.commit()
     loaded = RunState.load(state.path)
     assert (loaded.ports, loaded.networks, loaded.pid) == (["p1"], ["n1"], os.getpid())
     assert not loaded.alive()  # our own run is never "another live storm"
+
+
+async def test_state_writes_are_coalesced(tmp_path: Path) -> None:
+    state = RunState.new(tmp_path, "r2")
+    for i in range(50):
+        state.add(port=f"p{i}")
+    assert RunState.load(state.path).ports == []  # one write, scheduled for this loop turn
+    await state.commit()
+    assert RunState.load(state.path).ports == [f"p{i}" for i in range(50)]
+    await state.commit()  # nothing pending: returns at once

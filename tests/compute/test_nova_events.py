@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 
@@ -99,3 +100,50 @@ async def test_port_in_use_is_a_clear_error(endpoint: NovaEndpoint) -> None:
     other = NovaEndpoint(EventBook(), endpoint.url)
     with pytest.raises(ComputeError, match="cannot listen"):
         await other.start()
+
+
+async def test_endpoint_is_its_own_process_and_is_reaped() -> None:
+    book = EventBook(Tracer("compute", None))
+    endpoint = NovaEndpoint(book, "http://127.0.0.1:0/v2.1")
+    await endpoint.start()
+    pid = endpoint.pid
+    assert pid is not None and pid != os.getpid()
+    # An event that arrives before anyone waits for it is kept, stamped by that process.
+    server, port = str(uuid.uuid4()), str(uuid.uuid4())
+    book.expect_server(server)
+    before = time.time()
+    assert (await _post(endpoint, [_event(server, port)])).status_code == 200
+    await asyncio.sleep(0.1)
+    event = await book.wait(VIF_PLUGGED, port, timeout=1)
+    assert before <= event.t <= time.time()
+    await endpoint.stop()
+    assert endpoint.pid is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # gone and reaped, not a zombie
+
+
+async def test_endpoint_exits_when_the_storm_end_closes() -> None:
+    endpoint = NovaEndpoint(EventBook(), "http://127.0.0.1:0/v2.1")
+    await endpoint.start()
+    process = endpoint.process
+    assert process is not None
+    assert endpoint._sock is not None
+    endpoint._sock.close()  # as when the storm process dies
+    await asyncio.wait_for(process.wait(), 10)
+    endpoint._sock = None
+    await endpoint.stop()
+
+
+async def test_waiters_fail_fast_if_the_endpoint_dies() -> None:
+    book = EventBook()
+    endpoint = NovaEndpoint(book, "http://127.0.0.1:0/v2.1")
+    await endpoint.start()
+    try:
+        waiter = asyncio.create_task(book.wait(VIF_PLUGGED, "p", timeout=30), name="test:wait")
+        await asyncio.sleep(0.05)
+        assert endpoint.process is not None
+        endpoint.process.kill()
+        with pytest.raises(ComputeError, match="exited"):
+            await asyncio.wait_for(waiter, 10)
+    finally:
+        await endpoint.stop()

@@ -3,7 +3,9 @@
 Modules, from the edges in:
 
 * `neutron`     -- async client for the Neutron v2.0 REST API (what Nova calls).
-* `nova_events` -- a Nova-compatible `os-server-external-events` endpoint.
+* `nova_events` -- the storm's event book, and the Nova endpoint process it runs.
+* `nova_server` -- that process: a Nova-compatible `os-server-external-events`.
+* `namespaces`  -- network namespaces entered per thread (setns), never forking.
 * `vm`          -- a "VM": a network namespace holding one end of a veth pair.
 * `plug`        -- os-vif's OVS plug: the tap's port in one OVSDB transaction.
 * `state`       -- the run state file and the cleanup of crashed runs.

@@ -13,6 +13,9 @@ raises it too, naming the URL, so the CLI prints one clear line.
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +26,19 @@ from vifwire.compute.errors import NeutronClientError, NotFound
 Resource = dict[str, Any]
 
 NOVA_DEVICE_OWNER = "compute:nova"
+# Nova talks to Neutron through a bounded pool too. httpcore scans every
+# connection and every queued request whenever a request starts or ends, so
+# requests wait for a slot here, where waiting is free, and its pool never
+# queues; a dozen-odd connections keep a server on a small host just as busy.
+MAX_CONNECTIONS = 16
+
+
+def _skip_sniffio_probe() -> None:
+    """httpcore runs `import sniffio` on every request; when it is not installed,
+    each failed import searches sys.path again (~70 stat calls). A None entry makes
+    the failure immediate, which is exactly what "not installed" means."""
+    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+        sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
 @dataclass
@@ -44,12 +60,14 @@ class TargetNetwork:
 
 class NeutronClient:
     def __init__(self, url: str, token: str | None = None, timeout: float = 60.0,
-                 max_connections: int = 100,
+                 max_connections: int = MAX_CONNECTIONS,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
+        _skip_sniffio_probe()
         self.url = url.rstrip("/")
         headers = {"Accept": "application/json"}
         if token:
             headers["X-Auth-Token"] = token
+        self._slots = asyncio.Semaphore(max_connections)
         self._http = httpx.AsyncClient(
             base_url=f"{self.url}/v2.0", headers=headers, timeout=timeout, transport=transport,
             limits=httpx.Limits(max_connections=max_connections,
@@ -67,7 +85,8 @@ class NeutronClient:
     async def _call(self, method: str, path: str, body: Resource | None = None,
                     params: dict[str, Any] | None = None) -> Resource:
         try:
-            response = await self._http.request(method, path, json=body, params=params)
+            async with self._slots:
+                response = await self._http.request(method, path, json=body, params=params)
         except httpx.TransportError as exc:
             raise NeutronClientError(
                 f"Neutron at {self.url} is unreachable ({type(exc).__name__}: {exc})") from exc

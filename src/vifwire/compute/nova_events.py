@@ -1,18 +1,21 @@
-"""A Nova-compatible `os-server-external-events` endpoint.
+"""A Nova-compatible `os-server-external-events` endpoint, and the storm's event book.
 
 Neutron's notifier tells Nova a port is wired by posting
 `{"events": [{"name": "network-vif-plugged", "server_uuid": ..., "tag": port_id,
-"status": "completed"}]}` to `{nova_url}/os-server-external-events`. This module
-answers like Nova: each event is echoed back with a per-event `code` (200, or 404
-for a server it does not know), and the response is 200 when all were accepted,
-207 when some were, 404 when none were.
+"status": "completed"}]}` to `{nova_url}/os-server-external-events`. The
+endpoint answers like Nova: each event is echoed back with a per-event `code`
+(200, or 404 for a server it does not know), and the response is 200 when all
+were accepted, 207 when some were, 404 when none were.
 
-Design: one `EventBook` per storm, living on the event loop. It stamps each
-accepted event with `time.time()` at receipt and keeps it keyed by
-`(name, tag)`; `wait(name, tag)` returns that stamp, whether the event arrived
-before or after the wait began (an early event is never lost). The app runs
-under uvicorn as a named task on the same loop (`NovaEndpoint`), so handlers and
-waiters share state without locks.
+Design: the HTTP side runs in its own process (`nova_server`; real Nova's API
+is a separate service too), so an event is stamped with `time.time()` the
+moment it arrives, however busy the storm's loop is. `NovaEndpoint` starts
+that process, tells it which instances exist, and reads the accepted events
+back over a socketpair on the storm's loop. One `EventBook` per storm keeps
+them keyed by `(name, tag)` with their receipt stamps; `wait(name, tag)`
+returns that stamp, whether the event arrived before or after the wait began
+(an early event is never lost). The process is stopped and reaped by
+`stop()`, and exits by itself if the storm's end of the socket closes.
 """
 
 from __future__ import annotations
@@ -20,16 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import time
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+import orjson
 
 from vifwire.compute.errors import ComputeError, EventTimeout
 from vifwire.trace import NullTracer, Stage, Tracer
@@ -41,6 +41,7 @@ EVENT_NAMES = frozenset({
 })
 EVENT_STATUSES = frozenset({"completed", "failed", "in-progress"})
 VIF_PLUGGED = "network-vif-plugged"
+SERVER_MODULE = "vifwire.compute.nova_server"
 
 
 @dataclass(frozen=True)
@@ -60,12 +61,19 @@ class EventBook:
         self.servers: set[str] = set()
         self.received: dict[tuple[str, str], ReceivedEvent] = {}
         self._waiters: dict[tuple[str, str], asyncio.Future[ReceivedEvent]] = {}
+        # Tells the endpoint process which instances exist (set by NovaEndpoint).
+        self.announce: Callable[[str, str], None] | None = None
+        self.failure: ComputeError | None = None  # the endpoint died: no event will come
 
     def expect_server(self, server_uuid: str) -> None:
         self.servers.add(server_uuid)
+        if self.announce is not None:
+            self.announce("expect", server_uuid)
 
     def forget_server(self, server_uuid: str) -> None:
         self.servers.discard(server_uuid)
+        if self.announce is not None:
+            self.announce("forget", server_uuid)
 
     def accept(self, name: str, server_uuid: str, tag: str, status: str, t: float) -> bool:
         if server_uuid not in self.servers:
@@ -79,11 +87,20 @@ class EventBook:
             waiter.set_result(self.received[(name, tag)])
         return True
 
+    def fail(self, error: ComputeError) -> None:
+        """No event can arrive any more: fail every waiter now, not at its timeout."""
+        self.failure = error
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+
     async def wait(self, name: str, tag: str, timeout: float | None) -> ReceivedEvent:
         """The event `name` for `tag`, already received or the next to come."""
         key = (name, tag)
         if key in self.received:
             return self.received[key]
+        if self.failure is not None:
+            raise self.failure
         waiter = self._waiters.get(key)
         if waiter is None or waiter.done():
             waiter = asyncio.get_running_loop().create_future()
@@ -97,53 +114,6 @@ class EventBook:
                 self._waiters.pop(key, None)
 
 
-def _not_found(message: str) -> JSONResponse:
-    return JSONResponse({"itemNotFound": {"code": 404, "message": message}}, status_code=404)
-
-
-def _bad_request(message: str) -> JSONResponse:
-    return JSONResponse({"badRequest": {"code": 400, "message": message}}, status_code=400)
-
-
-def create_app(book: EventBook, prefix: str = "/v2.1") -> Starlette:
-    prefix = prefix.rstrip("/")
-
-    async def external_events(request: Request) -> JSONResponse:
-        t = time.time()
-        try:
-            body = await request.json()
-        except ValueError:
-            return _bad_request("Malformed request body")
-        events = body.get("events") if isinstance(body, dict) else None
-        if not isinstance(events, list) or not events:
-            return _bad_request("'events' must be a non-empty list")
-        answered: list[dict[str, Any]] = []
-        for event in events:
-            if not isinstance(event, dict):
-                return _bad_request("each event must be an object")
-            name, server, status = event.get("name"), event.get("server_uuid"), \
-                event.get("status", "completed")
-            if name not in EVENT_NAMES or status not in EVENT_STATUSES or \
-                    not isinstance(server, str):
-                return _bad_request(f"Invalid input for event: {event!r}")
-            tag = str(event.get("tag", ""))
-            accepted = book.accept(name, server, tag, status, t)
-            answered.append({**event, "status": status, "code": 200 if accepted else 404})
-        codes = {e["code"] for e in answered}
-        if codes == {404}:
-            return _not_found("No instances found for any event")
-        return JSONResponse({"events": answered}, status_code=200 if codes == {200} else 207)
-
-    async def versions(request: Request) -> JSONResponse:
-        return JSONResponse({"version": {"id": "v2.1", "status": "CURRENT",
-                                         "min_version": "2.1", "version": "2.93"}})
-
-    return Starlette(routes=[
-        Route(f"{prefix}/os-server-external-events", external_events, methods=["POST"]),
-        Route(f"{prefix}/" if prefix else "/", versions, methods=["GET"]),
-    ])
-
-
 def split_nova_url(url: str) -> tuple[str, int, str]:
     """`http://127.0.0.1:8774/v2.1` -> ("127.0.0.1", 8774, "/v2.1")."""
     parts = urlsplit(url)
@@ -152,60 +122,122 @@ def split_nova_url(url: str) -> tuple[str, int, str]:
     return parts.hostname, parts.port or 80, parts.path.rstrip("/")
 
 
-class _QuietServer(uvicorn.Server):
-    # The storm owns SIGINT/SIGTERM; uvicorn must not swallow them.
-    @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[no-untyped-def]
-        yield
-
-
 class NovaEndpoint:
-    """The app served by uvicorn as a named task on the running loop."""
+    """The `nova_server` process, and the storm's end of its socket."""
 
-    def __init__(self, book: EventBook, url: str) -> None:
+    def __init__(self, book: EventBook, url: str, start_timeout: float = 30.0) -> None:
         self.book = book
-        host, port, prefix = split_nova_url(url)
-        config = uvicorn.Config(create_app(book, prefix), host=host, port=port,
-                                log_level="warning", lifespan="off", access_log=False)
-        self._server = _QuietServer(config)
-        self._task: asyncio.Task[None] | None = None
-        self.host, self.port, self.prefix = host, port, prefix
-        self.address = f"{host}:{port}"
-
-    async def start(self, timeout: float = 10.0) -> None:
-        # Bind here: uvicorn answers a bind error with sys.exit(), which would
-        # escape the task and stop the whole loop.
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host, self.port))
-        except OSError as exc:
-            sock.close()
-            raise ComputeError(f"cannot listen for Nova events on {self.address}: "
-                               f"{exc.strerror}") from exc
-        sock.setblocking(False)
-        self.port = sock.getsockname()[1]  # port 0 picks a free one
+        self.host, self.port, self.prefix = split_nova_url(url)
         self.address = f"{self.host}:{self.port}"
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]),
-                                         name="nova-events:serve")
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if self._task.done() or time.monotonic() > deadline:
-                await self.stop()
-                raise ComputeError(f"Nova event endpoint on {self.address} did not start")
-            await asyncio.sleep(0.01)
+        self.start_timeout = start_timeout
+        self.process: asyncio.subprocess.Process | None = None
+        self._sock: socket.socket | None = None
+        self._buffer = b""
+        self._ready: asyncio.Future[int] | None = None
 
-    async def stop(self) -> None:
-        if self._task is None:
-            return
-        self._server.should_exit = True
+    async def spawn(self) -> None:
+        """Start the process; `started()` waits until it listens."""
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
         try:
-            await asyncio.wait_for(asyncio.shield(self._task), 5.0)
-        except (TimeoutError, SystemExit, Exception):
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-        self._task = None
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", SERVER_MODULE, "--fd", str(theirs.fileno()),
+                "--url", f"http://{self.address}{self.prefix}",
+                pass_fds=[theirs.fileno()], stdin=asyncio.subprocess.DEVNULL)
+        except OSError as exc:
+            ours.close()
+            raise ComputeError(f"cannot start the Nova event endpoint: {exc}") from exc
+        finally:
+            theirs.close()
+        self._sock = ours
+        self._ready = loop.create_future()
+        loop.add_reader(ours.fileno(), self._on_readable)
+        self.book.announce = self._announce
+
+    async def started(self) -> None:
+        assert self._ready is not None, "spawn() first"
+        try:
+            self.port = await asyncio.wait_for(asyncio.shield(self._ready), self.start_timeout)
+        except TimeoutError:
+            await self.stop()
+            raise ComputeError(f"Nova event endpoint on {self.address} did not start "
+                               f"within {self.start_timeout:g}s") from None
+        except ComputeError:
+            await self.stop()
+            raise
+        self.address = f"{self.host}:{self.port}"  # port 0 picks a free one
+
+    async def start(self) -> None:
+        await self.spawn()
+        await self.started()
+
+    def _announce(self, op: str, server_uuid: str) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):  # gone: _on_readable reports it
+                self._sock.sendall(orjson.dumps({"op": op, "server": server_uuid}) + b"\n")
+
+    def _on_readable(self) -> None:
+        assert self._sock is not None
+        try:
+            chunk = self._sock.recv(65536, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._closed()
+            return
+        lines = (self._buffer + chunk).split(b"\n")
+        self._buffer = lines.pop()
+        for line in lines:
+            self._message(orjson.loads(line))
+
+    def _message(self, message: dict[str, Any]) -> None:
+        if "t" in message:
+            self.book.accept(message["name"], message["server"], message["tag"],
+                             message["status"], message["t"])
+        elif self._ready is not None and not self._ready.done():
+            if "error" in message:
+                self._ready.set_exception(ComputeError(message["error"]))
+            else:
+                self._ready.set_result(int(message["ready"]))
+
+    def _closed(self) -> None:
+        assert self._sock is not None
+        asyncio.get_running_loop().remove_reader(self._sock.fileno())
+        error = ComputeError(f"the Nova event endpoint on {self.address} exited")
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(
+                ComputeError(f"Nova event endpoint on {self.address} did not start"))
+        else:
+            self.book.fail(error)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Close our end (the process exits on EOF), then reap it; kill if it lingers."""
+        self.book.announce = None
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(ValueError, RuntimeError):  # loop already closed
+                asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
+        if self._ready is not None and not self._ready.done():
+            self._ready.cancel()
+        process, self.process = self.process, None
+        if process is None:
+            return
+        waiting = asyncio.ensure_future(process.wait())
+        try:
+            await asyncio.wait_for(asyncio.shield(waiting), timeout)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await waiting
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
 
     @property
     def url(self) -> str:

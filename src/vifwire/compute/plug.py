@@ -13,9 +13,10 @@ plus `external_ids:vifwire-run=<run id>` so ports of a crashed run can be found
 and removed later.
 
 Design: one `OvsPlugger` per storm holds one IDL connection (ovsdbapp runs it on
-its own thread). Transactions block until ovs-vswitchd has applied them, so they
-run in the plugger's own small thread pool: never the loop's default executor,
-which an agent in the same process may be using at the same moment. The plug time is stamped
+its own thread), monitoring only the columns the plug reads. Transactions block
+until ovs-vswitchd has applied them, so they run in the plugger's own small
+thread pool: never the loop's default executor, which an agent in the same
+process may be using at the same moment. The plug time is stamped
 immediately before the transaction is committed, which makes the measured
 plug -> event latency conservative.
 """
@@ -28,29 +29,27 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ovsdbapp.backend.ovs_idl import connection  # type: ignore[import-untyped]
-from ovsdbapp.schema.open_vswitch import impl_idl  # type: ignore[import-untyped]
-
 from vifwire.compute.errors import OvsUnavailable
 from vifwire.compute.vm import tap_name
+from vifwire.ovs.idl import open_connection, open_vswitch_api
+from vifwire.ovs.runtime import OvsError
 from vifwire.settings import OvsSettings
 from vifwire.trace import NullTracer, Stage, Tracer
 
 RUN_KEY = "vifwire-run"
-TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
+# Only what add-port/del-port/db-set and the vswitchd reload wait read: the IDL
+# then skips the statistics vswitchd keeps writing into every Interface row.
+MONITORED = {
+    "Open_vSwitch": ["bridges", "cur_cfg", "next_cfg"],
+    "Bridge": ["name", "ports"],
+    "Port": ["name", "interfaces"],
+    "Interface": ["name", "external_ids", "ofport", "mtu_request"],
+}
 
 
 def os_vif_external_ids(port_id: str, mac: str, vm_uuid: str, run_id: str) -> dict[str, str]:
     return {"iface-id": port_id, "iface-status": "active", "attached-mac": mac,
             "vm-uuid": vm_uuid, RUN_KEY: run_id}
-
-
-def _private_api_class() -> type[impl_idl.OvsdbIdl]:
-    # ovsdbapp keeps the connection on the *class* (one per process) and never
-    # starts a second one; a fresh subclass gives each plugger its own, so
-    # storms (or an agent in the same process) never share or inherit a
-    # stopped connection.
-    return type("PluggerOvsdbIdl", (impl_idl.OvsdbIdl,), {"_ovsdb_connection": None})
 
 
 class OvsPlugger:
@@ -74,11 +73,12 @@ class OvsPlugger:
 
     def _connect(self) -> Any:
         try:
-            idl = connection.OvsdbIdl.from_server(self.ovs.connection, "Open_vSwitch",
-                                                  helper_tables=TABLES)
-            api = _private_api_class()(connection.Connection(idl=idl, timeout=self.timeout))
-        except Exception as exc:  # ovsdbapp raises bare Exception on connect failures
-            raise OvsUnavailable(f"OVSDB at {self.ovs.connection} is unreachable: {exc}") from exc
+            # A private API class per connection (see vifwire.ovs.idl), so storms
+            # or an agent in the same process never share one.
+            api = open_vswitch_api(open_connection(self.ovs.connection, MONITORED,
+                                                   timeout=self.timeout))
+        except OvsError as exc:
+            raise OvsUnavailable(str(exc)) from exc
         if not api.br_exists(self.bridge).execute(check_error=True):
             api.ovsdb_connection.stop()
             raise OvsUnavailable(f"integration bridge {self.bridge} does not exist in "

@@ -2,7 +2,12 @@
 
 A storm writes `<run_dir>/compute/<run id>.json` before it creates anything and
 rewrites it (atomically) as Neutron ports, networks, namespaces and taps come
-into being. If the process dies, the file names exactly what it left behind.
+into being. Rewrites are coalesced: `add()` records at once in memory and
+schedules one write for everything added in the same loop turn; `commit()`
+waits for that write, and is awaited before a namespace or network is created,
+so the file names each of them before it exists. A port is on disk within a
+loop turn of its creation; until then its name (`vifwire-<run id>-<i>`) says
+whose it is. If the process dies, the file names what it left behind.
 
 At the start of every storm `clean_leftovers` removes what earlier runs left:
 namespaces with the VM prefix, OVS interfaces tagged `vifwire-run`, and the
@@ -19,7 +24,7 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -48,6 +53,9 @@ class RunState:
     networks: list[str] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     taps: list[str] = field(default_factory=list)
+    # The write that will carry the latest add()s, while one is scheduled.
+    _pending: asyncio.Future[None] | None = field(default=None, init=False, repr=False,
+                                                  compare=False)
 
     @classmethod
     def new(cls, run_dir: Path, run_id: str, **fields: object) -> RunState:
@@ -62,21 +70,59 @@ class RunState:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    def to_dict(self) -> dict[str, object]:
+        return {"run_id": self.run_id, "pid": self.pid, "started": self.started,
+                "status": self.status, "neutron_url": self.neutron_url, "bridge": self.bridge,
+                "host_netns": self.host_netns, "ports": self.ports, "networks": self.networks,
+                "namespaces": self.namespaces, "taps": self.taps}
+
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = asdict(self)
-        data.pop("path")
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
-        tmp.replace(self.path)
+        """Write it all now (which also carries any scheduled write)."""
+        pending, self._pending = self._pending, None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_bytes(orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2))
+            tmp.replace(self.path)
+        except OSError as exc:
+            if pending is not None and not pending.done():
+                pending.set_exception(exc)
+                pending.exception()  # retrieved: commit() re-raises it, add() logged it
+            raise
+        if pending is not None and not pending.done():
+            pending.set_result(None)
 
     def add(self, **items: str) -> None:
-        """Record new resources, e.g. add(port=id, namespace=name, tap=name)."""
+        """Record new resources, e.g. add(port=id, namespace=name, tap=name).
+
+        On a running loop the write is scheduled (one per loop turn, however many
+        add()s); `await commit()` to have it on disk. Without a loop it is written now.
+        """
         for kind, value in items.items():
             values: list[str] = getattr(self, kind + "s")
             if value not in values:
                 values.append(value)
-        self.save()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.save()
+            return
+        if self._pending is None:
+            self._pending = loop.create_future()
+            loop.call_soon(self._write_pending)
+
+    def _write_pending(self) -> None:
+        if self._pending is None:
+            return  # a save() already carried it
+        try:
+            self.save()
+        except OSError as exc:
+            log.warning("cannot write run state %s: %s", self.path, exc)
+
+    async def commit(self) -> None:
+        """Wait until everything add()ed so far is on disk."""
+        if self._pending is not None:
+            await asyncio.shield(self._pending)
 
     def discard(self, **items: str) -> None:
         for kind, value in items.items():

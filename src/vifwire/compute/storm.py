@@ -7,10 +7,15 @@ integration bridge (stamping `t_plug`), then wait up to `timeout` (Nova's
 Then the wiring is proved with traffic: each VM pings the next (a ring), and a
 probe VM on a second network with the same CIDR must be unreachable from VM 0.
 
+Nova's API (the event endpoint) runs as its own process for the whole storm,
+so events are stamped on arrival, not when this busy loop gets to them.
+
 Invariants: leftovers of crashed runs are cleaned first; the run state file
-names every resource before it is created; teardown (unless `keep`) runs in a
-`finally`, so an exception or a cancel never leaks namespaces, OVS ports or
-Neutron ports. Only the netlink work is bounded (a small thread pool);
+names every namespace and network before it is created (a port within a loop
+turn of its creation, its name naming the run meanwhile); teardown (unless
+`keep`) runs in a `finally`, and so does stopping the Nova process, so an
+exception or a cancel never leaks namespaces, OVS ports, Neutron ports or
+processes. Only the netlink work is bounded (a small thread pool);
 Neutron calls and OVSDB transactions run as fast as the other side allows.
 """
 
@@ -114,6 +119,7 @@ class Storm:
             record.ip, record.mac = spec.ip, spec.mac
             record.namespace, record.tap = spec.namespace, spec.tap
             self.state.add(namespace=spec.namespace, tap=spec.tap)
+            await self.state.commit()  # named on disk before it exists
             vm = self.vms[record.port_id] = Vm(spec, self.executor)
             await vm.create()
             record.t_vm = time.time()
@@ -186,7 +192,10 @@ async def run_storm(config: StormConfig) -> StormResult:
     started = time.monotonic()
     phases: dict[str, float] = {}
     executor = ThreadPoolExecutor(config.netlink_workers, thread_name_prefix="vm-netlink")
+    book = EventBook(tracer)
+    nova = NovaEndpoint(book, config.nova_url)
     try:
+        await nova.spawn()  # it starts up while we clean and look around
         async with NeutronClient(config.neutron_url, config.token) as neutron, \
                 OvsPlugger(config.ovs, run_id, tracer) as plugger:
             t = time.monotonic()
@@ -196,26 +205,26 @@ async def run_storm(config: StormConfig) -> StormResult:
             state = RunState.new(config.run_dir, run_id, neutron_url=config.neutron_url,
                                  bridge=config.ovs.integration_bridge,
                                  host_netns=config.host_netns)
-            book = EventBook(tracer)
             storm = Storm(config, neutron, plugger, book, state, target, executor)
             storm.result.phases_s = phases
             storm.result.cleaned = {k: v for k, v in asdict(cleaned).items() if v}
-            async with NovaEndpoint(book, config.nova_url):
-                try:
+            await nova.started()
+            try:
+                t = time.monotonic()
+                await storm.boot_all()
+                phases["boot"] = time.monotonic() - t
+                if config.check_connectivity:
                     t = time.monotonic()
-                    await storm.boot_all()
-                    phases["boot"] = time.monotonic() - t
-                    if config.check_connectivity:
-                        t = time.monotonic()
-                        await check_connectivity(storm)
-                        phases["connectivity"] = time.monotonic() - t
-                finally:
-                    t = time.monotonic()
-                    await _finish(storm, config.keep)
-                    phases["teardown"] = time.monotonic() - t
+                    await check_connectivity(storm)
+                    phases["connectivity"] = time.monotonic() - t
+            finally:
+                t = time.monotonic()
+                await _finish(storm, config.keep)
+                phases["teardown"] = time.monotonic() - t
             phases["total"] = time.monotonic() - started
             return storm.result
     finally:
+        await nova.stop()
         tracer.flush()
         executor.shutdown(wait=False, cancel_futures=True)
 

@@ -6,11 +6,10 @@ Here the guest is a namespace `vwvm-<port_id[:11]>` and the tap is the host end
 of a veth whose other end is `eth0` inside the namespace, carrying the port's
 MAC address, the network's MTU and the port's fixed IPv4 address.
 
-The veth is created with its peer already inside the namespace, so no
-temporary name ever exists in the root namespace. Netlink calls block (and
-pyroute2 forks a helper to open a socket inside a namespace), so every
-operation runs in a worker thread: the event loop keeps stamping Nova events
-on time while VMs are being built.
+The veth is created with its peer already inside the namespace,
+so no temporary name ever exists in the root namespace. Netlink calls block,
+so every operation runs in a worker thread; that thread enters a namespace
+itself to open a socket there (`namespaces`), never forking a helper.
 
 The host end lives where the switch runs: the root namespace, or `host_netns`
 when the private Open vSwitch runs inside a namespace (a simulated host; a
@@ -32,13 +31,14 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pyroute2 import IPRoute, NetlinkError, netns  # type: ignore[import-untyped]
+from pyroute2 import IPRoute, NetlinkError  # type: ignore[import-untyped]
 
+from vifwire.compute import namespaces
 from vifwire.compute.errors import VmError
 
 NS_PREFIX = "vwvm-"
-NETNS_DIR = "/var/run/netns"
 GUEST_IFNAME = "eth0"
+LOOPBACK_INDEX = 1  # the first device of every network namespace
 T = TypeVar("T")
 
 
@@ -52,7 +52,11 @@ def ns_name(port_id: str, prefix: str = NS_PREFIX) -> str:
 
 
 def list_namespaces(prefix: str = NS_PREFIX) -> list[str]:
-    return sorted(n for n in netns.listnetns() if n.startswith(prefix))
+    try:
+        names = os.listdir(namespaces.NETNS_DIR)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if n.startswith(prefix))
 
 
 @dataclass(frozen=True)
@@ -115,17 +119,19 @@ class Vm:
 
 
 def create_sync(spec: VmSpec) -> None:
-    if os.path.exists(os.path.join(NETNS_DIR, spec.namespace)):
+    if namespaces.exists(spec.namespace):
         raise VmError(f"namespace {spec.namespace} already exists")
     try:
-        netns.create(spec.namespace)
+        namespaces.create(spec.namespace)
         with host_iproute(spec.host_netns) as ipr:
-            ipr.link("add", ifname=spec.tap, kind="veth", mtu=spec.mtu,
+            # The host end comes up with the pair (IFF_UP in the new link's message).
+            ipr.link("add", ifname=spec.tap, kind="veth", mtu=spec.mtu, state="up",
                      peer={"ifname": GUEST_IFNAME, "net_ns_fd": spec.namespace,
                            "address": spec.mac, "mtu": spec.mtu})
-            ipr.link("set", index=_index(ipr, spec.tap), state="up")
-        with IPRoute(netns=spec.namespace, flags=0) as guest:
-            guest.link("set", index=_index(guest, "lo"), state="up")
+        with namespaces.entered(spec.namespace):
+            guest = IPRoute()
+        with guest:
+            guest.link("set", index=LOOPBACK_INDEX, state="up")
             eth0 = _index(guest, GUEST_IFNAME)
             guest.addr("add", index=eth0, address=spec.ip, prefixlen=spec.prefixlen)
             guest.link("set", index=eth0, state="up")
@@ -138,13 +144,8 @@ def create_sync(spec: VmSpec) -> None:
 def delete_sync(namespace: str, tap: str | None, host_netns: str | None = None) -> None:
     try:
         if tap:
-            with host_iproute(host_netns) as ipr:
-                found = ipr.link_lookup(ifname=tap)
-                if found:
-                    with contextlib.suppress(NetlinkError):
-                        ipr.link("del", index=found[0])
-        if os.path.exists(os.path.join(NETNS_DIR, namespace)):
-            netns.remove(namespace)
+            _delete_link(tap, host_netns)
+        namespaces.remove(namespace)
     except OSError as exc:
         if exc.errno != errno.ENOENT:
             raise VmError(f"cannot remove VM {namespace}: {exc}") from exc
@@ -153,18 +154,24 @@ def delete_sync(namespace: str, tap: str | None, host_netns: str | None = None) 
 
 
 def delete_tap_sync(tap: str, host_netns: str | None = None) -> bool:
+    return _delete_link(tap, host_netns)
+
+
+def _delete_link(ifname: str, host_netns: str | None) -> bool:
     with host_iproute(host_netns) as ipr:
-        found = ipr.link_lookup(ifname=tap)
-        if not found:
-            return False
-        with contextlib.suppress(NetlinkError):
-            ipr.link("del", index=found[0])
+        try:
+            ipr.link("del", ifname=ifname)
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return False
+            raise
         return True
 
 
 def host_iproute(host_netns: str | None) -> IPRoute:
     """Netlink in the namespace that holds the taps (and runs the switch)."""
-    return IPRoute(netns=host_netns, flags=0) if host_netns else IPRoute()
+    with namespaces.entered(host_netns):
+        return IPRoute()
 
 
 def _index(ipr: IPRoute, ifname: str) -> int:
