@@ -147,3 +147,17 @@ async def test_waiters_fail_fast_if_the_endpoint_dies() -> None:
             await asyncio.wait_for(waiter, 10)
     finally:
         await endpoint.stop()
+
+
+def test_nova_listener_is_tcp_so_responses_are_not_delayed() -> None:
+    """asyncio sets TCP_NODELAY on accepted sockets only when proto is TCP; without it
+    every response to the notifier waits ~40 ms on Nagle + delayed ACK."""
+    import socket
+
+    from vifwire.compute.nova_server import _listen
+
+    listener = _listen("127.0.0.1", 0)
+    try:
+        assert listener.proto == socket.IPPROTO_TCP
+    finally:
+        listener.close()

@@ -81,3 +81,37 @@ def test_storm_components_names() -> None:
     comps = storm_components(stack=os.getpid(), server=[1, 2], compute=3, include_ovs=False)
     assert comps == {"stack (server+agent)": [os.getpid()], "server workers": [1, 2],
                      "compute": [3]}
+
+
+BUSY_THREAD = """
+import ctypes, threading, time
+def spin():
+    ctypes.CDLL(None).prctl(15, b"vw-busy", 0, 0, 0)
+    end = time.time() + 30
+    while time.time() < end:
+        pass
+threading.Thread(target=spin, daemon=True).start()
+time.sleep(30)
+"""
+
+
+def test_thread_groups_split_one_process_by_thread_name() -> None:
+    import subprocess
+    import sys
+
+    from vifwire.profile.resources import ThreadGroup
+
+    child = subprocess.Popen([sys.executable, "-c", BUSY_THREAD])
+    try:
+        time.sleep(0.3)  # let the thread name itself
+        sampler = ResourceSampler({
+            "busy": ThreadGroup(child.pid, "vw-busy"),
+            "rest": ThreadGroup(child.pid, "vw-busy", exclude=True),
+        }, interval=0.1).start()
+        time.sleep(1.0)
+        cpu = sampler.stop().cpu_seconds()
+    finally:
+        child.kill()
+        child.wait()
+    assert cpu["busy"] == pytest.approx(1.0, abs=0.3)
+    assert cpu["rest"] < 0.1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from vifwire.agent.tasks import cancel_and_wait, spawn
@@ -90,6 +91,8 @@ class StatusReporter:
     async def _send(self, method: str, status: Status, ids: list[str]) -> bool:
         previous = {p: self._sent.get(p) for p in ids}
         self._sent.update(dict.fromkeys(ids, status))
+        # Stamped when the report leaves, marked once the server took it.
+        sent_at = time.time()
         try:
             done = await self._bus.call(SERVER_TOPIC, method, timeout=self._timeout,
                                         host=self._host, port_ids=ids)
@@ -107,7 +110,7 @@ class StatusReporter:
             return False
         if status == "up":
             for port_id in done or ():
-                self._tracer.mark(Stage.UP, port_id)
+                self._tracer.mark(Stage.UP, port_id, t=sent_at)
         if self._on_sent is not None:
             for port_id in ids:
                 self._on_sent(port_id, status)

@@ -85,14 +85,17 @@ def run_boot(settings: Settings, options: BootOptions, console: Console) -> dict
     return summary
 
 
-def _components(settings: Settings, external: bool) -> dict[str, list[int]]:
+def _components(settings: Settings, external: bool) -> dict[str, Any]:
     """What the resource sampler watches: our own processes only, by pid."""
-    from vifwire.profile.resources import STACK
+    from vifwire.profile.resources import ThreadGroup
+    from vifwire.stack import AGENT_THREAD_NAME
 
-    components: dict[str, list[int]] = {"compute": [os.getpid()]}
+    components: dict[str, list[int] | ThreadGroup] = {"compute": [os.getpid()]}
     stack = None if external else daemon.stack_pid(settings)
     if stack is not None:
-        components[STACK] = [stack]
+        # One process, told apart by thread names (see vifwire.stack).
+        components["server"] = ThreadGroup(stack, AGENT_THREAD_NAME, exclude=True)
+        components["agent"] = ThreadGroup(stack, AGENT_THREAD_NAME)
     runtime = host_runtime(settings)
     for name in ("ovsdb-server", "ovs-vswitchd"):
         pid = runtime.pid(name)

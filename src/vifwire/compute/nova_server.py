@@ -139,7 +139,11 @@ class _QuietServer(uvicorn.Server):
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections
+    # only when the socket says it is TCP; without it, each response waits ~40 ms
+    # on Nagle + delayed ACK, and the notifier's next post waits with it.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                         socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -10,6 +10,11 @@ last sample minus the first: `ResourceTimeline.cpu_seconds()`.
 
 `stop()` takes one last sample, so even a window shorter than one interval has
 a start and an end.
+
+A component may also be part of one process: `ThreadGroup(pid, prefix)` counts
+the threads whose OS name starts with `prefix` (the embedded stack names its
+agent's threads "vw-agent"), and `ThreadGroup(pid, prefix, exclude=True)` the
+rest of the process, so server and agent are told apart though they share it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,49 @@ import orjson
 import psutil
 
 MAX_INTERVAL = 0.25
+
+
+@dataclass(frozen=True)
+class ThreadGroup:
+    """The threads of `pid` named `prefix*` (or, with exclude, all the others)."""
+
+    pid: int
+    prefix: str
+    exclude: bool = False
+
+
+def _thread_cpu(pid: int, prefix: str) -> float:
+    """CPU seconds of the live threads of `pid` whose OS name starts with `prefix`."""
+    total = 0.0
+    for thread in psutil.Process(pid).threads():
+        try:
+            name = Path(f"/proc/{pid}/task/{thread.id}/comm").read_text().strip()
+        except OSError:
+            continue
+        if name.startswith(prefix):
+            total += thread.user_time + thread.system_time
+    return total
+
+
+class _ThreadComponent:
+    def __init__(self, group: ThreadGroup) -> None:
+        self.group = group
+        self.last = (0.0, 0)
+
+    def read(self) -> tuple[float, int]:
+        try:
+            proc = psutil.Process(self.group.pid)
+            with proc.oneshot():
+                times = proc.cpu_times()
+                rss = proc.memory_info().rss
+            matched = _thread_cpu(self.group.pid, self.group.prefix)
+        except psutil.Error:
+            return self.last  # gone: keep its last CPU seconds
+        if self.group.exclude:
+            self.last = (times.user + times.system - matched, rss)
+        else:
+            self.last = (matched, 0)  # memory is the process's; counted on the other side
+        return self.last
 STACK = "stack (server+agent)"
 OVS_PROCESSES = ("ovsdb-server", "ovs-vswitchd")
 
@@ -99,12 +147,15 @@ class _Component:
 class ResourceSampler:
     """Samples `components` ({name: pid or [pids]}) from `start()` to `stop()`."""
 
-    def __init__(self, components: Mapping[str, int | Iterable[int]],
+    def __init__(self, components: Mapping[str, int | Iterable[int] | ThreadGroup],
                  interval: float = 0.2) -> None:
         self.interval = min(interval, MAX_INTERVAL)
-        self.pids = {name: [pids] if isinstance(pids, int) else list(pids)
-                     for name, pids in components.items()}
-        self._components = {name: _Component(pids) for name, pids in self.pids.items()}
+        self.pids = {name: [spec.pid] if isinstance(spec, ThreadGroup) else
+                     [spec] if isinstance(spec, int) else list(spec)
+                     for name, spec in components.items()}
+        self._components: dict[str, _Component | _ThreadComponent] = {
+            name: _ThreadComponent(spec) if isinstance(spec, ThreadGroup) else
+            _Component(self.pids[name]) for name, spec in components.items()}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.timeline = ResourceTimeline(self.interval, psutil.cpu_count() or 1, self.pids,
