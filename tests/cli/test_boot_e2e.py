@@ -102,3 +102,24 @@ def test_kept_vms_survive_a_restart_of_everything(cli: Cli) -> None:
     assert cli("boot", "--count", "1", "--no-connectivity", "--json").returncode == 0
     remaining = cli.api("/v2.0/ports?device_owner=compute:nova")["ports"]
     assert not {p["id"] for p in remaining} & set(ports)
+
+
+def test_profile_of_a_target_holds_only_what_is_visible_from_outside(cli: Cli,
+                                                                      tmp_path: Path) -> None:
+    assert cli("up").returncode == 0
+    base = f"http://127.0.0.1:{cli.api_port}"
+    network = httpx.post(f"{base}/v2.0/networks", json={"network": {"name": "outside"}},
+                         timeout=10).json()["network"]
+    httpx.post(f"{base}/v2.0/subnets", json={"subnet": {
+        "network_id": network["id"], "cidr": "10.44.0.0/24", "ip_version": 4}}, timeout=10)
+    profile = tmp_path / "external"
+    done = cli("boot", "--count", "2", "--target", base, "--network", "outside", "--json",
+               "--profile", str(profile))
+    assert done.returncode == 0, done.stderr
+    data = json.loads((profile / "profile.json").read_text())
+    assert data["source"] == "external"
+    assert set(data["visible_stages"]) == {"created", "bound", "plugged", "active",
+                                           "event_received"}
+    assert {"seen", "wired", "up", "event_sent"} <= set(data["unobserved_stages"])
+    assert data["transitions"]["plugged->event_received"]["n"] >= 2  # + the isolation probe
+    assert "external" in data["visibility_note"] or "outside" in data["visibility_note"]

@@ -22,6 +22,7 @@ Neutron calls and OVSDB transactions run as fast as the other side allows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import time
 import uuid
@@ -40,10 +41,11 @@ from vifwire.compute.result import StormResult, VmRecord
 from vifwire.compute.state import DONE, KEPT, RunState, clean_leftovers
 from vifwire.compute.vm import NS_PREFIX, Vm, spec_from_port
 from vifwire.settings import OvsSettings
-from vifwire.trace import NullTracer, Tracer
+from vifwire.trace import NullTracer, Stage, Tracer
 
 Progress = Callable[[str, int, int], None]
 DEMO_CIDR = "10.0.0.0/24"
+ACTIVE_POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ class StormConfig:
     check_connectivity: bool = True
     ensure_network: bool = False
     tracer: Tracer | None = None
+    # Poll the ports' status to see when each goes ACTIVE: what a profile of a
+    # foreign Neutron can observe of it (the embedded stack traces it itself).
+    watch_active: bool = False
     progress: Progress | None = None
     ns_prefix: str = NS_PREFIX
     host_netns: str | None = None  # the namespace the private OVS runs in, if any
@@ -107,11 +112,14 @@ class Storm:
                 network.id, project_id=cfg.project_id,
                 name=f"vifwire-{self.state.run_id}-{record.index}", **port_extra)
             record.port_id, record.t_port = port["id"], time.time()
+            self.book.tracer.mark(Stage.CREATED, record.port_id, t=record.t_port)
             self.state.add(port=record.port_id)
             count("ports")
             record.stage = "bind"
             port = await self.neutron.bind_port(record.port_id, record.vm_uuid, cfg.host)
             record.t_bound = time.time()
+            if port.get("binding:vif_type") not in (None, "unbound", "binding_failed"):
+                self.book.tracer.mark(Stage.BOUND, record.port_id, t=record.t_bound)
             count("bound")
             record.stage = "vm"
             spec = spec_from_port(port, network.subnets, network.mtu, cfg.ns_prefix,
@@ -141,7 +149,16 @@ class Storm:
     async def boot_all(self) -> None:
         records = [VmRecord(i, str(uuid.uuid4())) for i in range(self.config.count)]
         self.result.records.extend(records)
-        await gather_named("storm:boot", [self.boot(r, self.target) for r in records])
+        watcher = (asyncio.create_task(self.watch_active(), name="storm:watch-active")
+                   if self.config.watch_active else None)
+        try:
+            await gather_named("storm:boot", [self.boot(r, self.target) for r in records])
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+
         missing = [r.port_id for r in records if r.error and r.stage == "event" and not r.t_event]
         if missing:
             self.result.error = (
@@ -151,6 +168,25 @@ class Storm:
             first = next(r for r in records if r.error)
             failed = sum(1 for r in records if r.error)
             self.result.error = f"{failed} VM(s) failed; first at {first.stage}: {first.error}"
+
+    async def watch_active(self, interval: float = ACTIVE_POLL_S) -> None:
+        """Mark ACTIVE the first time a poll of the storm's ports shows it."""
+        seen: set[str] = set()
+        while True:
+            await asyncio.sleep(interval)
+            pending = [r.port_id for r in self.result.records
+                       if r.port_id and r.port_id not in seen]
+            for start in range(0, len(pending), 50):
+                try:
+                    ports = await self.neutron.list_ports(id=pending[start:start + 50],
+                                                          fields=["id", "status"])
+                except ComputeError:
+                    continue  # a missed poll only coarsens what we see
+                now = time.time()
+                for port in ports:
+                    if port.get("status") == "ACTIVE" and port["id"] not in seen:
+                        seen.add(port["id"])
+                        self.book.tracer.mark(Stage.ACTIVE, port["id"], t=now, seen_by="poll")
 
     async def teardown(self) -> None:
         records = [r for r in self.result.records if r.port_id]
