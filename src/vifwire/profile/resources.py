@@ -2,11 +2,12 @@
 
 A daemon thread wakes every `interval` seconds (<= 0.25 s) and records, for each
 component (one name -> one or more pids), the summed CPU seconds of its
-processes (user + system, all threads), the CPU % since the last sample and the
-RSS; and for the host, CPU usr/sys/idle/wait % like dstat's total-cpu-usage and
-memory used/free. A process that exits keeps its last CPU seconds, so a
-component's total never goes backwards. CPU seconds over the window are the
-last sample minus the first: `ResourceTimeline.cpu_seconds()`.
+processes (user + system, all threads, plus children they reaped), the CPU %
+since the last sample and the RSS; and for the host, CPU usr/sys/idle/wait %
+like dstat's total-cpu-usage and memory used/free. A process that exits keeps
+its last CPU seconds, so a component's total never goes backwards. CPU seconds
+over the window are the last sample minus the first:
+`ResourceTimeline.cpu_seconds()`.
 
 `stop()` takes one last sample, so even a window shorter than one interval has
 a start and an end.
@@ -137,7 +138,9 @@ class _Component:
             try:
                 with proc.oneshot():
                     times = proc.cpu_times()
-                    self.last_cpu[pid] = times.user + times.system
+                    # Reaped children count too: the compute's Nova process and pings.
+                    self.last_cpu[pid] = (times.user + times.system + times.children_user
+                                          + times.children_system)
                     rss += proc.memory_info().rss
             except psutil.Error:
                 pass  # gone: keep its last CPU seconds
