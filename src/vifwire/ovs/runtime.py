@@ -26,6 +26,9 @@ from vifwire.settings import OvsSettings, Settings
 
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 DAEMONS = ("ovs-vswitchd", "ovsdb-server")
+# The userspace datapath does its forwarding in its own thread; upcall handlers and
+# revalidators sized for a kernel datapath only contend for a small host's cores.
+VSWITCHD_TUNING = ("other_config:n-handler-threads=1", "other_config:n-revalidator-threads=1")
 
 
 class OvsError(Exception):
@@ -106,6 +109,7 @@ class OvsRuntime:
                        f"--log-file={self.run_dir / 'ovsdb-server.log'}",
                        f"--unixctl={self.run_dir / 'ovsdb-server.ctl'}"])
             self.vsctl("--no-wait", "init")
+            self.vsctl("--no-wait", "set", "Open_vSwitch", ".", *VSWITCHD_TUNING)
             self._run(["ovs-vswitchd", self.settings.connection,
                        f"--pidfile={self.run_dir / 'ovs-vswitchd.pid'}", "--detach",
                        f"--log-file={self.run_dir / 'ovs-vswitchd.log'}",
