@@ -9,6 +9,7 @@ extras=${1:-}
 
 need=()
 command -v ovsdb-server >/dev/null 2>&1 || need+=(openvswitch-switch)
+[ -d /usr/lib/python3/dist-packages/ovs ] || need+=(python3-openvswitch)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
@@ -28,4 +29,16 @@ if [ ! -f "$stamp" ]; then
   echo "installing vifwire into .venv" >&2
   .venv/bin/pip install -q --disable-pip-version-check -e ".${extras:+[$extras]}"
   touch "$stamp"
+fi
+
+# The `ovs` wheel on PyPI carries no C JSON parser, so the OVSDB IDL that the
+# agent and the compute emulator run lexes every update in Python (~36x slower).
+# Debian's python3-openvswitch ships the compiled parser: link it into the venv
+# when it is built for this Python's ABI, and keep it only if it imports.
+suffix=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+compiled=/usr/lib/python3/dist-packages/ovs/_json$suffix
+ovs_dir=$(.venv/bin/python -c 'import os, ovs; print(os.path.dirname(ovs.__file__))')
+if [ -f "$compiled" ] && [ ! -e "$ovs_dir/_json$suffix" ]; then
+  ln -s "$compiled" "$ovs_dir/_json$suffix"
+  .venv/bin/python -c 'import ovs._json' 2>/dev/null || rm -f "$ovs_dir/_json$suffix"
 fi

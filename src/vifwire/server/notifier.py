@@ -18,11 +18,12 @@ import logging
 import time
 from typing import Any
 
-import httpx
+import orjson
 from sqlalchemy import Engine
 
 from vifwire.server import outbox
 from vifwire.server._db import read, transaction
+from vifwire.server.nova_client import NovaClient, NovaUnreachable
 from vifwire.settings import Settings
 from vifwire.trace import Stage, Tracer
 
@@ -62,7 +63,8 @@ class NovaNotifier:
 
     async def _run(self) -> None:
         backoff = self._min_backoff
-        async with httpx.AsyncClient(timeout=self._timeout) as client:
+        client = NovaClient(self._url, timeout=self._timeout)
+        try:
             while True:
                 await self._wakeup.wait()
                 self._wakeup.clear()
@@ -77,8 +79,10 @@ class NovaNotifier:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 self._wakeup.set()
+        finally:
+            await client.close()
 
-    async def _send_pending(self, client: httpx.AsyncClient) -> bool:
+    async def _send_pending(self, client: NovaClient) -> bool:
         """Post every pending event once; False when Nova must be tried again."""
         rows = read(self._engine, outbox.pending)
         if not rows:
@@ -88,17 +92,16 @@ class NovaNotifier:
         # Stamped when the post leaves, marked only once Nova took it.
         sent_at = time.time()
         try:
-            response = await client.post(self._url, json={"events": events})
-        except httpx.HTTPError as exc:
+            status, body = await client.post_json({"events": events})
+        except NovaUnreachable as exc:
             log.warning("nova unreachable (%s); %d events kept", exc, len(events))
             return False
-        if response.status_code not in DROP_STATUSES:
-            log.warning("nova answered %d; %d events kept", response.status_code, len(events))
+        if status not in DROP_STATUSES:
+            log.warning("nova answered %d; %d events kept", status, len(events))
             return False
-        if response.status_code not in (200, 207):
-            log.warning("nova refused events with %d: %s", response.status_code,
-                        response.text[:200])
-        for event in _results(response):
+        if status not in (200, 207):
+            log.warning("nova refused events with %d: %s", status, body[:200])
+        for event in _results(body):
             if event.get("code") not in (None, 200):
                 log.info("nova: event %s for %s: code %s", event.get("name"),
                          event.get("server_uuid"), event.get("code"))
@@ -111,9 +114,9 @@ class NovaNotifier:
         return True
 
 
-def _results(response: httpx.Response) -> list[dict[str, Any]]:
+def _results(body: bytes) -> list[dict[str, Any]]:
     try:
-        return list(response.json().get("events", []))
+        return list(orjson.loads(body).get("events", []))
     except (ValueError, AttributeError):
         return []
 
