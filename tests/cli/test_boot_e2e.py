@@ -118,7 +118,9 @@ def test_profile_of_a_target_holds_only_what_is_visible_from_outside(cli: Cli,
     assert done.returncode == 0, done.stderr
     data = json.loads((profile / "profile.json").read_text())
     assert data["source"] == "external"
-    assert set(data["visible_stages"]) == {"created", "bound", "plugged", "active",
+    # ACTIVE is seen only if a status poll (every 50 ms) catches it before the event.
+    assert {"created", "bound", "plugged", "event_received"} <= set(data["visible_stages"])
+    assert set(data["visible_stages"]) <= {"created", "bound", "plugged", "active",
                                            "event_received"}
     assert {"seen", "wired", "up", "event_sent"} <= set(data["unobserved_stages"])
     assert data["transitions"]["plugged->event_received"]["n"] >= 2  # + the isolation probe
