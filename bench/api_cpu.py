@@ -1,6 +1,6 @@
 """Stack CPU per port lifecycle through the API, without VMs.
 
-    sudo .venv/bin/python bench/api_cpu.py [--cycles 300] [--concurrency 10]
+    .venv/bin/python bench/api_cpu.py [--cycles 300] [--concurrency 10]
 
 Starts a private OVS in its own namespace and the embedded stack, then runs
 Nova's calls for each port (create, bind to the host, delete) and reports the

@@ -1,6 +1,6 @@
 """Does profiling change what it measures? Storms with and without --profile.
 
-    sudo .venv/bin/python bench/profile_overhead.py [--count 30] [--rounds 4]
+    .venv/bin/python bench/profile_overhead.py [--count 30] [--rounds 4]
 
 One warm stack (private OVS in its own namespace); storms alternate between
 plain and `--profile DIR`, each round swapping which goes first and each storm
@@ -70,7 +70,7 @@ def main() -> int:
     base, with_profile = statistics.median(plain), statistics.median(profiled)
     difference = (with_profile - base) / base * 100
     report = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
-              "command": "sudo .venv/bin/python bench/profile_overhead.py "
+              "command": ".venv/bin/python bench/profile_overhead.py "
                          + " ".join(sys.argv[1:]),
               "count": args.count, "rounds": args.rounds,
               "p50_ms_plain": plain, "p50_ms_profiled": profiled,

@@ -1,6 +1,6 @@
 """Boot-storm benchmark: the four numbers the project is judged by.
 
-    sudo .venv/bin/python bench/storm.py [--sizes 8,100] [--repeats 5,2]
+    .venv/bin/python bench/storm.py [--sizes 8,100] [--repeats 5,2]
 
 Starts a private OVS (in its own network namespace, so it never collides with a
 running `vifwire up`) and the embedded stack as a separate process, then:
@@ -170,7 +170,7 @@ def main() -> int:
     results["pooled"] = pooled(results)
     numbers = headline(results)
     report = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
-              "command": "sudo .venv/bin/python bench/storm.py " + " ".join(sys.argv[1:]),
+              "command": ".venv/bin/python bench/storm.py " + " ".join(sys.argv[1:]),
               "machine": {"cpus": psutil.cpu_count(), "python": platform.python_version(),
                           "kernel": platform.release()},
               "headline": numbers, "targets": TARGETS, "neutron_reference": NEUTRON_REFERENCE,

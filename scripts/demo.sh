@@ -5,5 +5,6 @@
 # Extra arguments go to `vifwire boot` (e.g. --count 100 --json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then echo "error: run as root (Open vSwitch daemons, network namespaces)" >&2; exit 1; fi
 scripts/install.sh
 exec .venv/bin/vifwire boot --count 8 --network private "$@"

@@ -3,6 +3,7 @@
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then echo "error: run as root (Open vSwitch daemons, network namespaces)" >&2; exit 1; fi
 scripts/install.sh test
 .venv/bin/ruff check src tests bench
 exec .venv/bin/pytest -q -p no:cacheprovider "$@"
