@@ -27,7 +27,12 @@ fi
 stamp=".venv/.installed-$(cat pyproject.toml | sha1sum | cut -c1-12)-${extras:-base}"
 if [ ! -f "$stamp" ]; then
   echo "installing vifwire into .venv" >&2
-  .venv/bin/pip install -q --disable-pip-version-check -e ".${extras:+[$extras]}"
+  if ! .venv/bin/pip install -q --disable-pip-version-check -e ".${extras:+[$extras]}" \
+      > .venv/pip.log 2>&1; then
+    cat .venv/pip.log >&2
+    echo "error: pip could not install vifwire (log above, also in .venv/pip.log)" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
 
