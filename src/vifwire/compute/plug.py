@@ -16,9 +16,11 @@ Design: one `OvsPlugger` per storm holds one IDL connection (ovsdbapp runs it on
 its own thread), monitoring only the columns the plug reads. Transactions block
 until ovs-vswitchd has applied them, so they run in the plugger's own small
 thread pool: never the loop's default executor, which an agent in the same
-process may be using at the same moment. The plug time is stamped
-immediately before the transaction is committed, which makes the measured
-plug -> event latency conservative.
+process may be using at the same moment. The plug time is when the connection
+thread starts sending the transaction to ovsdb-server (ovsdbapp's `start_time`),
+before the server has committed it, so the measured plug -> event latency stays
+conservative; time a plug waited behind other plugs in this process's own queue
+is recorded apart (`queued_ms` on the trace event), not counted as latency.
 """
 
 from __future__ import annotations
@@ -116,7 +118,8 @@ class OvsPlugger:
 
     # the plug
 
-    def _plug_sync(self, tap: str, external_ids: dict[str, str], mtu: int | None) -> float:
+    def _plug_sync(self, tap: str, external_ids: dict[str, str],
+                   mtu: int | None) -> tuple[float, float]:
         api = self.api
         txn = api.create_transaction(check_error=True)
         txn.add(api.add_port(self.bridge, tap, may_exist=True))
@@ -124,19 +127,25 @@ class OvsPlugger:
         if mtu:
             columns.append(("mtu_request", mtu))
         txn.add(api.db_set("Interface", tap, *columns))
-        t_plug = time.time()
+        t_submit = time.time()
         try:
             txn.commit()
         except Exception as exc:
             raise OvsUnavailable(f"cannot plug {tap} into {self.bridge}: {exc}") from exc
-        return t_plug
+        # ovsdbapp's connection thread runs one transaction at a time and, like
+        # ovs-vsctl, holds each until vswitchd applied it, so concurrent plugs queue
+        # here first. The VIF goes to OVSDB when that thread starts this commit:
+        # ovsdbapp stamps that moment as `start_time`, just before sending it.
+        t_plug: float = getattr(txn, "start_time", None) or t_submit
+        return t_plug, t_submit
 
     async def plug(self, port_id: str, mac: str, vm_uuid: str, mtu: int | None = None) -> float:
         """Add tap<port_id[:11]> to the bridge as os-vif does; returns the plug time."""
         ids = os_vif_external_ids(port_id, mac, vm_uuid, self.run_id)
-        t_plug: float = await self._call(self._plug_sync, tap_name(port_id), ids, mtu)
-        self.tracer.mark(Stage.PLUGGED, port_id, t=t_plug, device=tap_name(port_id))
-        return t_plug
+        t_plug, t_submit = await self._call(self._plug_sync, tap_name(port_id), ids, mtu)
+        self.tracer.mark(Stage.PLUGGED, port_id, t=t_plug, device=tap_name(port_id),
+                         queued_ms=round((t_plug - t_submit) * 1000, 3))
+        return float(t_plug)
 
     def _unplug_sync(self, tap: str) -> None:
         try:
