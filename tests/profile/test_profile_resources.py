@@ -115,3 +115,29 @@ def test_thread_groups_split_one_process_by_thread_name() -> None:
         child.wait()
     assert cpu["busy"] == pytest.approx(1.0, abs=0.3)
     assert cpu["rest"] < 0.1
+
+
+def test_sampler_process_attributes_cpu_from_outside(tmp_path: Path) -> None:
+    """The profiler's sampler runs in its own process: it must still see who burns CPU."""
+    import subprocess
+    import sys
+
+    from vifwire.profile.sampler_process import SamplerProcess
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        sampler = SamplerProcess({"busy": [busy.pid], "idle": [idle.pid]},
+                                 tmp_path / "resources.json", interval=0.1).start()
+        time.sleep(1.0)
+        timeline = sampler.stop()
+    finally:
+        for child in (busy, idle):
+            child.kill()
+            child.wait()
+    cpu = timeline.cpu_seconds()
+    assert list(cpu) == ["busy", "idle"]
+    assert cpu["busy"] == pytest.approx(1.0, abs=0.3)
+    assert cpu["idle"] < 0.05
+    assert len(timeline.samples["busy"]) >= 8  # sampled every 100 ms
+    assert (tmp_path / "resources.json").exists()

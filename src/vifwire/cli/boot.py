@@ -124,12 +124,13 @@ def _storm(settings: Settings, options: BootOptions, neutron_url: str, console: 
            ensure_network: bool) -> dict[str, Any]:
     from vifwire.compute.storm import StormConfig, run_storm
     from vifwire.profile.cprof import profiled
-    from vifwire.profile.resources import ResourceSampler
+    from vifwire.profile.sampler_process import SamplerProcess
 
     profile_dir = options.profile_dir
     external = options.target is not None
     tracer = make_tracer("compute", profile_dir or settings.trace_dir)
-    sampler = ResourceSampler(_components(settings, external)) if profile_dir else None
+    sampler = (SamplerProcess(_components(settings, external), profile_dir / "resources.json")
+               if profile_dir else None)
     since = time.time()
     with Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True,
@@ -155,8 +156,8 @@ def _storm(settings: Settings, options: BootOptions, neutron_url: str, console: 
                 result = asyncio.run(run_storm(config))
         finally:
             tracer.flush()
-            if sampler is not None and profile_dir is not None:
-                sampler.stop().write(profile_dir / "resources.json")
+            if sampler is not None:
+                sampler.stop()  # it writes resources.json itself
     if profile_dir is not None and not external:
         _collect_stack_trace(settings, since, profile_dir)
     return result.to_dict()
