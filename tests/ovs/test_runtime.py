@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from vifwire.ovs.runtime import OvsError, OvsRuntime, process_alive
+from vifwire.ovs.runtime import OvsError, OvsRuntime
+from vifwire.procs import process_alive
 from vifwire.settings import OvsSettings
 
 pytestmark = pytest.mark.ovs

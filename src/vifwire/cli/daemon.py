@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from vifwire.ovs.runtime import process_alive
+from vifwire.procs import terminate
 from vifwire.settings import Settings
 
 
@@ -103,14 +102,7 @@ def stop(settings: Settings, wait_s: float = 20.0) -> bool:
     if pid is None:
         pid_file(settings).unlink(missing_ok=True)
         return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and process_alive(pid):
-        time.sleep(0.05)
-    if process_alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    terminate(pid, wait_s)
     pid_file(settings).unlink(missing_ok=True)
     return True
 

@@ -15,13 +15,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vifwire.procs import terminate
 from vifwire.settings import OvsSettings, Settings
 
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
@@ -129,19 +128,8 @@ class OvsRuntime:
         taps = self._datapath_taps() if self.running() else []
         for daemon in DAEMONS:
             pid = self.pid(daemon)
-            if pid is None:
-                continue
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            # The daemon removes its pid file before it exits: wait on the process itself.
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and process_alive(pid):
-                time.sleep(0.02)
-            if process_alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                while process_alive(pid):
-                    time.sleep(0.02)
+            if pid is not None:
+                terminate(pid, timeout)
 
         for tap in taps:
             subprocess.run([*self._prefix(), "ip", "link", "del", tap], capture_output=True,
@@ -174,14 +162,3 @@ def ensure_netns(name: str) -> None:
     if done.returncode != 0 and not Path(f"/run/netns/{name}").exists():
         raise OvsError(f"cannot create network namespace {name}: {done.stderr.strip()}")
     subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=False)
-
-
-def process_alive(pid: int) -> bool:
-    """True while `pid` runs; reaps it if it is our zombie child (daemons we forked)."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] not in (b"Z", b"X")
