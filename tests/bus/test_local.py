@@ -82,3 +82,18 @@ async def test_endpoint_on_another_loop_runs_on_its_own_loop() -> None:
         other.call_soon_threadsafe(other.stop)
         thread.join(5)
         other.close()
+
+
+async def test_endpoint_whose_loop_closed_is_no_endpoint() -> None:
+    bus, echo = LocalBus(), Echo()
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(
+        target=lambda: other.run_until_complete(bus.serve("agent.h3", echo)))
+    thread.start()
+    thread.join(5)
+    other.close()  # its owner stopped without unregistering, as the agent thread does
+    with pytest.raises(NoEndpoint, match="stopped"):
+        await bus.cast("agent.h3", "remember", value=1)
+    with pytest.raises(NoEndpoint, match="stopped"):
+        await bus.call("agent.h3", "double", value=1)
+    assert echo.casts == []

@@ -123,3 +123,22 @@ async def test_outbox_survives_restart(settings: Settings, nova: FakeNova) -> No
     assert [e["tag"] for e in nova.events] == [port["id"]]
     assert nova.events[0]["name"] == "network-vif-plugged"
     assert _outbox_rows(settings.effective_database_url) == 0
+
+
+async def test_only_writes_that_queue_events_wake_the_notifier(
+        stack: Stack, agent: FakeAgent, nova: FakeNova) -> None:
+    ctx = stack.app.state.services.context
+    wake, wakes = ctx.wake_notifier, []
+
+    def counting_wake() -> None:
+        wakes.append(1)
+        wake()
+    ctx.wake_notifier = counting_wake
+    port = await _bound_compute_port(stack)
+    assert wakes == []  # creating and binding queue no event
+    await stack.rpc("ports_up", host=HOST, port_ids=[port["id"]])
+    assert len(wakes) == 1
+    await _wait_for(lambda: nova.events)
+    await stack.client.delete(f"/v2.0/ports/{port['id']}")
+    assert len(wakes) == 2
+    await _wait_for(lambda: len(nova.events) == 2)

@@ -64,7 +64,9 @@ class VifIdl(connection.OvsdbIdl):
             self._cache.pop(row.uuid, None)
             self._dirty = True
         elif table == "Interface":
-            self._cache.pop(self._owner.get(row.uuid), None)
+            owner = (self._owner.pop(row.uuid, None) if event == ovs_idl.ROW_DELETE
+                     else self._owner.get(row.uuid))
+            self._cache.pop(owner, None)
             self._dirty = True
         elif table == "Bridge":
             self._dirty = True

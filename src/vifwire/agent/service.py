@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF = (0.05, 5.0)
 WRITE_ATTEMPTS = 5
+RETRY_LATER_S = 30.0
 
 
 @dataclass
@@ -142,7 +143,7 @@ class OvsAgent:
         if changes.initial:
             for port_id, state in self._ports.items():
                 if port_id not in changes.vifs and state.vif is not None:
-                    state.vif = None
+                    state.vif, state.wired = None, False
                     self._kick(port_id)
         for port_id, vif in changes.vifs.items():
             state = self._ports.setdefault(port_id, PortState())
@@ -238,7 +239,11 @@ class OvsAgent:
                 except AgentError as exc:
                     failures += 1
                     if failures >= WRITE_ATTEMPTS or state.vif is None:
-                        log.error("port %s: giving up for now: %s", port_id, exc)
+                        # No new event may ever come for this port: look again later.
+                        log.error("port %s: giving up for %.0fs: %s", port_id,
+                                  RETRY_LATER_S, exc)
+                        asyncio.get_running_loop().call_later(RETRY_LATER_S, self._kick,
+                                                              port_id)
                         return
                     log.warning("port %s: %s (retrying)", port_id, exc)
                     await asyncio.sleep(_backoff(failures))

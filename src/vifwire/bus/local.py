@@ -55,7 +55,13 @@ class LocalBus(Bus):
         if loop is here:
             future: asyncio.Future[Any] = loop.create_task(handler(**kwargs), name=f"bus:{method}")
         else:
-            future = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(handler(**kwargs), loop))
+            coro = handler(**kwargs)
+            try:
+                remote = asyncio.run_coroutine_threadsafe(coro, loop)
+            except RuntimeError as exc:  # the endpoint's loop is closed: its owner is gone
+                coro.close()
+                raise NoEndpoint(f"the endpoint of topic {topic!r} has stopped") from exc
+            future = asyncio.wrap_future(remote)
         self._tasks.add(future)
         future.add_done_callback(self._tasks.discard)
         return future

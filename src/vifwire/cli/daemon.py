@@ -77,10 +77,11 @@ def start(settings: Settings, wait_s: float = 60.0) -> int:
     if existing is not None:
         return existing
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    log = log_file(settings).open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vifwire.cli.main", *stack_args(settings), "stack"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    with log_file(settings).open("ab") as log:  # the child keeps its own copy
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vifwire.cli.main", *stack_args(settings), "stack"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
     pid_file(settings).write_text(f"{process.pid}\n")
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:

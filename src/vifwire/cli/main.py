@@ -154,7 +154,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [daemon.StackError, StartupError, OvsError, BusError,
                                          httpx.HTTPError, OSError]
-    for module, name in (("vifwire.compute", "ComputeError"), ("vifwire.agent", "AgentError")):
+    for module, name in (("vifwire.compute", "ComputeError"), ("vifwire.agent", "AgentError"),
+                         ("vifwire.profile.sampler_process", "SamplerError")):
         errors.extend(_optional_error(module, name))
     return tuple(errors)
 

@@ -81,7 +81,13 @@ class OvsPlugger:
                                                    timeout=self.timeout))
         except OvsError as exc:
             raise OvsUnavailable(str(exc)) from exc
-        if not api.br_exists(self.bridge).execute(check_error=True):
+        try:
+            exists = api.br_exists(self.bridge).execute(check_error=True)
+        except Exception as exc:
+            api.ovsdb_connection.stop()
+            raise OvsUnavailable(f"cannot look up {self.bridge} in {self.ovs.connection}: "
+                                 f"{exc}") from exc
+        if not exists:
             api.ovsdb_connection.stop()
             raise OvsUnavailable(f"integration bridge {self.bridge} does not exist in "
                                  f"{self.ovs.connection}")

@@ -301,6 +301,16 @@ async def find_target_network(neutron: NeutronClient, config: StormConfig) -> Ta
 
 
 async def gather_named(prefix: str, coros: list[Coroutine[Any, Any, None]]) -> None:
-    """Run all at once as tasks named `<prefix>:<i>`; cancelling this cancels them."""
-    await asyncio.gather(*(asyncio.create_task(c, name=f"{prefix}:{i}")
-                           for i, c in enumerate(coros)))
+    """Run all at once as tasks named `<prefix>:<i>`.
+
+    If one fails or this is cancelled, the others are cancelled and awaited before
+    the error propagates, so no task still builds while the caller tears down.
+    """
+    tasks = [asyncio.create_task(c, name=f"{prefix}:{i}") for i, c in enumerate(coros)]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -37,6 +37,10 @@ def decode(spec: str) -> dict[str, list[int] | ThreadGroup]:
             for name, c in json.loads(spec).items()}
 
 
+class SamplerError(Exception):
+    """The sampler process did not start or left no timeline."""
+
+
 class SamplerProcess:
     def __init__(self, components: Spec, out: Path, interval: float = 0.2) -> None:
         self.out = out
@@ -48,7 +52,9 @@ class SamplerProcess:
         self._process = subprocess.Popen(self._argv, stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE)
         assert self._process.stdout is not None
-        self._process.stdout.readline()  # "started": the first sample is taken
+        if self._process.stdout.readline().strip() != b"started":  # first sample taken
+            self.stop()
+            raise SamplerError("the resource sampler process failed to start")
         return self
 
     def stop(self, timeout: float = 10.0) -> ResourceTimeline:
@@ -63,6 +69,8 @@ class SamplerProcess:
                 process.wait()
             if process.stdout is not None:
                 process.stdout.close()
+        if not self.out.exists():
+            raise SamplerError(f"the resource sampler wrote no {self.out}")
         return ResourceTimeline.read(self.out)
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, bindparam, delete, insert, select
 
 from vifwire.db.schema import nova_outbox
 from vifwire.server._utils import utcnow
 
 _INSERT = insert(nova_outbox)
 _PENDING = select(nova_outbox).order_by(nova_outbox.c.created_at, nova_outbox.c.key)
+_REMOVE = delete(nova_outbox).where(nova_outbox.c.key.in_(bindparam("keys", expanding=True)))
 
 PLUGGED = "network-vif-plugged"
 UNPLUGGED = "network-vif-unplugged"
@@ -40,4 +41,4 @@ def pending(conn: Connection) -> list[Any]:
 
 
 def remove(conn: Connection, keys: list[str]) -> None:
-    conn.execute(delete(nova_outbox).where(nova_outbox.c.key.in_(keys)))
+    conn.execute(_REMOVE, {"keys": keys})

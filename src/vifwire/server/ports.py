@@ -74,6 +74,8 @@ _FLIP_STATUS = update(ports).where(
     ports.c.revision_number == bindparam("b_revision"),
 ).values(status=bindparam("status"), revision_number=bindparam("revision"),
          updated_at=bindparam("updated_at"))
+_PORTS_ON_HOST = select(ports).where(ports.c.id.in_(bindparam("port_ids", expanding=True)),
+                                     ports.c.binding_host == bindparam("host"))
 _UPDATE_PORT = update(ports).where(ports.c.id == bindparam("b_id"))  # SET from the parameters
 _SET_STATUS = update(ports).where(ports.c.id == bindparam("b_id")).values(
     status=bindparam("status"))
@@ -160,6 +162,7 @@ class _Outcome:
     created: bool = False
     bound: PortDetails | None = None
     unbind_host: str | None = None
+    queued: bool = False  # an outbox row for the notifier
 
 
 class PortService:
@@ -342,7 +345,7 @@ class PortService:
                     outcome.unbind_host = old_host
                 if row.status == "ACTIVE":
                     values["status"] = "DOWN"
-                    outbox.enqueue(conn, row, outbox.UNPLUGGED, revision)
+                    outcome.queued = outbox.enqueue(conn, row, outbox.UNPLUGGED, revision)
             values.update(updated_at=utcnow(), revision_number=revision)
             conn.execute(_UPDATE_PORT, {"b_id": port_id, **values})
             new = SimpleNamespace(**{**row._asdict(), **values})
@@ -362,7 +365,8 @@ class PortService:
             if row.binding_host and row.binding_vif_type == "ovs":
                 outcome.unbind_host = row.binding_host
             if row.status == "ACTIVE":
-                outbox.enqueue(conn, row, outbox.UNPLUGGED, row.revision_number + 1)
+                outcome.queued = outbox.enqueue(conn, row, outbox.UNPLUGGED,
+                                                row.revision_number + 1)
             conn.execute(_DELETE_IPS, {"port_id": port_id})
             delete_tags(conn, [port_id])
             conn.execute(_DELETE_PORT, {"port_id": port_id})
@@ -371,10 +375,11 @@ class PortService:
         await self._announce([outcome])
 
     async def _announce(self, outcomes: list[_Outcome]) -> None:
-        """After commit: trace, tell the agents, wake the notifier."""
+        """After commit: wake the notifier if it has events, trace, tell the agents."""
         tracer = self.ctx.tracer
-        self.ctx.wake_notifier()
         for outcome in outcomes:
+            if outcome.queued:
+                self.ctx.wake_notifier()
             if outcome.created:
                 tracer.mark(Stage.CREATED, outcome.port_id)
             if outcome.unbind_host:
@@ -420,8 +425,7 @@ class PortService:
         event = outbox.PLUGGED if status == "ACTIVE" else outbox.UNPLUGGED
 
         def work(conn: Connection) -> tuple[list[str], list[str]]:
-            rows = list(conn.execute(select(ports).where(
-                ports.c.id.in_(port_ids), ports.c.binding_host == host)))
+            rows = list(conn.execute(_PORTS_ON_HOST, {"port_ids": port_ids, "host": host}))
             flipped = []
             for row in rows:
                 if row.status == status:
