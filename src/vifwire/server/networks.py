@@ -7,6 +7,7 @@ allocated one that loses a race is retried via the unique constraint.
 
 from __future__ import annotations
 
+import builtins
 import random
 from collections import defaultdict
 from typing import Any
@@ -87,7 +88,8 @@ class NetworkService:
 
     # -- reads ---------------------------------------------------------------
 
-    def _render_rows(self, conn: Connection, rows: list[Any]) -> list[dict[str, Any]]:
+    def _render_rows(self, conn: Connection,
+                     rows: builtins.list[Any]) -> builtins.list[dict[str, Any]]:
         by_network: dict[str, list[str]] = defaultdict(list)
         if rows:
             ids = [r.id for r in rows]
@@ -102,19 +104,19 @@ class NetworkService:
             return self._render_rows(conn, [get_row(conn, network_id)])[0]
         return read(self.ctx.engine, work)
 
-    def list(self, filters: Filters) -> list[dict[str, Any]]:
+    def list(self, filters: Filters) -> builtins.list[dict[str, Any]]:
         stmt, rest = where(select(networks), COLUMNS, filters, TO_DB)
         stmt = stmt.order_by(networks.c.created_at, networks.c.id)
 
-        def work(conn: Connection) -> list[dict[str, Any]]:
+        def work(conn: Connection) -> builtins.list[dict[str, Any]]:
             return self._render_rows(conn, list(conn.execute(stmt)))
         return [n for n in read(self.ctx.engine, work) if matches(n, rest)]
 
     # -- writes --------------------------------------------------------------
 
-    def create(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def create(self, bodies: builtins.list[dict[str, Any]]) -> builtins.list[dict[str, Any]]:
         """All-or-nothing: every network in one transaction."""
-        def work(conn: Connection) -> list[dict[str, Any]]:
+        def work(conn: Connection) -> builtins.list[dict[str, Any]]:
             rows = [get_row(conn, self._insert(conn, body)) for body in bodies]
             return self._render_rows(conn, rows)
         return transaction(self.ctx.engine, work)

@@ -13,6 +13,7 @@ instead of reading it back.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import random
 from collections import defaultdict
@@ -172,7 +173,8 @@ class PortService:
 
     # -- reads ---------------------------------------------------------------
 
-    def _render_rows(self, conn: Connection, rows: list[Any]) -> list[dict[str, Any]]:
+    def _render_rows(self, conn: Connection,
+                     rows: builtins.list[Any]) -> builtins.list[dict[str, Any]]:
         ips = fixed_ips_of(conn, [r.id for r in rows])
         return [render(r, ips[r.id]) for r in rows]
 
@@ -180,7 +182,7 @@ class PortService:
         return read(self.ctx.engine,
                     lambda conn: self._render_rows(conn, [get_row(conn, port_id)])[0])
 
-    def list(self, filters: Filters) -> list[dict[str, Any]]:
+    def list(self, filters: Filters) -> builtins.list[dict[str, Any]]:
         filters = dict(filters)
         ip_filters = filters.pop("fixed_ips", [])
         stmt, rest = where(select(ports), COLUMNS, filters)
@@ -193,18 +195,18 @@ class PortService:
                 getattr(ip_allocations.c, key) == wanted)))
         stmt = stmt.order_by(ports.c.created_at, ports.c.id)
 
-        def work(conn: Connection) -> list[dict[str, Any]]:
+        def work(conn: Connection) -> builtins.list[dict[str, Any]]:
             return self._render_rows(conn, list(conn.execute(stmt)))
         return [p for p in read(self.ctx.engine, work) if matches(p, rest)]
 
     # -- IPAM and binding, inside a transaction ------------------------------
 
     def _allocate(self, conn: Connection, network_id: str, port_id: str,
-                  requested: list[dict[str, Any]] | None) -> list[FixedIp]:
+                  requested: builtins.list[dict[str, Any]] | None) -> builtins.list[FixedIp]:
         """Allocate the port's addresses; returns them as rendered in fixed_ips."""
         rows = list(conn.execute(_SUBNETS_OF_NETWORK, {"network_id": network_id}))
         by_id = {s.id: s for s in rows}
-        wanted: list[tuple[Any, str | None]] = []
+        wanted: builtins.list[tuple[Any, str | None]] = []
         if requested is None:
             for version in (4, 6):
                 first = next((s for s in rows if s.ip_version == version), None)
@@ -302,8 +304,8 @@ class PortService:
         bound = details(conn, row, network, fixed_ips) if row.binding_vif_type == "ovs" else None
         return _Outcome(port_id, created=True, bound=bound), render(row, fixed_ips)
 
-    async def create(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        def work(conn: Connection) -> tuple[list[_Outcome], list[dict[str, Any]]]:
+    async def create(self, bodies: builtins.list[dict[str, Any]]) -> builtins.list[dict[str, Any]]:
+        def work(conn: Connection) -> tuple[builtins.list[_Outcome], builtins.list[dict[str, Any]]]:
             done = [self._insert(conn, body) for body in bodies]
             return [outcome for outcome, _ in done], [rendered for _, rendered in done]
         outcomes, rendered = transaction(self.ctx.engine, work)
@@ -330,7 +332,7 @@ class PortService:
                 values["binding_vnic_type"] = body["binding:vnic_type"]
             if "mac_address" in body and body["mac_address"].lower() != row.mac_address:
                 values["mac_address"] = self._mac(conn, row.network_id, body["mac_address"])
-            fixed_ips = None
+            fixed_ips: builtins.list[FixedIp] | None = None
             if "fixed_ips" in body:
                 conn.execute(_DELETE_IPS, {"port_id": port_id})
                 fixed_ips = self._allocate(conn, row.network_id, port_id, body["fixed_ips"])
@@ -374,7 +376,7 @@ class PortService:
         outcome = transaction(self.ctx.engine, work)
         await self._announce([outcome])
 
-    async def _announce(self, outcomes: list[_Outcome]) -> None:
+    async def _announce(self, outcomes: builtins.list[_Outcome]) -> None:
         """After commit: wake the notifier if it has events, trace, tell the agents."""
         tracer = self.ctx.tracer
         for outcome in outcomes:
@@ -401,8 +403,8 @@ class PortService:
 
     # -- agent RPC -----------------------------------------------------------
 
-    def host_ports(self, host: str) -> list[PortDetails]:
-        def work(conn: Connection) -> list[PortDetails]:
+    def host_ports(self, host: str) -> builtins.list[PortDetails]:
+        def work(conn: Connection) -> builtins.list[PortDetails]:
             rows = list(conn.execute(select(ports).where(
                 ports.c.binding_host == host, ports.c.binding_vif_type == "ovs")))
             return [details(conn, r) for r in rows]
@@ -416,7 +418,8 @@ class PortService:
             return None if row is None else details(conn, row)
         return read(self.ctx.engine, work)
 
-    def set_status(self, host: str, port_ids: list[str], status: str) -> list[str]:
+    def set_status(self, host: str, port_ids: builtins.list[str],
+                   status: str) -> builtins.list[str]:
         """Move ports bound to `host` to `status`; ids now in that status.
 
         Each port flips with its own conditional UPDATE, so of two racing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from sqlalchemy import Connection, delete, exists, insert, select, update
@@ -77,14 +78,14 @@ class SubnetService:
     def show(self, subnet_id: str) -> dict[str, Any]:
         return render(read(self.ctx.engine, lambda conn: get_row(conn, subnet_id)))
 
-    def list(self, filters: Filters) -> list[dict[str, Any]]:
+    def list(self, filters: Filters) -> builtins.list[dict[str, Any]]:
         stmt, rest = where(select(subnets), COLUMNS, filters)
         stmt = stmt.order_by(subnets.c.created_at, subnets.c.id)
         rows = read(self.ctx.engine, lambda conn: list(conn.execute(stmt)))
         return [s for s in map(render, rows) if matches(s, rest)]
 
-    def create(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        def work(conn: Connection) -> list[dict[str, Any]]:
+    def create(self, bodies: builtins.list[dict[str, Any]]) -> builtins.list[dict[str, Any]]:
+        def work(conn: Connection) -> builtins.list[dict[str, Any]]:
             return [render(get_row(conn, self._insert(conn, body))) for body in bodies]
         return transaction(self.ctx.engine, work)
 
