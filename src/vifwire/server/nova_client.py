@@ -93,6 +93,7 @@ class NovaClient:
             elif isinstance(event, h11.EndOfMessage):
                 break
             elif isinstance(event, h11.ConnectionClosed):
+                await self.close()  # so the next post starts on a fresh connection
                 raise NovaUnreachable("Nova closed the connection mid-answer")
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
             conn.start_next_cycle()
