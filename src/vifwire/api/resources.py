@@ -10,7 +10,7 @@ service's `list` returned.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,16 +74,29 @@ def check_id(item_id: str) -> str:
     return item_id
 
 
-def router_for(resource: Resource) -> APIRouter:
-    router = APIRouter()
+Handler = Callable[..., Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Handlers:
+    """One resource's five operations, as plain `(request[, item_id]) -> Response`."""
+
+    list: Handler
+    show: Handler
+    update: Handler
+    delete: Handler
+    create: Handler | None
+
+
+def handlers_for(resource: Resource) -> Handlers:
     collection, member, spec = resource.collection, resource.member, resource.spec
-    base = f"/v2.0/{collection}"
 
     def service(request: Request) -> Any:
         return getattr(request.app.state.services, collection)
 
     def with_tags(request: Request, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if resource.taggable and items:
+        # Services that render tags themselves read them in their own transaction.
+        if resource.taggable and items and not getattr(service(request), "renders_tags", False):
             found = request.app.state.services.tags.of([i["id"] for i in items])
             for item in items:
                 item["tags"] = found.get(item["id"], [])
@@ -92,8 +105,7 @@ def router_for(resource: Resource) -> APIRouter:
     def show_one(request: Request, item_id: str) -> dict[str, Any]:
         return with_tags(request, [service(request).show(check_id(item_id))])[0]
 
-    @router.get(base)
-    async def list_(request: Request) -> JSONResponse:
+    async def list_(request: Request) -> Response:
         query = listing.parse(spec, request.query_params.multi_items())
         items = with_tags(request, service(request).list(query.filters))
         if query.tag_filters:
@@ -106,33 +118,30 @@ def router_for(resource: Resource) -> APIRouter:
             body[f"{collection}_links"] = listing.links(request.url, items, query)
         return JSONResponse(body)
 
-    @router.get(base + "/{item_id}")
-    async def show(request: Request, item_id: str) -> JSONResponse:
-        query = listing.parse(spec, [p for p in request.query_params.multi_items()
-                                     if p[0] == "fields"])
-        return JSONResponse({member: _select(show_one(request, item_id), query.fields)})
+    async def show(request: Request, item_id: str) -> Response:
+        fields = [p for p in request.query_params.multi_items() if p[0] == "fields"]
+        query = listing.parse(spec, fields) if fields else None
+        item = show_one(request, item_id)
+        return JSONResponse({member: _select(item, query.fields) if query else item})
 
-    if resource.creatable:
-        @router.post(base, status_code=201)
-        async def create(request: Request) -> JSONResponse:
-            body = await json_body(request)
-            project = _project(request)
-            if isinstance(body, dict) and isinstance(body.get(collection), list) \
-                    and len(body) == 1:
-                if not body[collection]:
-                    raise faults.BadRequest("Resources required")
-                items = [attributes.validate_body(spec, b, True, project)
-                         for b in body[collection]]
-                created = await _maybe_await(service(request).create(items))
-                return JSONResponse({collection: created}, status_code=201)
-            if not isinstance(body, dict) or member not in body or len(body) != 1:
-                raise faults.BadRequest(f"Unable to find '{member}' in request body")
-            item = attributes.validate_body(spec, body[member], True, project)
-            created = await _maybe_await(service(request).create([item]))
-            return JSONResponse({member: created[0]}, status_code=201)
+    async def create(request: Request) -> Response:
+        body = await json_body(request)
+        project = _project(request)
+        if isinstance(body, dict) and isinstance(body.get(collection), list) \
+                and len(body) == 1:
+            if not body[collection]:
+                raise faults.BadRequest("Resources required")
+            items = [attributes.validate_body(spec, b, True, project)
+                     for b in body[collection]]
+            created = await _maybe_await(service(request).create(items))
+            return JSONResponse({collection: created}, status_code=201)
+        if not isinstance(body, dict) or member not in body or len(body) != 1:
+            raise faults.BadRequest(f"Unable to find '{member}' in request body")
+        item = attributes.validate_body(spec, body[member], True, project)
+        created = await _maybe_await(service(request).create([item]))
+        return JSONResponse({member: created[0]}, status_code=201)
 
-    @router.put(base + "/{item_id}")
-    async def update(request: Request, item_id: str) -> JSONResponse:
+    async def update(request: Request, item_id: str) -> Response:
         check_id(item_id)
         body = await json_body(request)
         if not isinstance(body, dict) or member not in body or len(body) != 1:
@@ -145,7 +154,6 @@ def router_for(resource: Resource) -> APIRouter:
             updated = await _maybe_await(svc.update(item_id, changes))
         return JSONResponse({member: with_tags(request, [updated])[0]})
 
-    @router.delete(base + "/{item_id}", status_code=204)
     async def delete(request: Request, item_id: str) -> Response:
         expected = _if_revision(request)
         if expected is not None:
@@ -157,6 +165,24 @@ def router_for(resource: Resource) -> APIRouter:
         await _maybe_await(service(request).delete(check_id(item_id)))
         return Response(status_code=204)
 
+    return Handlers(list_, show, update, delete, create if resource.creatable else None)
+
+
+def router_for(resource: Resource, handlers: Handlers) -> APIRouter:
+    """The FastAPI routes of a resource: what OpenAPI lists, and what serves a request
+    the fast dispatcher (`vifwire.api.dispatch`) leaves to FastAPI."""
+    router = APIRouter()
+    base = f"/v2.0/{resource.collection}"
+    router.add_api_route(base, handlers.list, methods=["GET"], name=f"list_{resource.collection}")
+    router.add_api_route(base + "/{item_id}", handlers.show, methods=["GET"],
+                         name=f"show_{resource.member}")
+    if handlers.create is not None:
+        router.add_api_route(base, handlers.create, methods=["POST"], status_code=201,
+                             name=f"create_{resource.member}")
+    router.add_api_route(base + "/{item_id}", handlers.update, methods=["PUT"],
+                         name=f"update_{resource.member}")
+    router.add_api_route(base + "/{item_id}", handlers.delete, methods=["DELETE"],
+                         status_code=204, name=f"delete_{resource.member}")
     return router
 
 

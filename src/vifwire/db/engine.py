@@ -1,9 +1,12 @@
 """Engine construction and programmatic Alembic migrations.
 
-SQLite gets WAL, a busy timeout and `BEGIN IMMEDIATE` for every transaction:
-pysqlite's deferred BEGIN lets two writers deadlock on the read->write lock
-upgrade (busy_timeout cannot help there), so we take the write lock up front.
-Statements are short, so serializing them costs nothing at this scale.
+SQLite gets WAL, a busy timeout and `BEGIN IMMEDIATE` for every writing
+transaction: pysqlite's deferred BEGIN lets two writers deadlock on the
+read->write lock upgrade (busy_timeout cannot help there), so we take the write
+lock up front. A connection marked READ_ONLY in its `info` (see
+`vifwire.server._db.read`) begins deferred instead: in WAL mode readers never
+wait for a writer. The BEGIN goes straight to the driver, not through
+SQLAlchemy's statement machinery: every request pays for one.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from sqlalchemy.engine import make_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Connection.info key: the transaction about to begin only reads.
+READ_ONLY = "vifwire_read_only"
 
 
 def make_engine(url: str) -> Engine:
@@ -51,7 +56,9 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.info.get(READ_ONLY, False)
+        connection.connection.dbapi_connection.execute(
+            "BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def alembic_config() -> Config:

@@ -37,6 +37,7 @@ _CACHE_STATES: dict[Any, str] = {
     default.NO_DIALECT_SUPPORT: "no_dialect_support",
 }
 _TOP_STATEMENTS = 20
+_MAX_KEYS = 4096
 
 
 @dataclass
@@ -63,6 +64,7 @@ class SqlProbe:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._totals = _Totals()
+        self._keys: dict[str, str] = {}
         self._started = time.time()
         self._listeners = [
             ("before_execute", self._before_execute),
@@ -99,7 +101,11 @@ class SqlProbe:
         frames = self._frames(conn)
         build = frames[-1].build if frames else None
         state = _cache_state(context)
-        key = " ".join(statement.split())[:160]
+        key = self._keys.get(statement)
+        if key is None:  # compiled statements come back as the same strings
+            if len(self._keys) > _MAX_KEYS:  # IN lists of every length: start over
+                self._keys.clear()
+            key = self._keys.setdefault(statement, " ".join(statement.split())[:160])
         with self._lock:
             t = self._totals
             t.statements += 1

@@ -16,6 +16,8 @@ from typing import TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from vifwire.db.engine import READ_ONLY
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -47,5 +49,12 @@ def transaction(engine: Engine, work: Callable[[Connection], T], attempts: int =
 
 
 def read(engine: Engine, work: Callable[[Connection], T]) -> T:
-    with engine.begin() as connection:
-        return work(connection)
+    """Run `work` in a read-only transaction (deferred on SQLite: never waits for writers)."""
+    with engine.connect() as connection:
+        info = connection.info
+        info[READ_ONLY] = True
+        try:
+            with connection.begin():
+                return work(connection)
+        finally:
+            info.pop(READ_ONLY, None)

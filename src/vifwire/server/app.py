@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 
-from vifwire.api import errors, meta, openapi, resources, tags
+from vifwire.api import dispatch, errors, meta, openapi, resources, tags
 from vifwire.api.responses import JSONResponse
 from vifwire.bus.base import SERVER_TOPIC, Bus
 from vifwire.db.engine import make_engine, migrate
@@ -78,8 +78,11 @@ def create_app(settings: Settings, bus: Bus, tracer: Tracer,
     errors.install(app)
     openapi.install(app)
     app.include_router(meta.router)
-    for resource in resources.RESOURCES:
-        app.include_router(resources.router_for(resource))
+    handlers = [(resource, resources.handlers_for(resource)) for resource in resources.RESOURCES]
+    for resource, resource_handlers in handlers:
+        app.include_router(resources.router_for(resource, resource_handlers))
     for router in tags.ROUTERS:
         app.include_router(router)
+    # Outermost of our middleware: the collection routes skip FastAPI's routing.
+    app.add_middleware(dispatch.ResourceDispatch, table=dispatch.route_table(handlers))
     return app

@@ -1,9 +1,15 @@
 """IP address management arithmetic. Pure: no I/O, the caller passes what is used.
 
 Pools are lists of {"start": str, "end": str}, inclusive, like Neutron's API.
-Choosing an address picks randomly among the first few free ones so that
-concurrent allocators (several server processes) rarely pick the same address;
-the (subnet_id, ip_address) primary key and a retry make a collision harmless.
+
+Allocation must not cost more as a subnet fills, so the caller does not load
+every used address: it draws a few random candidates (`sample`), first from the
+pools' first WINDOW addresses (low addresses first, as Neutron's IPAM does), asks
+the database which of those are taken, and takes a free one at random. Only
+when a draw finds none free does it widen the draw, and only a dense pool ends in
+the full scan (`pick`). Random choice also keeps concurrent allocators (several
+server processes) apart; the (subnet_id, ip_address) primary key and a retry
+make a collision harmless.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # How many free candidates to choose from: wide enough to spread racers out.
 CANDIDATES = 16
+# The first draw's window: the pools' first addresses, like Neutron's IPAM window.
+WINDOW = 1024
 
 
 class IpamError(ValueError):
@@ -130,6 +138,45 @@ def _free(pools: list[Pool], used: set[str]) -> Iterator[str]:
             text = str(cls(value))
             if text not in used:
                 yield text
+
+
+def _spans(pools: list[Pool]) -> list[tuple[int, int, type[IPAddress]]]:
+    spans = []
+    for pool in pools:
+        start, end = ipaddress.ip_address(pool["start"]), ipaddress.ip_address(pool["end"])
+        spans.append((int(start), int(end), type(start)))
+    return spans
+
+
+def size(pools: list[Pool]) -> int:
+    return sum(end - start + 1 for start, end, _ in _spans(pools))
+
+
+def sample(pools: list[Pool], count: int, rng: random.Random,
+           window: int | None = None) -> list[str]:
+    """Up to `count` distinct random addresses among the pools' first `window`
+    addresses (all of them when None), without regard to what is used."""
+    spans = _spans(pools)
+    size = sum(end - start + 1 for start, end, _ in spans)
+    if window is not None:
+        size = min(size, window)
+    if size <= 0:
+        return []
+    if size <= count:
+        offsets = list(range(size))
+    else:
+        chosen: set[int] = set()
+        while len(chosen) < count:
+            chosen.add(rng.randrange(size))
+        offsets = list(chosen)
+    found = []
+    for offset in offsets:
+        for start, end, cls in spans:
+            if offset <= end - start:
+                found.append(str(cls(start + offset)))
+                break
+            offset -= end - start + 1
+    return found
 
 
 def pick(pools: list[Pool], used: set[str], rng: random.Random | None = None) -> str | None:

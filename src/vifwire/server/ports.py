@@ -33,7 +33,7 @@ from vifwire.server._utils import dumps, iso, loads, new_id, utcnow
 from vifwire.server.agents import alive_on
 from vifwire.server.context import Context
 from vifwire.server.networks import get_row as get_network_row
-from vifwire.server.tags import delete_tags
+from vifwire.server.tags import delete_tags, tags_of
 from vifwire.trace import Stage
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,13 @@ _SUBNETS_OF_NETWORK = select(subnets).where(
     subnets.c.network_id == bindparam("network_id")).order_by(subnets.c.created_at, subnets.c.id)
 _USED_IPS = select(ip_allocations.c.ip_address).where(
     ip_allocations.c.subnet_id == bindparam("subnet_id"))
+_IP_TAKEN = select(ip_allocations.c.port_id).where(
+    ip_allocations.c.subnet_id == bindparam("subnet_id"),
+    ip_allocations.c.ip_address == bindparam("ip_address"))
+# Which of up to ipam.CANDIDATES addresses are taken; unused slots hold "".
+_TAKEN_AMONG = select(ip_allocations.c.ip_address).where(
+    ip_allocations.c.subnet_id == bindparam("subnet_id"),
+    ip_allocations.c.ip_address.in_([bindparam(f"c{i}") for i in range(ipam.CANDIDATES)]))
 _INSERT_PORT = insert(ports)
 _INSERT_IP = insert(ip_allocations)
 _DELETE_IPS = delete(ip_allocations).where(ip_allocations.c.port_id == bindparam("port_id"))
@@ -167,6 +174,10 @@ class _Outcome:
 
 
 class PortService:
+    # Reads and updates render the port's tags from their own transaction, so the
+    # API layer need not open another one for them.
+    renders_tags = True
+
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.rng = random.Random()
@@ -175,8 +186,14 @@ class PortService:
 
     def _render_rows(self, conn: Connection,
                      rows: builtins.list[Any]) -> builtins.list[dict[str, Any]]:
-        ips = fixed_ips_of(conn, [r.id for r in rows])
-        return [render(r, ips[r.id]) for r in rows]
+        ids = [r.id for r in rows]
+        ips, tags = fixed_ips_of(conn, ids), tags_of(conn, ids)
+        rendered = []
+        for row in rows:
+            port = render(row, ips[row.id])
+            port["tags"] = tags.get(row.id, [])
+            rendered.append(port)
+        return rendered
 
     def show(self, port_id: str) -> dict[str, Any]:
         return read(self.ctx.engine,
@@ -238,21 +255,40 @@ class PortService:
                 wanted.append((subnet, address))
         chosen: set[tuple[str, str]] = set()
         for subnet, address in wanted:
-            used = set(conn.execute(_USED_IPS, {"subnet_id": subnet.id}).scalars())
-            used |= {ip for sid, ip in chosen if sid == subnet.id}
+            mine = {ip for sid, ip in chosen if sid == subnet.id}
             if address is not None:
-                if address in used:
+                if address in mine or conn.execute(
+                        _IP_TAKEN, {"subnet_id": subnet.id, "ip_address": address}).first():
                     raise faults.IpAddressInUse(network_id, address)
             else:
-                if subnet.gateway_ip:
-                    used.add(subnet.gateway_ip)
-                address = ipam.pick(loads(subnet.allocation_pools), used, self.rng)
+                address = self._free_address(conn, subnet, mine)
                 if address is None:
                     raise faults.IpAddressGenerationFailure(network_id)
             chosen.add((subnet.id, address))
             conn.execute(_INSERT_IP, {"subnet_id": subnet.id, "ip_address": address,
                                       "port_id": port_id, "network_id": network_id})
         return _sort_ips([FixedIp(subnet_id=sid, ip_address=ip) for sid, ip in chosen])
+
+    def _free_address(self, conn: Connection, subnet: Any, mine: set[str]) -> str | None:
+        """A free address of the subnet: random candidates checked in one query (see
+        `ipam`), widening the draw only when none is free, scanning only a dense pool."""
+        pools = loads(subnet.allocation_pools)
+        exclude = mine | ({subnet.gateway_ip} if subnet.gateway_ip else set())
+        windows = (ipam.WINDOW, None) if ipam.size(pools) > ipam.WINDOW else (None,)
+        for window in windows:
+            candidates = [c for c in ipam.sample(pools, ipam.CANDIDATES, self.rng, window)
+                          if c not in exclude]
+            if not candidates:
+                continue
+            params = {f"c{i}": candidates[i] if i < len(candidates) else ""
+                      for i in range(ipam.CANDIDATES)}
+            taken = set(conn.execute(_TAKEN_AMONG, {"subnet_id": subnet.id, **params})
+                        .scalars())
+            free = [c for c in candidates if c not in taken]
+            if free:
+                return self.rng.choice(free)
+        used = set(conn.execute(_USED_IPS, {"subnet_id": subnet.id}).scalars()) | exclude
+        return ipam.pick(pools, used, self.rng)
 
     def _mac(self, conn: Connection, network_id: str, requested: str | None) -> str:
         if requested is None:
@@ -355,7 +391,9 @@ class PortService:
                 fixed_ips = fixed_ips_of(conn, [port_id])[port_id]
             if new.binding_vif_type == "ovs" and (rebind or AGENT_VISIBLE & body.keys()):
                 outcome.bound = details(conn, new, fixed_ips=fixed_ips)
-            return outcome, render(new, fixed_ips)
+            rendered = render(new, fixed_ips)
+            rendered["tags"] = tags_of(conn, [port_id]).get(port_id, [])
+            return outcome, rendered
         outcome, rendered = transaction(self.ctx.engine, work)
         await self._announce([outcome])
         return rendered

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
 
 from vifwire.db.schema import networks, ports, subnets, tags
 from vifwire.server import faults
@@ -42,18 +42,31 @@ def validate_tag(tag: Any) -> str:
     return tag
 
 
+# The one-resource forms run per port request: prebuilt, so SQLAlchemy reuses them.
+_TAGS_OF_ONE = select(tags.c.resource_id, tags.c.tag).where(
+    tags.c.resource_id == bindparam("resource_id")).order_by(tags.c.tag)
+_DELETE_TAGS_OF_ONE = delete(tags).where(tags.c.resource_id == bindparam("resource_id"))
+
+
 def delete_tags(conn: Connection, resource_ids: Iterable[Any]) -> None:
     """Drop the tags of resources being deleted (`resource_ids` may be a subquery)."""
+    if isinstance(resource_ids, list) and len(resource_ids) == 1:
+        conn.execute(_DELETE_TAGS_OF_ONE, {"resource_id": resource_ids[0]})
+        return
     conn.execute(delete(tags).where(tags.c.resource_id.in_(resource_ids)))
 
 
 def tags_of(conn: Connection, resource_ids: list[str]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = defaultdict(list)
-    if resource_ids:
-        query = (select(tags.c.resource_id, tags.c.tag)
-                 .where(tags.c.resource_id.in_(resource_ids)).order_by(tags.c.tag))
-        for resource_id, tag in conn.execute(query):
-            found[resource_id].append(tag)
+    if len(resource_ids) == 1:
+        rows = conn.execute(_TAGS_OF_ONE, {"resource_id": resource_ids[0]})
+    elif resource_ids:
+        rows = conn.execute(select(tags.c.resource_id, tags.c.tag)
+                            .where(tags.c.resource_id.in_(resource_ids)).order_by(tags.c.tag))
+    else:
+        return found
+    for resource_id, tag in rows:
+        found[resource_id].append(tag)
     return found
 
 
