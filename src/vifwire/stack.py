@@ -10,6 +10,9 @@ messages across loops), so its OVSDB events never queue behind API requests,
 and its threads carry the OS name "vw-agent", so the profiler can tell the
 agent's CPU from the server's within the one process.
 
+Both loops are uvloop's: per request and per cross-thread hand-off it costs
+well under asyncio's own loop (bench numbers in the session notes).
+
 Profiling is always on and cheap: both components mark stages into bounded
 in-memory tracers and a SQL probe counts statements. `GET /_vifwire/trace?since=T`
 returns them, so `vifwire boot --profile` can read a stack it did not start.
@@ -28,6 +31,7 @@ import threading
 from collections.abc import Iterator
 
 import uvicorn
+import uvloop
 from fastapi import FastAPI
 
 from vifwire.bus import Bus, make_bus
@@ -82,7 +86,7 @@ class AgentThread:
         from vifwire.agent.service import OvsAgent
 
         self.agent = OvsAgent(settings, bus, tracer)
-        self.loop = asyncio.new_event_loop()
+        self.loop = uvloop.new_event_loop()
         self._thread = threading.Thread(target=self._run, name=AGENT_THREAD_NAME, daemon=True)
 
     def _run(self) -> None:
@@ -105,6 +109,12 @@ class AgentThread:
             await asyncio.to_thread(self._thread.join, 10)
 
 
+def run_forever(settings: Settings) -> None:
+    """Run the stack on a uvloop event loop until SIGTERM/SIGINT (the `stack` command)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run_stack(settings))
+
+
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -115,6 +125,7 @@ class _Server(uvicorn.Server):
 async def run_stack(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run server + agent until `stop` is set or SIGTERM/SIGINT arrives."""
     from vifwire.server.app import create_app
+    from vifwire.server.notifier import check_nova_url
 
     # The OVSDB IDL threads and the loop hand each port to one another several
     # times; at the default 5 ms switch interval a busy thread makes each hop wait.
@@ -125,6 +136,7 @@ async def run_stack(settings: Settings, stop: asyncio.Event | None = None) -> No
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, stop.set)
 
+    check_nova_url(settings.nova_url)
     check_database(settings.effective_database_url)
     bus = make_bus(settings.bus_url)
     await bus.start()
@@ -134,7 +146,8 @@ async def run_stack(settings: Settings, stop: asyncio.Event | None = None) -> No
     probes: list[SqlProbe] = []
     add_trace_route(app, (server_tracer, agent_tracer), probes)
     server = _Server(uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
-                                    log_level="warning", lifespan="on", access_log=False))
+                                    log_level="warning", lifespan="on", access_log=False,
+                                    http="httptools", proxy_headers=False))
     serving = asyncio.create_task(server.serve(), name="stack:api")
     agent = None
     try:

@@ -27,7 +27,6 @@ class Vif:
     port_id: str  # external_ids:iface-id, the Neutron port id
     name: str  # Interface.name == Port.name
     mac: str | None = None  # external_ids:attached-mac
-    ofport: int | None = None
     tag: int | None = None  # Port.tag
     other_config: Mapping[str, str] = field(default_factory=dict)  # Port.other_config
     vm_uuid: str | None = None

@@ -2,12 +2,12 @@
 
 The IDL runs in ovsdbapp's connection thread. `VifIdl` overrides two hooks of
 that thread: `notify()` (called once per changed row after an update is fully
-applied) only notes which ports' cached VIFs went stale; `run()` (one batch of
-messages from ovsdb-server) then recomputes those VIFs, diffs them against what
-it last reported and hands the differences to `sink` as one `VifChanges`
-value. The sink is the single point where this thread meets the event loop (it
-uses `call_soon_threadsafe`), and because every observation travels through
-it, in order, the loop never needs sequence numbers or IDL reads of its own.
+applied) only notes which Ports went stale; `run()` (one batch of messages from
+ovsdb-server) then recomputes those Ports' VIFs, diffs them against what it last
+reported and hands the differences to `sink` as one `VifChanges` value. The
+sink is the single point where this thread meets the event loop (it uses
+`call_soon_threadsafe`), and because every observation travels through it, in
+order, the loop never needs sequence numbers or IDL reads of its own.
 
 Invariants:
 - only Ports of the integration bridge count, minus the bridge's own port and
@@ -15,8 +15,11 @@ Invariants:
 - after (re)connecting the IDL reloads everything without row notifications,
   so a change of session seqno (and the first dump) triggers a full recompute,
   reported as an `initial` batch;
-- the per-Port cache makes a batch cost O(ports on the bridge) list walking
-  plus O(changed ports) row decoding.
+- a batch costs O(changed Ports): the bridge's member set is re-read (as raw
+  UUIDs, no row objects) only when the Bridge row changed, and only stale
+  Ports are decoded. A boot storm sends several updates per port; walking every
+  port of the bridge for each of them made the agent's cost grow with the
+  square of the VMs on the host.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ MONITORED = {
     "Open_vSwitch": ["bridges", "cur_cfg", "next_cfg"],
     "Bridge": ["name", "ports", "datapath_type", "fail_mode"],
     "Port": ["name", "interfaces", "tag", "other_config"],
-    "Interface": ["name", "type", "external_ids", "ofport"],
+    "Interface": ["name", "type", "external_ids"],
 }
 
 Sink = Callable[[VifChanges], None]
@@ -52,24 +55,25 @@ class VifIdl(connection.OvsdbIdl):
         super().__init__(remote, schema_helper, **kwargs)
         self._bridge = bridge
         self._sink = sink
-        self._reported: dict[str, Vif] = {}
-        self._cache: dict[Any, tuple[Vif, ...]] = {}  # Port uuid -> its VIFs
+        self._reported: dict[str, Vif] = {}  # port id -> its VIF, as last reported
+        self._vifs: dict[Any, tuple[Vif, ...]] = {}  # member Port uuid -> its VIFs
+        self._members: set[Any] = set()  # Port uuids of the bridge
         self._owner: dict[Any, Any] = {}  # Interface uuid -> Port uuid
-        self._dirty = False
+        self._stale: set[Any] = set()  # Port uuids to decode again
+        self._bridge_changed = False
         self._session_seqno: int | None = None
 
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         table = row._table.name
         if table == "Port":
-            self._cache.pop(row.uuid, None)
-            self._dirty = True
+            self._stale.add(row.uuid)
         elif table == "Interface":
             owner = (self._owner.pop(row.uuid, None) if event == ovs_idl.ROW_DELETE
                      else self._owner.get(row.uuid))
-            self._cache.pop(owner, None)
-            self._dirty = True
+            if owner is not None:  # a new Interface comes with its Port's change
+                self._stale.add(owner)
         elif table == "Bridge":
-            self._dirty = True
+            self._bridge_changed = True
         super().notify(event, row, updates)
 
     def run(self) -> bool:
@@ -77,42 +81,73 @@ class VifIdl(connection.OvsdbIdl):
         if self.state != ovs_idl.Idl.IDL_S_MONITORING:
             return changed
         seqno = self._session.get_seqno()
-        initial = seqno != self._session_seqno
-        if initial:
+        if seqno != self._session_seqno:
             self._session_seqno = seqno
-            self._cache.clear()
-            self._owner.clear()
-        if initial or self._dirty:
-            self._dirty = False
-            self._publish(initial)
+            self._publish_all()
+        elif self._stale or self._bridge_changed:
+            self._publish_stale()
         return changed
 
-    def _publish(self, initial: bool) -> None:
+    def _publish_all(self) -> None:
+        """Everything, from scratch: the first dump or a reconnect."""
+        self._vifs.clear()
+        self._owner.clear()
+        self._stale.clear()
+        self._bridge_changed = False
+        self._members = self._bridge_members()
         current: dict[str, Vif] = {}
-        for port in self._bridge_ports():
-            vifs = self._cache.get(port.uuid)
-            if vifs is None:
-                vifs = self._cache[port.uuid] = self._vifs_of(port)
+        ports = self.tables["Port"].rows
+        for uuid in self._members:
+            row = ports.get(uuid)
+            vifs = self._vifs[uuid] = self._vifs_of(row) if row is not None else ()
             for vif in vifs:
                 current[vif.port_id] = vif
-        changes: dict[str, Vif | None]
-        if initial:
-            changes = dict(current)
-        else:
-            changes = {pid: vif for pid, vif in current.items() if self._reported.get(pid) != vif}
-            changes.update((pid, None) for pid in self._reported if pid not in current)
         self._reported = current
-        if changes or initial:
-            try:
-                self._sink(VifChanges(changes, initial=initial))
-            except RuntimeError:
-                log.debug("VIF changes dropped: the event loop is closed")
+        self._emit(VifChanges(dict(current), initial=True))
 
-    def _bridge_ports(self) -> list[Any]:
+    def _publish_stale(self) -> None:
+        stale, self._stale = self._stale, set()
+        if self._bridge_changed:
+            self._bridge_changed = False
+            members = self._bridge_members()
+            stale |= members ^ self._members
+            self._members = members
+        ports = self.tables["Port"].rows
+        before: dict[Any, tuple[Vif, ...]] = {}
+        for uuid in stale:
+            before[uuid] = self._vifs.pop(uuid, ())
+            row = ports.get(uuid) if uuid in self._members else None
+            if row is not None:
+                self._vifs[uuid] = self._vifs_of(row)
+        changes: dict[str, Vif | None] = {}
+        # Gone first, then present: a VIF that moved to another Port in this
+        # batch must end up present.
+        for uuid, old in before.items():
+            now = {vif.port_id for vif in self._vifs.get(uuid, ())}
+            for vif in old:
+                if vif.port_id not in now and self._reported.get(vif.port_id) == vif:
+                    del self._reported[vif.port_id]
+                    changes[vif.port_id] = None
+        for uuid in before:
+            for vif in self._vifs.get(uuid, ()):
+                if self._reported.get(vif.port_id) != vif:
+                    self._reported[vif.port_id] = vif
+                    changes[vif.port_id] = vif
+        if changes:
+            self._emit(VifChanges(changes))
+
+    def _emit(self, changes: VifChanges) -> None:
+        try:
+            self._sink(changes)
+        except RuntimeError:
+            log.debug("VIF changes dropped: the event loop is closed")
+
+    def _bridge_members(self) -> set[Any]:
+        """The bridge's Port uuids, read from the raw column (no row objects built)."""
         for bridge in self.tables["Bridge"].rows.values():
             if bridge.name == self._bridge:
-                return list(bridge.ports)
-        return []
+                return {atom.value for atom in bridge._data["ports"].values}
+        return set()
 
     def _vifs_of(self, port: Any) -> tuple[Vif, ...]:
         if port.name == self._bridge:
@@ -126,8 +161,7 @@ class VifIdl(connection.OvsdbIdl):
             port_id = ids.get("iface-id")
             if not port_id or iface.type == "patch":
                 continue
-            ofport = iface.ofport[0] if iface.ofport else None
             vifs.append(Vif(port_id=port_id, name=iface.name, mac=ids.get("attached-mac"),
-                            ofport=ofport, tag=tag, other_config=other_config,
+                            tag=tag, other_config=other_config,
                             vm_uuid=ids.get("vm-uuid"), iface_status=ids.get("iface-status")))
         return tuple(vifs)

@@ -6,7 +6,6 @@ and passed down; errors the user can act on become one red line and exit 1.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import subprocess
@@ -16,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from vifwire.cli import daemon
 from vifwire.settings import DEFAULT_RUN_DIR, Settings
@@ -61,7 +61,8 @@ def main(
 
 
 def fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {' '.join(message.split())}", highlight=False,
+    # Escaped: a message may quote user input (a URL, a name) that looks like markup.
+    console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False,
                   soft_wrap=True)
     raise typer.Exit(1)
 
@@ -75,20 +76,23 @@ def require_root() -> None:
 def stack(ctx: typer.Context) -> None:
     """Run the API server and this host's agent in the foreground (what `up` starts)."""
     from vifwire.profile.cprof import profiled
-    from vifwire.stack import run_stack
+    from vifwire.stack import run_forever
 
     settings: Settings = ctx.obj
     logging.getLogger().setLevel(logging.INFO)
     with _errors(), profiled("stack", settings.cprofile_dir):
-        asyncio.run(run_stack(settings))
+        run_forever(settings)
 
 
 @app.command()
 def up(ctx: typer.Context) -> None:
     """Start Open vSwitch and the embedded stack (SQLite + in-process bus) in the background."""
+    from vifwire.server.notifier import check_nova_url
+
     settings: Settings = ctx.obj
     require_root()
     with _errors():
+        check_nova_url(settings.nova_url)  # before OVS starts: the stack would refuse it
         _start_ovs(settings)
         pid = daemon.start(settings)
     console.print(f"vifwire is up: API {settings.api_url}, host {settings.host}, pid {pid}, "
@@ -150,10 +154,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     from vifwire.bus import BusError
     from vifwire.ovs.runtime import OvsError
+    from vifwire.server.nova_client import NovaUrlError
     from vifwire.stack import StartupError
 
     errors: list[type[BaseException]] = [daemon.StackError, StartupError, OvsError, BusError,
-                                         httpx.HTTPError, OSError]
+                                         NovaUrlError, httpx.HTTPError, OSError]
     for module, name in (("vifwire.compute", "ComputeError"), ("vifwire.agent", "AgentError"),
                          ("vifwire.profile.sampler_process", "SamplerError")):
         errors.extend(_optional_error(module, name))

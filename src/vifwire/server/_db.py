@@ -5,12 +5,22 @@ fires (two allocators picked the same IP, MAC or segment) or PostgreSQL reports
 a serialization failure or deadlock, the whole function runs again and picks
 anew. Requested values are checked inside the function, so a lost race on them
 surfaces as the proper 409 on the second run.
+
+Each thread keeps one open SQLAlchemy Connection per engine and begins its
+transactions on it: opening a Connection per transaction (pool checkout, event
+dispatch set-up, reset on checkin) cost as much CPU as the statements of a port
+create. A connection the driver lost is replaced on next use; a transaction
+started inside another one (on the same thread) gets a pooled connection of its
+own. `release_connections` closes them all when the app stops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+import threading
+import weakref
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -36,10 +46,56 @@ def _retryable(exc: DBAPIError) -> bool:
     return bool(args) and args[0] in (1205, 1213)
 
 
+class _Held:
+    """The open connections of one engine, one per thread that used it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_thread: dict[int, Connection] = {}
+
+
+_HELD: weakref.WeakKeyDictionary[Engine, _Held] = weakref.WeakKeyDictionary()
+_HELD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _connection(engine: Engine) -> Iterator[Connection]:
+    held = _HELD.get(engine)
+    if held is None:
+        with _HELD_LOCK:
+            held = _HELD.setdefault(engine, _Held())
+    thread = threading.get_ident()
+    connection = held.by_thread.get(thread)
+    if connection is None or connection.closed or connection.invalidated:
+        if connection is not None:
+            connection.close()
+        connection = engine.connect()
+        with held.lock:
+            held.by_thread[thread] = connection
+    if connection.in_transaction():  # nested: this thread's connection is busy
+        with engine.connect() as own:
+            yield own
+        return
+    yield connection
+
+
+def release_connections(engine: Engine) -> None:
+    """Close the connections `transaction` and `read` kept open on `engine`."""
+    with _HELD_LOCK:
+        held = _HELD.pop(engine, None)
+    if held is None:
+        return
+    with held.lock:
+        connections, held.by_thread = list(held.by_thread.values()), {}
+    for connection in connections:
+        with contextlib.suppress(Exception):
+            connection.close()
+
+
 def transaction(engine: Engine, work: Callable[[Connection], T], attempts: int = ATTEMPTS) -> T:
     for attempt in range(1, attempts + 1):
         try:
-            with engine.begin() as connection:
+            with _connection(engine) as connection, connection.begin():
                 return work(connection)
         except DBAPIError as exc:
             if attempt == attempts or not _retryable(exc):
@@ -50,7 +106,7 @@ def transaction(engine: Engine, work: Callable[[Connection], T], attempts: int =
 
 def read(engine: Engine, work: Callable[[Connection], T]) -> T:
     """Run `work` in a read-only transaction (deferred on SQLite: never waits for writers)."""
-    with engine.connect() as connection:
+    with _connection(engine) as connection:
         info = connection.info
         info[READ_ONLY] = True
         try:

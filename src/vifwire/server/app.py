@@ -20,6 +20,7 @@ from vifwire.api import dispatch, errors, meta, openapi, resources, tags
 from vifwire.api.responses import JSONResponse
 from vifwire.bus.base import SERVER_TOPIC, Bus
 from vifwire.db.engine import make_engine, migrate
+from vifwire.server._db import release_connections
 from vifwire.server.agents import AgentService
 from vifwire.server.context import Context
 from vifwire.server.networks import NetworkService
@@ -71,6 +72,7 @@ def create_app(settings: Settings, bus: Bus, tracer: Tracer,
             finally:
                 await notifier.stop()
         finally:
+            release_connections(engine)
             engine.dispose()
 
     app = FastAPI(title="vifwire", default_response_class=JSONResponse, lifespan=lifespan,
