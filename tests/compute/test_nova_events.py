@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
@@ -85,6 +86,29 @@ async def test_unknown_server_and_mixed(endpoint: NovaEndpoint) -> None:
     assert response.status_code == 207
     assert [e["code"] for e in response.json()["events"]] == [200, 404]
     assert (VIF_PLUGGED, "p3") not in endpoint.book.received
+
+
+async def test_vif_deleted_is_accepted_but_is_not_a_plug(endpoint: NovaEndpoint) -> None:
+    """The server sends network-vif-deleted when a VM's port is deleted (as Neutron does):
+    Nova takes it with 200, and it neither marks the port as plugged nor wakes a VM
+    waiting for network-vif-plugged."""
+    server, port = str(uuid.uuid4()), str(uuid.uuid4())
+    endpoint.book.expect_server(server)
+    waiter = asyncio.create_task(endpoint.book.wait(VIF_PLUGGED, port, timeout=5),
+                                 name="test:wait")
+    deleted = _event(server, port, name="network-vif-deleted")
+    response = await _post(endpoint, [deleted])
+    assert response.status_code == 200
+    assert response.json() == {"events": [{**deleted, "code": 200}]}
+    event = await endpoint.book.wait("network-vif-deleted", port, timeout=1)
+    assert event.server_uuid == server
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    assert (VIF_PLUGGED, port) not in endpoint.book.received
+    assert list(endpoint.book.tracer.events) == []  # no event_received stage for a delete
+    waiter.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiter
 
 
 async def test_bad_request(endpoint: NovaEndpoint) -> None:

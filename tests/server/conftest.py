@@ -62,11 +62,19 @@ def nova() -> Iterator[FakeNova]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            status = fake.statuses.pop(0) if fake.statuses else 200
-            if self.path.endswith("/os-server-external-events") and status == 200:
-                fake.posts.append(body["events"])
-                fake.posted.set()
-            answer = json.dumps({"events": [dict(e, code=200) for e in body["events"]]})
+            bad = [e for e in body["events"] if e["server_uuid"] in fake.bad_servers]
+            if bad:  # Nova validates the whole body: one bad event refuses it all
+                status = 400
+                fake.refused.append(body["events"])
+                answer = json.dumps({"badRequest": {"code": 400, "message": (
+                    f"Invalid input for field/attribute server_uuid. Value: "
+                    f"{bad[0]['server_uuid']}. '{bad[0]['server_uuid']}' is not a 'uuid'")}})
+            else:
+                status = fake.statuses.pop(0) if fake.statuses else 200
+                if self.path.endswith("/os-server-external-events") and status == 200:
+                    fake.posts.append(body["events"])
+                    fake.posted.set()
+                answer = json.dumps({"events": [dict(e, code=200) for e in body["events"]]})
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(answer)))

@@ -21,12 +21,19 @@ HOST = "compute-1"
 
 @dataclass
 class FakeNova:
-    """A real HTTP server recording os-server-external-events posts."""
+    """A real HTTP server recording os-server-external-events posts.
+
+    Like Nova, it answers 400 to a whole post when one of its events is invalid:
+    here, an event for a server in `bad_servers` (real Nova: a server_uuid that
+    is not a UUID). Other posts get the next scripted status, then 200.
+    """
 
     url: str = ""
-    posts: list[list[dict[str, Any]]] = field(default_factory=list)
+    posts: list[list[dict[str, Any]]] = field(default_factory=list)  # answered 200
     statuses: list[int] = field(default_factory=list)  # scripted answers, then 200
     posted: threading.Event = field(default_factory=threading.Event)
+    bad_servers: set[str] = field(default_factory=set)
+    refused: list[list[dict[str, Any]]] = field(default_factory=list)  # answered 400
 
     @property
     def events(self) -> list[dict[str, Any]]:

@@ -161,3 +161,21 @@ async def test_dead_agent_means_binding_failed(stack: Stack) -> None:
     net_id, _ = await _network(stack)
     port = await _port(stack, net_id, **{"binding:host_id": HOST})
     assert port["binding:vif_type"] == "binding_failed"
+
+
+async def test_admin_down_or_deleted_agent_stops_binding_at_once(stack: Stack) -> None:
+    """Liveness is remembered for a moment per host: changes made through the API
+    must still take effect on the very next bind."""
+    await stack.register_agent()
+    net_id, _ = await _network(stack)
+    first = await _port(stack, net_id, **{"binding:host_id": HOST})
+    assert first["binding:vif_type"] == "ovs"  # the yes is now remembered
+    agent_id = (await stack.client.get("/v2.0/agents")).json()["agents"][0]["id"]
+    await stack.client.put(f"/v2.0/agents/{agent_id}", json={"agent": {"admin_state_up": False}})
+    down = await _port(stack, net_id, **{"binding:host_id": HOST})
+    assert down["binding:vif_type"] == "binding_failed"
+    await stack.client.put(f"/v2.0/agents/{agent_id}", json={"agent": {"admin_state_up": True}})
+    assert (await _port(stack, net_id, **{"binding:host_id": HOST}))["binding:vif_type"] == "ovs"
+    assert (await stack.client.delete(f"/v2.0/agents/{agent_id}")).status_code == 204
+    gone = await _port(stack, net_id, **{"binding:host_id": HOST})
+    assert gone["binding:vif_type"] == "binding_failed"

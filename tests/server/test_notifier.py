@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
+import pytest
 from sqlalchemy import create_engine, func, select
 
 from vifwire.db.schema import nova_outbox
+from vifwire.server.notifier import check_nova_url
+from vifwire.server.nova_client import NovaUrlError
 from vifwire.settings import Settings
 from vifwire.trace import Stage
 
@@ -70,15 +74,41 @@ async def test_non_compute_port_sends_nothing(stack: Stack, nova: FakeNova) -> N
     assert nova.posts == []
 
 
-async def test_delete_active_port_sends_unplugged(stack: Stack, agent: FakeAgent,
-                                                  nova: FakeNova) -> None:
+async def test_delete_active_port_sends_vif_deleted_not_unplugged(
+        stack: Stack, agent: FakeAgent, nova: FakeNova) -> None:
     port = await _bound_compute_port(stack)
     await stack.rpc("ports_up", host=HOST, port_ids=[port["id"]])
     await _wait_for(lambda: nova.events)
     await stack.client.delete(f"/v2.0/ports/{port['id']}")
     await _wait_for(lambda: len(nova.events) == 2)
-    assert nova.events[1] == {"name": "network-vif-unplugged", "server_uuid": "vm-uuid-1",
-                              "tag": port["id"], "status": "completed"}
+    await asyncio.sleep(0.2)  # nothing else follows (Neutron sends no vif-unplugged)
+    assert nova.events[1:] == [{"name": "network-vif-deleted", "server_uuid": "vm-uuid-1",
+                                "tag": port["id"], "status": "completed"}]
+    assert _outbox_rows(stack.settings.effective_database_url) == 0
+
+
+async def test_delete_sends_vif_deleted_whatever_the_status(
+        stack: Stack, agent: FakeAgent, nova: FakeNova) -> None:
+    port = await _bound_compute_port(stack)  # DOWN: the VIF was never wired
+    await stack.client.delete(f"/v2.0/ports/{port['id']}")
+    await _wait_for(lambda: nova.events)
+    await asyncio.sleep(0.2)
+    assert nova.events == [{"name": "network-vif-deleted", "server_uuid": "vm-uuid-1",
+                            "tag": port["id"], "status": "completed"}]
+
+
+async def test_delete_of_a_port_nova_does_not_own_sends_nothing(
+        stack: Stack, agent: FakeAgent, nova: FakeNova) -> None:
+    await stack.register_agent()
+    net = (await stack.client.post("/v2.0/networks", json={"network": {}})).json()["network"]
+    bodies = [{"device_owner": "network:dhcp", "device_id": "dhcp-1"},
+              {"device_owner": "compute:nova", "device_id": ""}]
+    for body in bodies:
+        r = await stack.client.post("/v2.0/ports", json={"port": {
+            "network_id": net["id"], "binding:host_id": HOST, **body}})
+        await stack.client.delete(f"/v2.0/ports/{r.json()['port']['id']}")
+    await asyncio.sleep(0.2)
+    assert nova.posts == [] and nova.refused == []
 
 
 async def test_failed_post_is_retried_and_delivered_once(stack: Stack, agent: FakeAgent,
@@ -142,3 +172,91 @@ async def test_only_writes_that_queue_events_wake_the_notifier(
     await stack.client.delete(f"/v2.0/ports/{port['id']}")
     assert len(wakes) == 2
     await _wait_for(lambda: len(nova.events) == 2)
+
+
+async def _active_compute_ports(stack: Stack, servers: list[str]) -> list[dict[str, Any]]:
+    """One bound compute port per server, all made ACTIVE by one agent report, so their
+    plugged events are queued in one transaction and go to Nova in one post."""
+    await stack.register_agent()
+    net = (await stack.client.post("/v2.0/networks", json={"network": {}})).json()["network"]
+    await stack.client.post("/v2.0/subnets", json={"subnet": {
+        "network_id": net["id"], "ip_version": 4, "cidr": "10.0.0.0/24"}})
+    ports = (await stack.client.post("/v2.0/ports", json={"ports": [
+        {"network_id": net["id"], "device_id": server, "device_owner": "compute:nova",
+         "binding:host_id": HOST} for server in servers]})).json()["ports"]
+    await stack.rpc("ports_up", host=HOST, port_ids=[p["id"] for p in ports])
+    return ports
+
+
+async def test_a_batch_nova_refuses_is_split_and_only_bad_events_dropped(
+        stack: Stack, agent: FakeAgent, nova: FakeNova, caplog: pytest.LogCaptureFixture) -> None:
+    servers = [f"vm-{i}" for i in range(8)]
+    nova.bad_servers = {"vm-2", "vm-6"}
+    notifier = stack.app.state.services.notifier
+    with caplog.at_level(logging.WARNING, logger="vifwire.server.notifier"):
+        ports = await _active_compute_ports(stack, servers)
+        await _wait_for(lambda: notifier.sent + notifier.refused == len(servers))
+        await asyncio.sleep(0.2)
+    assert len(nova.refused[0]) == len(servers)  # the first post held them all
+    good = sorted(p["id"] for p in ports if p["device_id"] not in nova.bad_servers)
+    assert sorted(e["tag"] for e in nova.events) == good  # each delivered exactly once
+    assert notifier.refused == 2
+    # Each bad event was finally refused on its own, and then dropped with Nova's reason.
+    alone = sorted(post[0]["server_uuid"] for post in nova.refused if len(post) == 1)
+    assert alone == ["vm-2", "vm-6"]
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(dropped) == 2
+    assert all("is not a 'uuid'" in message for message in dropped)
+    assert sorted(e["port"] for e in stack.tracer.events if e["stage"] == Stage.EVENT_SENT) \
+        == good
+    assert _outbox_rows(stack.settings.effective_database_url) == 0
+
+
+async def test_a_failure_while_splitting_keeps_the_rest_for_the_retry(
+        stack: Stack, agent: FakeAgent, nova: FakeNova) -> None:
+    servers = [f"vm-{i}" for i in range(6)]
+    nova.bad_servers = {"vm-4"}
+    nova.statuses = [500]  # the first post of a half without the bad event fails
+    notifier = stack.app.state.services.notifier
+    ports = await _active_compute_ports(stack, servers)
+    await _wait_for(lambda: notifier.sent + notifier.refused == len(servers))
+    await asyncio.sleep(0.2)
+    assert nova.statuses == []  # the 500 was served
+    good = sorted(p["id"] for p in ports if p["device_id"] != "vm-4")
+    assert sorted(e["tag"] for e in nova.events) == good  # none lost, none twice
+    assert notifier.refused == 1
+    assert _outbox_rows(stack.settings.effective_database_url) == 0
+
+
+async def test_a_single_refused_event_does_not_block_the_next(
+        stack: Stack, agent: FakeAgent, nova: FakeNova) -> None:
+    nova.bad_servers = {"vm-bad"}
+    notifier = stack.app.state.services.notifier
+    await _active_compute_ports(stack, ["vm-bad"])
+    await _wait_for(lambda: notifier.refused == 1)
+    port = await _bound_compute_port(stack)
+    await stack.rpc("ports_up", host=HOST, port_ids=[port["id"]])
+    await _wait_for(lambda: nova.events)
+    assert [e["tag"] for e in nova.events] == [port["id"]]
+    assert len(nova.refused) == 1
+    assert _outbox_rows(stack.settings.effective_database_url) == 0
+
+
+@pytest.mark.parametrize("nova_url", ["https//nova:8774/v2.1", "ftp://nova/v2.1",
+                                      "http://nova:port/v2.1", "http://nova/v2.1?x=1"])
+async def test_an_unusable_nova_url_fails_the_app_start(settings: Settings,
+                                                         nova_url: str) -> None:
+    with pytest.raises(NovaUrlError, match="Nova URL"):
+        async with running(settings.with_(nova_url=nova_url)):
+            pass
+
+
+def test_check_nova_url() -> None:
+    for good in ("http://127.0.0.1:8774/v2.1", "https://nova.example/compute/v2.1/",
+                 "http://[::1]:8774/v2.1"):
+        check_nova_url(good)
+    for bad, why in (("", "empty"), ("nova:8774", "http:// or https://"),
+                     ("http:///v2.1", "no host"), ("http://nova:99999/v2.1", "bad port"),
+                     ("http://nova/v2.1#x", "query or fragment")):
+        with pytest.raises(NovaUrlError, match=why):
+            check_nova_url(bad)

@@ -1,19 +1,78 @@
-"""The notifier's HTTP client against real sockets: keep-alive, a server that hangs up
-between posts, and no server at all."""
+"""The notifier's HTTP client against real sockets, over http and https (a local TLS
+server with a self-signed certificate made here): keep-alive, a server that hangs up
+between posts, no server at all, certificates that must be refused, bad URLs."""
+
+from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
+import ssl
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
+import uvloop
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from vifwire.server.nova_client import NovaClient, NovaUnreachable
+from vifwire.server.nova_client import NovaClient, NovaUnreachable, NovaUrlError, parse_url
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s"
 
 
-async def serve(close_after_each: bool, *, silent_hangup: bool = False
+@dataclass(frozen=True)
+class Cert:
+    cert: Path
+    key: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        """Trusts this certificate only, as a deployment with a private CA would."""
+        return ssl.create_default_context(cafile=str(self.cert))
+
+
+def make_cert(directory: Path, dns: list[str], ips: list[str]) -> Cert:
+    """A self-signed server certificate for these names (its own trust anchor)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vifwire test nova")])
+    now = datetime.now(UTC)
+    alt = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = Cert(directory / "cert.pem", directory / "key.pem")
+    paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths.key.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> Cert:
+    return make_cert(tmp_path_factory.mktemp("tls"), ["localhost"], ["127.0.0.1"])
+
+
+async def serve(close_after_each: bool, *, silent_hangup: bool = False,
+                tls: ssl.SSLContext | None = None
                 ) -> tuple[asyncio.Server, list[bytes], list[int]]:
-    """A tiny HTTP server that echoes the JSON body back and counts connections.
+    """A tiny HTTP(S) server that echoes the JSON body back and counts connections.
 
     close_after_each: answer with "Connection: close" and hang up;
     silent_hangup: answer as keep-alive, then hang up anyway (an idle timeout).
@@ -26,7 +85,7 @@ async def serve(close_after_each: bool, *, silent_hangup: bool = False
         while True:
             try:
                 head = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError:
+            except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
                 break
             length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
                               if line.lower().startswith(b"content-length")))
@@ -39,41 +98,136 @@ async def serve(close_after_each: bool, *, silent_hangup: bool = False
                 break
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=tls)
     return server, bodies, connections
 
 
+async def _stop(server: asyncio.Server, client: NovaClient) -> None:
+    await client.close()
+    server.close()
+    await server.wait_closed()
+
+
+def _base(server: asyncio.Server, scheme: str) -> str:
+    return f"{scheme}://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
 @pytest.mark.parametrize("close_after_each", [False, True])
 async def test_posts_arrive_once_each_whether_the_server_keeps_the_connection(
-        close_after_each: bool) -> None:
-    server, bodies, connections = await serve(close_after_each)
-    port = server.sockets[0].getsockname()[1]
-    client = NovaClient(f"http://127.0.0.1:{port}/v2.1/os-server-external-events")
+        close_after_each: bool, scheme: str, cert: Cert) -> None:
+    tls = cert.server_context() if scheme == "https" else None
+    server, bodies, connections = await serve(close_after_each, tls=tls)
+    client = NovaClient(f"{_base(server, scheme)}/v2.1/os-server-external-events",
+                        ssl_context=cert.client_context())
     try:
         for i in range(3):
             status, body = await client.post_json({"events": [{"tag": str(i)}]})
             assert status == 200
             assert orjson.loads(body) == {"events": [{"tag": str(i)}]}
     finally:
-        await client.close()
-        server.close()
+        await _stop(server, client)
     assert [orjson.loads(b)["events"][0]["tag"] for b in bodies] == ["0", "1", "2"]
     assert len(connections) == (3 if close_after_each else 1)
 
 
-async def test_a_connection_closed_while_idle_is_replaced_without_losing_a_post() -> None:
-    server, bodies, connections = await serve(False, silent_hangup=True)
-    port = server.sockets[0].getsockname()[1]
-    client = NovaClient(f"http://127.0.0.1:{port}/x")
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_a_connection_closed_while_idle_is_replaced_without_losing_a_post(
+        scheme: str, cert: Cert) -> None:
+    tls = cert.server_context() if scheme == "https" else None
+    server, bodies, connections = await serve(False, silent_hangup=True, tls=tls)
+    client = NovaClient(f"{_base(server, scheme)}/x", ssl_context=cert.client_context())
     try:
         for n in range(3):
             assert (await client.post_json({"n": n}))[0] == 200
             await asyncio.sleep(0.05)  # the server hangs up meanwhile
     finally:
-        await client.close()
-        server.close()
+        await _stop(server, client)
     assert [orjson.loads(b) for b in bodies] == [{"n": 0}, {"n": 1}, {"n": 2}]
     assert len(connections) == 3
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_the_connection_sends_small_posts_at_once(scheme: str, cert: Cert) -> None:
+    """TCP_NODELAY, over TLS too: else each post waits ~40 ms on Nagle + delayed ACK."""
+    tls = cert.server_context() if scheme == "https" else None
+    server, _, _ = await serve(False, tls=tls)
+    client = NovaClient(f"{_base(server, scheme)}/x", ssl_context=cert.client_context())
+    try:
+        assert (await client.post_json({}))[0] == 200
+        assert client._writer is not None
+        sock = client._writer.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert (client._writer.get_extra_info("ssl_object") is not None) == (scheme == "https")
+    finally:
+        await _stop(server, client)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_on_uvloop_as_the_stack_runs_it(scheme: str, cert: Cert) -> None:
+    """The stack's loop is uvloop's: TLS, TCP_NODELAY and the reconnect after an idle
+    hangup must hold there too (the other tests run on asyncio's own loop)."""
+
+    async def scenario() -> None:
+        tls = cert.server_context() if scheme == "https" else None
+        server, _, _ = await serve(False, tls=tls)
+        client = NovaClient(f"{_base(server, scheme)}/x", ssl_context=cert.client_context())
+        try:
+            assert (await client.post_json({}))[0] == 200
+            assert client._writer is not None
+            sock = client._writer.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        finally:
+            await _stop(server, client)
+
+        server, bodies, connections = await serve(False, silent_hangup=True, tls=tls)
+        client = NovaClient(f"{_base(server, scheme)}/x", ssl_context=cert.client_context())
+        try:
+            for n in range(3):
+                assert (await client.post_json({"n": n}))[0] == 200
+                await asyncio.sleep(0.05)  # the server hangs up meanwhile
+        finally:
+            await _stop(server, client)
+        assert [orjson.loads(b) for b in bodies] == [{"n": 0}, {"n": 1}, {"n": 2}]
+        assert len(connections) == 3
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
+
+
+async def test_https_checks_the_name_in_the_certificate(cert: Cert) -> None:
+    server, bodies, _ = await serve(False, tls=cert.server_context())
+    port = server.sockets[0].getsockname()[1]
+    client = NovaClient(f"https://localhost:{port}/x", ssl_context=cert.client_context())
+    try:
+        assert (await client.post_json({"n": 1}))[0] == 200
+    finally:
+        await _stop(server, client)
+    assert bodies == [b'{"n":1}']
+
+
+async def test_https_refuses_a_certificate_for_another_name(tmp_path: Path) -> None:
+    other = make_cert(tmp_path, ["nova.example"], [])
+    server, bodies, _ = await serve(False, tls=other.server_context())
+    client = NovaClient(f"{_base(server, 'https')}/x", ssl_context=other.client_context(),
+                        timeout=5)
+    try:
+        with pytest.raises(NovaUnreachable, match="certificate verify failed"):
+            await client.post_json({"n": 1})
+    finally:
+        await _stop(server, client)
+    assert bodies == []
+
+
+async def test_https_refuses_a_certificate_the_system_cas_did_not_sign(cert: Cert) -> None:
+    server, bodies, _ = await serve(False, tls=cert.server_context())
+    client = NovaClient(f"{_base(server, 'https')}/x", timeout=5)  # default context
+    try:
+        with pytest.raises(NovaUnreachable, match="certificate verify failed"):
+            await client.post_json({"n": 1})
+    finally:
+        await _stop(server, client)
+    assert bodies == []
 
 
 async def test_no_server_is_a_clear_error() -> None:
@@ -82,6 +236,21 @@ async def test_no_server_is_a_clear_error() -> None:
         await client.post_json({"events": []})
 
 
-def test_only_http_urls() -> None:
-    with pytest.raises(ValueError, match="only http://"):
-        NovaClient("https://nova/v2.1")
+def test_urls_are_parsed_with_default_ports() -> None:
+    assert parse_url("https://nova.example/compute/v2.1/x").port == 443
+    assert parse_url("http://nova.example/v2.1").port == 80
+    target = parse_url("https://[::1]:8774/v2.1/x?a=1")
+    assert (target.host, target.port, target.target, target.host_header, target.tls) == \
+        ("::1", 8774, "/v2.1/x?a=1", "[::1]:8774", True)
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("", "empty"), ("garbage", "http:// or https://"), ("ftp://nova/v2.1", "http:// or https://"),
+    ("127.0.0.1:8774/v2.1", "http:// or https://"), ("https:///v2.1", "no host"),
+    ("http://nova:abc/", "bad port"), ("http://nova:70000/", "bad port"),
+    ("http://nova:0/", "bad port"), ("http://user:secret@nova/", "credentials"),
+    ("http://no va/", "spaces"), ("http://[nova]:8774/", "malformed"),
+])
+def test_unusable_urls_are_refused_up_front(url: str, why: str) -> None:
+    with pytest.raises(NovaUrlError, match=why):
+        NovaClient(url)

@@ -2,14 +2,14 @@
 
 An agent is alive when its last heartbeat is newer than `agent_down_time_s`;
 nothing ever marks it dead, so a restarted server needs no state to recover.
+Liveness for binding is `vifwire.server.liveness`.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from vifwire.db.schema import agents
@@ -19,8 +19,10 @@ from vifwire.server._db import read, transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import agent_time, dumps, loads, new_id, utcnow
 from vifwire.server.context import Context
+from vifwire.server.liveness import OVS_AGENT_TYPE, is_alive
 
-OVS_AGENT_TYPE = "Open vSwitch agent"
+__all__ = ["OVS_AGENT_TYPE", "AgentService"]
+
 
 COLUMNS = {
     "id": agents.c.id,
@@ -31,21 +33,6 @@ COLUMNS = {
     "admin_state_up": agents.c.admin_state_up,
     "description": agents.c.description,
 }
-
-
-def is_alive(heartbeat: datetime, down_time_s: float, now: datetime | None = None) -> bool:
-    return (now or utcnow()) - heartbeat < timedelta(seconds=down_time_s)
-
-
-_HEARTBEAT_ON = select(agents.c.heartbeat_timestamp).where(
-    agents.c.host == bindparam("host"), agents.c.agent_type == OVS_AGENT_TYPE,
-    agents.c.admin_state_up.is_(True))
-
-
-def alive_on(conn: Connection, host: str, down_time_s: float) -> bool:
-    """Whether an admin-up OVS agent on `host` has a fresh heartbeat."""
-    heartbeat = conn.execute(_HEARTBEAT_ON, {"host": host}).scalar()
-    return heartbeat is not None and is_alive(heartbeat, down_time_s)
 
 
 class AgentService:
@@ -92,13 +79,16 @@ class AgentService:
             if values:
                 conn.execute(update(agents).where(agents.c.id == agent_id).values(**values))
             return self._get(conn, agent_id)
-        return self.render(transaction(self.ctx.engine, work))
+        row = transaction(self.ctx.engine, work)
+        self.ctx.liveness.forget(row.host)
+        return self.render(row)
 
     def delete(self, agent_id: str) -> None:
         def work(conn: Connection) -> None:
             self._get(conn, agent_id)
             conn.execute(delete(agents).where(agents.c.id == agent_id))
         transaction(self.ctx.engine, work)
+        self.ctx.liveness.forget()
 
     def report(self, state: AgentState) -> None:
         """Upsert the heartbeat; a racing first insert falls back to the update."""

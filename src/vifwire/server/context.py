@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 
 from vifwire.bus.base import Bus
+from vifwire.server.liveness import Liveness
 from vifwire.settings import Settings
 from vifwire.trace import Tracer
 
@@ -22,3 +23,7 @@ class Context:
     tracer: Tracer
     # Wakes the Nova notifier after a transaction wrote outbox rows.
     wake_notifier: Callable[[], None] = field(default=lambda: None)
+    liveness: Liveness = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.liveness = Liveness(self.settings.agent_down_time_s)

@@ -1,13 +1,28 @@
 """Nova notifier: drains the outbox into os-server-external-events.
 
 One sender task. `wake()` sets an asyncio.Event; the task then takes ALL pending
-outbox rows, posts them in one request, and deletes them only after Nova
-answered 200/207 (or 404/400/422: Nova will never accept those, so retrying is
-pointless). Connection errors and other statuses keep the rows and retry with
-exponential backoff. Rows that appear while a post is in flight set the event
-again and go in the next post. There is no batching delay: the first wake after
-an idle period posts at once. At start the event is set, so rows left by a
-crash or an unreachable Nova are sent.
+outbox rows and posts them in one request. What happens to the rows depends on
+Nova's answer:
+
+* 200, 207 or 404: Nova took the post (per-event codes, logged when not 200,
+  say which events found no server); the rows are deleted.
+* 400 or 422: Nova validates the whole body and acts on none of it when one
+  event is bad. A batch of several events is bisected and each half posted
+  again, so the good events are delivered and only an event Nova refuses on its
+  own is dropped (logged with Nova's reason): retrying it could never succeed.
+* anything else, or no answer (Nova unreachable, a timeout): the rows are kept
+  and retried with exponential backoff.
+
+Rows leave the outbox only after such an answer for them, so no event is lost,
+and a batch Nova refused as a whole was acted on by no one, so posting its
+halves sends no event twice. Rows that appear while a post is in flight set the
+event again and go in the next post. There is no batching delay: the first wake
+after an idle period posts at once. At start the event is set, so rows left by
+a crash or an unreachable Nova are sent.
+
+`nova_url` is checked when the notifier is built (and by the stack before it
+starts, see `check_nova_url`): a URL the client cannot use is one clear error
+at start, not a sender task failing while the outbox grows.
 """
 
 from __future__ import annotations
@@ -23,13 +38,28 @@ from sqlalchemy import Engine
 
 from vifwire.server import outbox
 from vifwire.server._db import read, transaction
-from vifwire.server.nova_client import NovaClient, NovaUnreachable
+from vifwire.server.nova_client import NovaClient, NovaUnreachable, NovaUrlError, parse_url
 from vifwire.settings import Settings
 from vifwire.trace import Stage, Tracer
 
 log = logging.getLogger(__name__)
 
-DROP_STATUSES = {200, 207, 400, 404, 422}
+EVENTS_PATH = "/os-server-external-events"
+ACCEPTED_STATUSES = frozenset({200, 207, 404})  # Nova took the post
+REFUSED_STATUSES = frozenset({400, 422})  # Nova refused the whole body
+
+
+def events_url(nova_url: str) -> str:
+    """`{nova_url}/os-server-external-events`; NovaUrlError if nova_url is unusable."""
+    parse_url(nova_url)
+    if "?" in nova_url or "#" in nova_url:  # the events path is appended to it
+        raise NovaUrlError(f"Nova URL {nova_url!r} must not have a query or fragment")
+    return f"{nova_url.rstrip('/')}{EVENTS_PATH}"
+
+
+def check_nova_url(nova_url: str) -> None:
+    """A startup check: raise NovaUrlError (one line) if the notifier could not post there."""
+    events_url(nova_url)
 
 
 class NovaNotifier:
@@ -37,14 +67,15 @@ class NovaNotifier:
                  min_backoff_s: float = 0.1, max_backoff_s: float = 10.0,
                  timeout_s: float = 10.0) -> None:
         self._engine = engine
-        self._url = f"{settings.nova_url.rstrip('/')}/os-server-external-events"
+        # Built here, not in the task, so a bad nova_url fails the app's start.
+        self._client = NovaClient(events_url(settings.nova_url), timeout=timeout_s)
         self._tracer = tracer
         self._min_backoff = min_backoff_s
         self._max_backoff = max_backoff_s
-        self._timeout = timeout_s
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.sent = 0  # events Nova accepted, for tests and stats
+        self.refused = 0  # events Nova refused on their own (400/422), dropped
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -63,13 +94,12 @@ class NovaNotifier:
 
     async def _run(self) -> None:
         backoff = self._min_backoff
-        client = NovaClient(self._url, timeout=self._timeout)
         try:
             while True:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 try:
-                    delivered = await self._send_pending(client)
+                    delivered = await self._send_pending()
                 except Exception:  # DB trouble: keep the loop alive, try later
                     log.exception("nova notifier failed to read or clear the outbox")
                     delivered = False
@@ -80,38 +110,68 @@ class NovaNotifier:
                 backoff = min(backoff * 2, self._max_backoff)
                 self._wakeup.set()
         finally:
-            await client.close()
+            await self._client.close()
 
-    async def _send_pending(self, client: NovaClient) -> bool:
+    async def _send_pending(self) -> bool:
         """Post every pending event once; False when Nova must be tried again."""
         rows = read(self._engine, outbox.pending)
-        if not rows:
+        return await self._deliver(rows) if rows else True
+
+    async def _deliver(self, rows: list[Any]) -> bool:
+        """Post `rows`; True once every one left the outbox, False to retry the rest later."""
+        answer = await self._post(rows)
+        if answer is None:
+            return False
+        status, body, sent_at = answer
+        if status in REFUSED_STATUSES and len(rows) > 1:
+            # Nova acted on none of them: find the bad ones by halves, in order
+            # (a port's plugged still goes before its unplugged). A half that
+            # must be retried stops here; its rows and the rest stay queued.
+            half = len(rows) // 2
+            return await self._deliver(rows[:half]) and await self._deliver(rows[half:])
+        if status in REFUSED_STATUSES:
+            row = rows[0]
+            log.warning("nova refused %s for server %s port %s with %d (%s); dropped",
+                        row.name, row.server_uuid, row.tag, status, _reason(body))
+            self._forget(rows)
+            self.refused += 1
             return True
-        events = [{"name": r.name, "server_uuid": r.server_uuid, "tag": r.tag,
-                   "status": r.status} for r in rows]
-        # Stamped when the post leaves, marked only once Nova took it.
-        sent_at = time.time()
-        try:
-            status, body = await client.post_json({"events": events})
-        except NovaUnreachable as exc:
-            log.warning("nova unreachable (%s); %d events kept", exc, len(events))
-            return False
-        if status not in DROP_STATUSES:
-            log.warning("nova answered %d; %d events kept", status, len(events))
-            return False
-        if status not in (200, 207):
-            log.warning("nova refused events with %d: %s", status, body[:200])
-        for event in _results(body):
-            if event.get("code") not in (None, 200):
-                log.info("nova: event %s for %s: code %s", event.get("name"),
-                         event.get("server_uuid"), event.get("code"))
-        keys = [r.key for r in rows]
-        transaction(self._engine, lambda conn: outbox.remove(conn, keys))
+        if status == 404:
+            log.info("nova knows no server for any of %d events", len(rows))
+        _log_event_codes(body)
+        self._forget(rows)
         self.sent += len(rows)
         for row in rows:
             if row.name == outbox.PLUGGED:
                 self._tracer.mark(Stage.EVENT_SENT, row.tag, t=sent_at)
         return True
+
+    async def _post(self, rows: list[Any]) -> tuple[int, bytes, float] | None:
+        """Nova's final answer to one post of `rows` and when it left; None to retry."""
+        events = [{"name": r.name, "server_uuid": r.server_uuid, "tag": r.tag,
+                   "status": r.status} for r in rows]
+        # Stamped when the post leaves, marked only once Nova took it.
+        sent_at = time.time()
+        try:
+            status, body = await self._client.post_json({"events": events})
+        except NovaUnreachable as exc:
+            log.warning("nova unreachable (%s); %d events kept", exc, len(events))
+            return None
+        if status not in ACCEPTED_STATUSES | REFUSED_STATUSES:
+            log.warning("nova answered %d; %d events kept", status, len(events))
+            return None
+        return status, body, sent_at
+
+    def _forget(self, rows: list[Any]) -> None:
+        keys = [r.key for r in rows]
+        transaction(self._engine, lambda conn: outbox.remove(conn, keys))
+
+
+def _log_event_codes(body: bytes) -> None:
+    for event in _results(body):
+        if event.get("code") not in (None, 200):
+            log.info("nova: event %s for %s: code %s", event.get("name"),
+                     event.get("server_uuid"), event.get("code"))
 
 
 def _results(body: bytes) -> list[dict[str, Any]]:
@@ -119,6 +179,15 @@ def _results(body: bytes) -> list[dict[str, Any]]:
         return list(orjson.loads(body).get("events", []))
     except (ValueError, AttributeError):
         return []
+
+
+def _reason(body: bytes) -> str:
+    """Nova's error message (`{"badRequest": {"message": ...}}`), else the body's start."""
+    with contextlib.suppress(ValueError, AttributeError, StopIteration, TypeError):
+        message = next(iter(orjson.loads(body).values())).get("message")
+        if message:
+            return str(message)
+    return body[:200].decode(errors="replace")
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

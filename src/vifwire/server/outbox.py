@@ -1,8 +1,18 @@
 """The Nova event outbox: rows written in the same transaction as the status change.
 
 The key names the transition (port, event, the port's new revision), so one
-transition can only ever yield one row, and a row leaves the table only after
-Nova accepted it. The notifier reads and deletes; services only enqueue.
+transition can only ever yield one row, and a row leaves the table only once
+Nova accepted it or refused it for good. The notifier reads and deletes;
+services only enqueue.
+
+Events, as real Neutron sends them (neutron/notifiers/nova.py), for ports
+whose device_owner starts with `compute:` and that have a device_id:
+
+* `network-vif-plugged`: the port went ACTIVE (the agent wired the VIF);
+* `network-vif-unplugged`: it went from ACTIVE to DOWN (the VIF is gone from
+  the host, or the port moved to another host);
+* `network-vif-deleted`: the port was deleted, whatever its status. A delete
+  sends no vif-unplugged: Nova detaches the interface on vif-deleted.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ _REMOVE = delete(nova_outbox).where(nova_outbox.c.key.in_(bindparam("keys", expa
 
 PLUGGED = "network-vif-plugged"
 UNPLUGGED = "network-vif-unplugged"
+DELETED = "network-vif-deleted"
 
 
 def wants_events(device_owner: str, device_id: str) -> bool:

@@ -24,13 +24,12 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, exists, insert, select, update
 
 from vifwire.bus.base import BusError, NoEndpoint, agent_topic
-from vifwire.db.schema import ip_allocations, ports, subnets
+from vifwire.db.schema import ip_allocations, networks, ports, subnets
 from vifwire.messages import FixedIp, PortDetails
 from vifwire.server import faults, ipam, outbox
 from vifwire.server._db import read, transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import dumps, iso, loads, new_id, utcnow
-from vifwire.server.agents import alive_on
 from vifwire.server.context import Context
 from vifwire.server.networks import get_row as get_network_row
 from vifwire.server.tags import delete_tags, tags_of
@@ -60,6 +59,10 @@ COLUMNS = {
 AGENT_VISIBLE = {"admin_state_up", "fixed_ips", "mac_address"}
 
 _PORT_BY_ID = select(ports).where(ports.c.id == bindparam("port_id"))
+# The port and what `details` needs of its network, in one statement (for updates).
+_PORT_AND_SEGMENT = select(ports, networks.c.network_type, networks.c.segmentation_id,
+                           networks.c.segment_physnet, networks.c.mtu).join(
+    networks, networks.c.id == ports.c.network_id).where(ports.c.id == bindparam("port_id"))
 _IPS_OF_PORT = select(ip_allocations.c.subnet_id, ip_allocations.c.ip_address).where(
     ip_allocations.c.port_id == bindparam("port_id"))
 _SUBNETS_OF_NETWORK = select(subnets).where(
@@ -84,6 +87,8 @@ _FLIP_STATUS = update(ports).where(
          updated_at=bindparam("updated_at"))
 _PORTS_ON_HOST = select(ports).where(ports.c.id.in_(bindparam("port_ids", expanding=True)),
                                      ports.c.binding_host == bindparam("host"))
+_PORT_ON_HOST = select(ports).where(ports.c.id == bindparam("port_id"),
+                                    ports.c.binding_host == bindparam("host"))
 _UPDATE_PORT = update(ports).where(ports.c.id == bindparam("b_id"))  # SET from the parameters
 _SET_STATUS = update(ports).where(ports.c.id == bindparam("b_id")).values(
     status=bindparam("status"))
@@ -303,7 +308,7 @@ class PortService:
     def _binding(self, conn: Connection, host: str) -> dict[str, Any]:
         if not host:
             vif_type, vif_details = "unbound", {}
-        elif alive_on(conn, host, self.ctx.settings.agent_down_time_s):
+        elif self.ctx.liveness.alive_on(conn, host):
             ovs = self.ctx.settings.ovs
             vif_type, vif_details = "ovs", {
                 "port_filter": True, "connectivity": "l2", "ovs_hybrid_plug": False,
@@ -351,7 +356,9 @@ class PortService:
     async def update(self, port_id: str, body: dict[str, Any],
                      if_revision: int | None = None) -> dict[str, Any]:
         def work(conn: Connection) -> tuple[_Outcome, dict[str, Any]]:
-            row = get_row(conn, port_id)
+            row = conn.execute(_PORT_AND_SEGMENT, {"port_id": port_id}).first()
+            if row is None:
+                raise faults.PortNotFound(port_id)
             if if_revision is not None and row.revision_number != if_revision:
                 raise faults.RevisionNumberConstraintFailed(if_revision, row.revision_number)
             outcome = _Outcome(port_id)
@@ -390,7 +397,7 @@ class PortService:
             if fixed_ips is None:
                 fixed_ips = fixed_ips_of(conn, [port_id])[port_id]
             if new.binding_vif_type == "ovs" and (rebind or AGENT_VISIBLE & body.keys()):
-                outcome.bound = details(conn, new, fixed_ips=fixed_ips)
+                outcome.bound = details(conn, new, network=row, fixed_ips=fixed_ips)
             rendered = render(new, fixed_ips)
             rendered["tags"] = tags_of(conn, [port_id]).get(port_id, [])
             return outcome, rendered
@@ -404,9 +411,10 @@ class PortService:
             outcome = _Outcome(port_id)
             if row.binding_host and row.binding_vif_type == "ovs":
                 outcome.unbind_host = row.binding_host
-            if row.status == "ACTIVE":
-                outcome.queued = outbox.enqueue(conn, row, outbox.UNPLUGGED,
-                                                row.revision_number + 1)
+            # Like Neutron: vif-deleted for any compute port, whatever its status,
+            # and no vif-unplugged (Nova detaches the interface on vif-deleted).
+            # The delete is the port's last transition: revision + 1 keys it.
+            outcome.queued = outbox.enqueue(conn, row, outbox.DELETED, row.revision_number + 1)
             conn.execute(_DELETE_IPS, {"port_id": port_id})
             delete_tags(conn, [port_id])
             conn.execute(_DELETE_PORT, {"port_id": port_id})
@@ -466,7 +474,10 @@ class PortService:
         event = outbox.PLUGGED if status == "ACTIVE" else outbox.UNPLUGGED
 
         def work(conn: Connection) -> tuple[list[str], list[str]]:
-            rows = list(conn.execute(_PORTS_ON_HOST, {"port_ids": port_ids, "host": host}))
+            # The agent reports ports as they come up, mostly one per call.
+            rows = list(conn.execute(_PORT_ON_HOST, {"port_id": port_ids[0], "host": host})
+                        if len(port_ids) == 1 else
+                        conn.execute(_PORTS_ON_HOST, {"port_ids": port_ids, "host": host}))
             flipped = []
             for row in rows:
                 if row.status == status:
