@@ -131,9 +131,7 @@ async def test_posts_arrive_once_each_whether_the_server_keeps_the_connection(
     assert len(connections) == (3 if close_after_each else 1)
 
 
-@pytest.mark.parametrize("scheme", ["http", "https"])
-async def test_a_connection_closed_while_idle_is_replaced_without_losing_a_post(
-        scheme: str, cert: Cert) -> None:
+async def _idle_hangup_is_survived(scheme: str, cert: Cert) -> None:
     tls = cert.server_context() if scheme == "https" else None
     server, bodies, connections = await serve(False, silent_hangup=True, tls=tls)
     client = NovaClient(f"{_base(server, scheme)}/x", ssl_context=cert.client_context())
@@ -147,9 +145,7 @@ async def test_a_connection_closed_while_idle_is_replaced_without_losing_a_post(
     assert len(connections) == 3
 
 
-@pytest.mark.parametrize("scheme", ["http", "https"])
-async def test_the_connection_sends_small_posts_at_once(scheme: str, cert: Cert) -> None:
-    """TCP_NODELAY, over TLS too: else each post waits ~40 ms on Nagle + delayed ACK."""
+async def _posts_leave_at_once(scheme: str, cert: Cert) -> None:
     tls = cert.server_context() if scheme == "https" else None
     server, _, _ = await serve(False, tls=tls)
     client = NovaClient(f"{_base(server, scheme)}/x", ssl_context=cert.client_context())
@@ -164,32 +160,25 @@ async def test_the_connection_sends_small_posts_at_once(scheme: str, cert: Cert)
 
 
 @pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_a_connection_closed_while_idle_is_replaced_without_losing_a_post(
+        scheme: str, cert: Cert) -> None:
+    await _idle_hangup_is_survived(scheme, cert)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_the_connection_sends_small_posts_at_once(scheme: str, cert: Cert) -> None:
+    """TCP_NODELAY, over TLS too: else each post waits ~40 ms on Nagle + delayed ACK."""
+    await _posts_leave_at_once(scheme, cert)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
 def test_on_uvloop_as_the_stack_runs_it(scheme: str, cert: Cert) -> None:
     """The stack's loop is uvloop's: TLS, TCP_NODELAY and the reconnect after an idle
     hangup must hold there too (the other tests run on asyncio's own loop)."""
 
     async def scenario() -> None:
-        tls = cert.server_context() if scheme == "https" else None
-        server, _, _ = await serve(False, tls=tls)
-        client = NovaClient(f"{_base(server, scheme)}/x", ssl_context=cert.client_context())
-        try:
-            assert (await client.post_json({}))[0] == 200
-            assert client._writer is not None
-            sock = client._writer.get_extra_info("socket")
-            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-        finally:
-            await _stop(server, client)
-
-        server, bodies, connections = await serve(False, silent_hangup=True, tls=tls)
-        client = NovaClient(f"{_base(server, scheme)}/x", ssl_context=cert.client_context())
-        try:
-            for n in range(3):
-                assert (await client.post_json({"n": n}))[0] == 200
-                await asyncio.sleep(0.05)  # the server hangs up meanwhile
-        finally:
-            await _stop(server, client)
-        assert [orjson.loads(b) for b in bodies] == [{"n": 0}, {"n": 1}, {"n": 2}]
-        assert len(connections) == 3
+        await _posts_leave_at_once(scheme, cert)
+        await _idle_hangup_is_survived(scheme, cert)
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
