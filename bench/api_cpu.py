@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from storm import cpu_split
 
 from vifwire.cli import daemon
 from vifwire.ovs.runtime import OvsRuntime
@@ -44,12 +45,15 @@ async def cycles(settings: Settings, count: int, concurrency: int) -> float:
                 await client.delete(f"/v2.0/ports/{port['id']}")
 
         before = sum(stack.cpu_times()[:2])
+        split_before = cpu_split(stack)
         t0 = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(count)))
         wall = time.perf_counter() - t0
         cpu = sum(stack.cpu_times()[:2]) - before
+        server, agent = (a - b for a, b in zip(cpu_split(stack), split_before, strict=True))
         print(f"{count} cycles in {wall:.2f}s; stack CPU {cpu:.2f}s = "
-              f"{cpu * 1000 / count:.2f} ms per create+bind+delete")
+              f"{cpu * 1000 / count:.2f} ms per create+bind+delete (server "
+              f"{server * 1000 / count:.2f} ms, agent {agent * 1000 / count:.2f} ms)")
         return cpu * 1000 / count
 
 

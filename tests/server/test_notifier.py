@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from vifwire.db.schema import nova_outbox
+from vifwire.profile.sql import install_sql_probe
 from vifwire.server.notifier import check_nova_url
 from vifwire.server.nova_client import NovaUrlError
 from vifwire.settings import Settings
@@ -158,19 +159,19 @@ async def test_outbox_survives_restart(settings: Settings, nova: FakeNova) -> No
 async def test_only_writes_that_queue_events_wake_the_notifier(
         stack: Stack, agent: FakeAgent, nova: FakeNova) -> None:
     ctx = stack.app.state.services.context
-    wake, wakes = ctx.wake_notifier, []
+    send, wakes = ctx.send_events, []
 
-    def counting_wake() -> None:
-        wakes.append(1)
-        wake()
-    ctx.wake_notifier = counting_wake
+    def counting_send(events: list[Any]) -> None:
+        wakes.append(len(events))
+        send(events)
+    ctx.send_events = counting_send
     port = await _bound_compute_port(stack)
     assert wakes == []  # creating and binding queue no event
     await stack.rpc("ports_up", host=HOST, port_ids=[port["id"]])
-    assert len(wakes) == 1
+    assert wakes == [1]
     await _wait_for(lambda: nova.events)
     await stack.client.delete(f"/v2.0/ports/{port['id']}")
-    assert len(wakes) == 2
+    assert wakes == [1, 1]
     await _wait_for(lambda: len(nova.events) == 2)
 
 
@@ -260,3 +261,41 @@ def test_check_nova_url() -> None:
                      ("http://nova/v2.1#x", "query or fragment")):
         with pytest.raises(NovaUrlError, match=why):
             check_nova_url(bad)
+
+
+async def test_events_go_from_memory_and_settled_rows_leave_in_one_delete(
+        stack: Stack, agent: FakeAgent, nova: FakeNova) -> None:
+    """Once started, the notifier posts what services hand it: it never reads the
+    outbox back per post, and the rows Nova settled go in one DELETE when idle."""
+    await stack.register_agent()
+    net = (await stack.client.post("/v2.0/networks", json={"network": {}})).json()["network"]
+    await stack.client.post("/v2.0/subnets", json={"subnet": {
+        "network_id": net["id"], "ip_version": 4, "cidr": "10.0.0.0/24"}})
+    ports = (await stack.client.post("/v2.0/ports", json={"ports": [
+        {"network_id": net["id"], "device_id": f"vm-{i}", "device_owner": "compute:nova",
+         "binding:host_id": HOST} for i in range(6)]})).json()["ports"]
+    await asyncio.sleep(0.1)  # the start-up read of the outbox is done
+    probe = install_sql_probe(stack.app.state.services.context.engine)
+    try:
+        for port in ports:  # one report at a time, as an agent sends them in a storm
+            await stack.rpc("ports_up", host=HOST, port_ids=[port["id"]])
+        await _wait_for(lambda: len(nova.events) == len(ports))
+        await asyncio.sleep(0.2)
+        statements = [row["sql"] for row in probe.snapshot()["top"]]
+    finally:
+        probe.remove()
+    outbox_reads = [s for s in statements if s.startswith("SELECT") and "nova_outbox" in s]
+    assert outbox_reads == []
+    assert _outbox_rows(stack.settings.effective_database_url) == 0
+    assert sorted(e["tag"] for e in nova.events) == sorted(p["id"] for p in ports)
+
+
+async def test_stop_clears_the_rows_nova_settled(settings: Settings, nova: FakeNova) -> None:
+    async with running(settings) as stack:
+        await stack.bus.serve(f"agent.{HOST}", FakeAgent())
+        port = await _bound_compute_port(stack)
+        notifier = stack.app.state.services.notifier
+        await stack.rpc("ports_up", host=HOST, port_ids=[port["id"]])
+        await _wait_for(lambda: notifier.sent == 1)
+    assert _outbox_rows(settings.effective_database_url) == 0
+    assert len(nova.events) == 1

@@ -59,7 +59,7 @@ def create_app(settings: Settings, bus: Bus, tracer: Tracer,
             migrate(engine)
             ctx = Context(engine=engine, settings=settings, bus=bus, tracer=tracer)
             notifier = NovaNotifier(engine, settings, tracer, min_backoff_s=notifier_backoff_s)
-            ctx.wake_notifier = notifier.wake
+            ctx.send_events = notifier.send
             ports, agents = PortService(ctx), AgentService(ctx)
             services = Services(NetworkService(ctx), SubnetService(ctx), ports, agents,
                                 notifier, AgentRpcEndpoint(ports, agents), ctx)

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 from vifwire.bus.base import Bus
 from vifwire.server.liveness import Liveness
+from vifwire.server.outbox import Event
 from vifwire.settings import Settings
 from vifwire.trace import Tracer
 
@@ -21,8 +22,8 @@ class Context:
     settings: Settings
     bus: Bus
     tracer: Tracer
-    # Wakes the Nova notifier after a transaction wrote outbox rows.
-    wake_notifier: Callable[[], None] = field(default=lambda: None)
+    # Hands the Nova notifier the outbox events a committed transaction wrote.
+    send_events: Callable[[list[Event]], None] = field(default=lambda events: None)
     liveness: Liveness = field(init=False)
 
     def __post_init__(self) -> None:

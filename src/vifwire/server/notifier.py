@@ -1,8 +1,12 @@
-"""Nova notifier: drains the outbox into os-server-external-events.
+"""Nova notifier: delivers the outbox's events to os-server-external-events.
 
-One sender task. `wake()` sets an asyncio.Event; the task then takes ALL pending
-outbox rows and posts them in one request. What happens to the rows depends on
-Nova's answer:
+One sender task, fed in memory: a service that committed outbox rows hands the
+same events to `send()`, which queues them and sets an asyncio.Event; the task
+then posts everything queued in one request. Reading the outbox back for each
+post cost a transaction per event in a boot storm; the table is read only at
+start (`wake()`), for rows a stopped or crashed process left behind. (With
+several server processes, each sends the events its own transactions wrote.)
+What happens to the events depends on Nova's answer:
 
 * 200, 207 or 404: Nova took the post (per-event codes, logged when not 200,
   say which events found no server); the rows are deleted.
@@ -15,10 +19,12 @@ Nova's answer:
 
 Rows leave the outbox only after such an answer for them, so no event is lost,
 and a batch Nova refused as a whole was acted on by no one, so posting its
-halves sends no event twice. Rows that appear while a post is in flight set the
-event again and go in the next post. There is no batching delay: the first wake
-after an idle period posts at once. At start the event is set, so rows left by
-a crash or an unreachable Nova are sent.
+halves sends no event twice. Events that arrive while a post is in flight go in
+the next post. There is no batching delay: the first event after an idle
+period is posted at once. Settled rows are deleted in one transaction when the
+queue runs dry (or every DELETE_BATCH events under a steady stream), and at
+stop; only a crash in that short window can make the next start post an
+accepted event again.
 
 `nova_url` is checked when the notifier is built (and by the stack before it
 starts, see `check_nova_url`): a URL the client cannot use is one clear error
@@ -47,6 +53,7 @@ log = logging.getLogger(__name__)
 EVENTS_PATH = "/os-server-external-events"
 ACCEPTED_STATUSES = frozenset({200, 207, 404})  # Nova took the post
 REFUSED_STATUSES = frozenset({400, 422})  # Nova refused the whole body
+DELETE_BATCH = 256
 
 
 def events_url(nova_url: str) -> str:
@@ -74,10 +81,21 @@ class NovaNotifier:
         self._max_backoff = max_backoff_s
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._queue: dict[str, outbox.Event] = {}  # by key, in order: to post
+        self._settled: list[str] = []  # keys Nova settled, still in the table
+        self._reload = True  # read the table before the next post
         self.sent = 0  # events Nova accepted, for tests and stats
         self.refused = 0  # events Nova refused on their own (400/422), dropped
 
+    def send(self, events: list[outbox.Event]) -> None:
+        """Queue events whose outbox rows are committed; they are posted at once."""
+        for event in events:
+            self._queue[event.key] = event
+        self._wakeup.set()
+
     def wake(self) -> None:
+        """Read the outbox table again (rows written by someone else) and post them."""
+        self._reload = True
         self._wakeup.set()
 
     def start(self) -> None:
@@ -91,6 +109,10 @@ class NovaNotifier:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        try:
+            self._delete_settled()
+        except Exception:  # the next start posts them again; Nova tolerates that
+            log.warning("could not clear %d settled outbox rows", len(self._settled))
 
     async def _run(self) -> None:
         backoff = self._min_backoff
@@ -100,6 +122,8 @@ class NovaNotifier:
                 self._wakeup.clear()
                 try:
                     delivered = await self._send_pending()
+                    if not self._queue or len(self._settled) >= DELETE_BATCH:
+                        self._delete_settled()
                 except Exception:  # DB trouble: keep the loop alive, try later
                     log.exception("nova notifier failed to read or clear the outbox")
                     delivered = False
@@ -113,11 +137,18 @@ class NovaNotifier:
             await self._client.close()
 
     async def _send_pending(self) -> bool:
-        """Post every pending event once; False when Nova must be tried again."""
-        rows = read(self._engine, outbox.pending)
+        """Post every queued event once; False when Nova must be tried again."""
+        if self._reload:
+            stored = read(self._engine, outbox.pending)
+            self._reload = False
+            # Queued ones keep their place; rows this process already settled
+            # but not yet deleted are not posted again.
+            settled = set(self._settled)
+            self._queue = {**{e.key: e for e in stored if e.key not in settled}, **self._queue}
+        rows = list(self._queue.values())
         return await self._deliver(rows) if rows else True
 
-    async def _deliver(self, rows: list[Any]) -> bool:
+    async def _deliver(self, rows: list[outbox.Event]) -> bool:
         """Post `rows`; True once every one left the outbox, False to retry the rest later."""
         answer = await self._post(rows)
         if answer is None:
@@ -146,10 +177,9 @@ class NovaNotifier:
                 self._tracer.mark(Stage.EVENT_SENT, row.tag, t=sent_at)
         return True
 
-    async def _post(self, rows: list[Any]) -> tuple[int, bytes, float] | None:
+    async def _post(self, rows: list[outbox.Event]) -> tuple[int, bytes, float] | None:
         """Nova's final answer to one post of `rows` and when it left; None to retry."""
-        events = [{"name": r.name, "server_uuid": r.server_uuid, "tag": r.tag,
-                   "status": r.status} for r in rows]
+        events = [r.body() for r in rows]
         # Stamped when the post leaves, marked only once Nova took it.
         sent_at = time.time()
         try:
@@ -162,9 +192,17 @@ class NovaNotifier:
             return None
         return status, body, sent_at
 
-    def _forget(self, rows: list[Any]) -> None:
-        keys = [r.key for r in rows]
-        transaction(self._engine, lambda conn: outbox.remove(conn, keys))
+    def _forget(self, rows: list[outbox.Event]) -> None:
+        """Nova settled these: off the queue now, out of the table soon."""
+        for row in rows:
+            self._queue.pop(row.key, None)
+            self._settled.append(row.key)
+
+    def _delete_settled(self) -> None:
+        if self._settled:
+            keys = self._settled
+            transaction(self._engine, lambda conn: outbox.remove(conn, keys))
+            self._settled = []
 
 
 def _log_event_codes(body: bytes) -> None:

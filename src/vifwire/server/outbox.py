@@ -2,8 +2,10 @@
 
 The key names the transition (port, event, the port's new revision), so one
 transition can only ever yield one row, and a row leaves the table only once
-Nova accepted it or refused it for good. The notifier reads and deletes;
-services only enqueue.
+Nova accepted it or refused it for good. Services enqueue, and hand the
+`Event`s they wrote to the notifier once their transaction committed; the
+notifier reads the table itself only at start (rows a stopped or crashed
+process left behind) and deletes what Nova settled.
 
 Events, as real Neutron sends them (neutron/notifiers/nova.py), for ports
 whose device_owner starts with `compute:` and that have a device_id:
@@ -17,6 +19,7 @@ whose device_owner starts with `compute:` and that have a device_id:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, select
@@ -37,18 +40,34 @@ def wants_events(device_owner: str, device_id: str) -> bool:
     return bool(device_id) and device_owner.startswith("compute:")
 
 
-def enqueue(conn: Connection, port: Any, name: str, revision: int) -> bool:
+@dataclass(frozen=True)
+class Event:
+    """One outbox row: an os-server-external-events entry and its outbox key."""
+
+    key: str
+    name: str
+    server_uuid: str
+    tag: str  # the port id
+    status: str = "completed"
+
+    def body(self) -> dict[str, str]:
+        return {"name": self.name, "server_uuid": self.server_uuid, "tag": self.tag,
+                "status": self.status}
+
+
+def enqueue(conn: Connection, port: Any, name: str, revision: int) -> Event | None:
     """Queue `name` for a port row (needs id, device_id, device_owner) if Nova cares."""
     if not wants_events(port.device_owner, port.device_id):
-        return False
-    conn.execute(_INSERT, {"key": f"{port.id}:{name}:{revision}", "name": name,
-                           "server_uuid": port.device_id, "tag": port.id,
-                           "status": "completed", "created_at": utcnow()})
-    return True
+        return None
+    event = Event(f"{port.id}:{name}:{revision}", name, port.device_id, port.id)
+    conn.execute(_INSERT, {"key": event.key, "name": name, "server_uuid": event.server_uuid,
+                           "tag": event.tag, "status": event.status, "created_at": utcnow()})
+    return event
 
 
-def pending(conn: Connection) -> list[Any]:
-    return list(conn.execute(_PENDING))
+def pending(conn: Connection) -> list[Event]:
+    return [Event(r.key, r.name, r.server_uuid, r.tag, r.status)
+            for r in conn.execute(_PENDING)]
 
 
 def remove(conn: Connection, keys: list[str]) -> None:

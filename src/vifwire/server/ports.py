@@ -17,7 +17,7 @@ import builtins
 import logging
 import random
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
@@ -167,6 +167,10 @@ def details(conn: Connection, row: Any, network: Any = None,
         status=row.status)
 
 
+def _queued(event: outbox.Event | None) -> builtins.list[outbox.Event]:
+    return [] if event is None else [event]
+
+
 @dataclass
 class _Outcome:
     """What a committed write must still tell the agents."""
@@ -175,7 +179,7 @@ class _Outcome:
     created: bool = False
     bound: PortDetails | None = None
     unbind_host: str | None = None
-    queued: bool = False  # an outbox row for the notifier
+    events: builtins.list[outbox.Event] = field(default_factory=builtins.list)  # for Nova
 
 
 class PortService:
@@ -390,7 +394,8 @@ class PortService:
                     outcome.unbind_host = old_host
                 if row.status == "ACTIVE":
                     values["status"] = "DOWN"
-                    outcome.queued = outbox.enqueue(conn, row, outbox.UNPLUGGED, revision)
+                    outcome.events += _queued(outbox.enqueue(conn, row, outbox.UNPLUGGED,
+                                                             revision))
             values.update(updated_at=utcnow(), revision_number=revision)
             conn.execute(_UPDATE_PORT, {"b_id": port_id, **values})
             new = SimpleNamespace(**{**row._asdict(), **values})
@@ -414,7 +419,8 @@ class PortService:
             # Like Neutron: vif-deleted for any compute port, whatever its status,
             # and no vif-unplugged (Nova detaches the interface on vif-deleted).
             # The delete is the port's last transition: revision + 1 keys it.
-            outcome.queued = outbox.enqueue(conn, row, outbox.DELETED, row.revision_number + 1)
+            outcome.events += _queued(outbox.enqueue(conn, row, outbox.DELETED,
+                                                     row.revision_number + 1))
             conn.execute(_DELETE_IPS, {"port_id": port_id})
             delete_tags(conn, [port_id])
             conn.execute(_DELETE_PORT, {"port_id": port_id})
@@ -426,8 +432,8 @@ class PortService:
         """After commit: wake the notifier if it has events, trace, tell the agents."""
         tracer = self.ctx.tracer
         for outcome in outcomes:
-            if outcome.queued:
-                self.ctx.wake_notifier()
+            if outcome.events:
+                self.ctx.send_events(outcome.events)
             if outcome.created:
                 tracer.mark(Stage.CREATED, outcome.port_id)
             if outcome.unbind_host:
@@ -473,12 +479,12 @@ class PortService:
         """
         event = outbox.PLUGGED if status == "ACTIVE" else outbox.UNPLUGGED
 
-        def work(conn: Connection) -> tuple[list[str], list[str]]:
+        def work(conn: Connection) -> tuple[list[str], list[str], list[outbox.Event]]:
             # The agent reports ports as they come up, mostly one per call.
             rows = list(conn.execute(_PORT_ON_HOST, {"port_id": port_ids[0], "host": host})
                         if len(port_ids) == 1 else
                         conn.execute(_PORTS_ON_HOST, {"port_ids": port_ids, "host": host}))
-            flipped = []
+            flipped, events = [], []
             for row in rows:
                 if row.status == status:
                     continue
@@ -490,12 +496,12 @@ class PortService:
                     "b_id": row.id, "b_status": row.status, "b_revision": row.revision_number,
                     "status": status, "revision": revision, "updated_at": utcnow()}).rowcount
                 if changed:
-                    outbox.enqueue(conn, row, event, revision)
+                    events += _queued(outbox.enqueue(conn, row, event, revision))
                     flipped.append(row.id)
-            return [r.id for r in rows], flipped
-        done, flipped = transaction(self.ctx.engine, work)
-        if flipped:
-            self.ctx.wake_notifier()
+            return [r.id for r in rows], flipped, events
+        done, flipped, events = transaction(self.ctx.engine, work)
+        if events:
+            self.ctx.send_events(events)
         if status == "ACTIVE":
             for port_id in flipped:
                 self.ctx.tracer.mark(Stage.ACTIVE, port_id)
