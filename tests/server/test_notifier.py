@@ -125,13 +125,7 @@ async def test_failed_post_is_retried_and_delivered_once(stack: Stack, agent: Fa
 
 async def test_many_ports_batched_without_loss(stack: Stack, agent: FakeAgent,
                                                nova: FakeNova) -> None:
-    await stack.register_agent()
-    net = (await stack.client.post("/v2.0/networks", json={"network": {}})).json()["network"]
-    await stack.client.post("/v2.0/subnets", json={"subnet": {
-        "network_id": net["id"], "ip_version": 4, "cidr": "10.0.0.0/24"}})
-    ports = (await stack.client.post("/v2.0/ports", json={"ports": [
-        {"network_id": net["id"], "device_id": f"vm-{i}", "device_owner": "compute:nova",
-         "binding:host_id": HOST} for i in range(20)]})).json()["ports"]
+    ports = await _bound_compute_ports(stack, [f"vm-{i}" for i in range(20)])
     await asyncio.gather(*(stack.rpc("ports_up", host=HOST, port_ids=[p["id"]])
                            for p in ports))
     await _wait_for(lambda: len(nova.events) >= 20)
@@ -178,15 +172,20 @@ async def test_only_writes_that_queue_events_wake_the_notifier(
 async def _active_compute_ports(stack: Stack, servers: list[str]) -> list[dict[str, Any]]:
     """One bound compute port per server, all made ACTIVE by one agent report, so their
     plugged events are queued in one transaction and go to Nova in one post."""
+    ports = await _bound_compute_ports(stack, servers)
+    await stack.rpc("ports_up", host=HOST, port_ids=[p["id"] for p in ports])
+    return ports
+
+
+async def _bound_compute_ports(stack: Stack, servers: list[str]) -> list[dict[str, Any]]:
+    """One compute port per server, bound to HOST, where a live agent is registered."""
     await stack.register_agent()
     net = (await stack.client.post("/v2.0/networks", json={"network": {}})).json()["network"]
     await stack.client.post("/v2.0/subnets", json={"subnet": {
         "network_id": net["id"], "ip_version": 4, "cidr": "10.0.0.0/24"}})
-    ports = (await stack.client.post("/v2.0/ports", json={"ports": [
+    return (await stack.client.post("/v2.0/ports", json={"ports": [
         {"network_id": net["id"], "device_id": server, "device_owner": "compute:nova",
          "binding:host_id": HOST} for server in servers]})).json()["ports"]
-    await stack.rpc("ports_up", host=HOST, port_ids=[p["id"] for p in ports])
-    return ports
 
 
 async def test_a_batch_nova_refuses_is_split_and_only_bad_events_dropped(
@@ -267,13 +266,7 @@ async def test_events_go_from_memory_and_settled_rows_leave_in_one_delete(
         stack: Stack, agent: FakeAgent, nova: FakeNova) -> None:
     """Once started, the notifier posts what services hand it: it never reads the
     outbox back per post, and the rows Nova settled go in one DELETE when idle."""
-    await stack.register_agent()
-    net = (await stack.client.post("/v2.0/networks", json={"network": {}})).json()["network"]
-    await stack.client.post("/v2.0/subnets", json={"subnet": {
-        "network_id": net["id"], "ip_version": 4, "cidr": "10.0.0.0/24"}})
-    ports = (await stack.client.post("/v2.0/ports", json={"ports": [
-        {"network_id": net["id"], "device_id": f"vm-{i}", "device_owner": "compute:nova",
-         "binding:host_id": HOST} for i in range(6)]})).json()["ports"]
+    ports = await _bound_compute_ports(stack, [f"vm-{i}" for i in range(6)])
     await asyncio.sleep(0.1)  # the start-up read of the outbox is done
     probe = install_sql_probe(stack.app.state.services.context.engine)
     try:
