@@ -8,6 +8,9 @@ statement's life in two:
   work on the server's CPU (the "33 % building SQL queries" of the report);
 * execute = before_cursor_execute -> after_cursor_execute: the DBAPI call.
 
+Statements run straight on the driver (`vifwire.db.fast`) bypass those events
+and report themselves through `record`, counted with cache state "prepared".
+
 It also counts the compiled-cache outcome of each statement from
 `ExecutionContext.cache_hit` (hit, miss, caching disabled, no cache key; raw
 driver SQL has no compiled form). Nested executions -- a `begin` listener that
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +41,7 @@ _CACHE_STATES: dict[Any, str] = {
     default.NO_DIALECT_SUPPORT: "no_dialect_support",
 }
 _TOP_STATEMENTS = 20
+_PROBES: weakref.WeakKeyDictionary[Engine, SqlProbe] = weakref.WeakKeyDictionary()
 _MAX_KEYS = 4096
 
 
@@ -74,11 +79,18 @@ class SqlProbe:
         ]
         for name, fn in self._listeners:
             event.listen(self.engine, name, fn)
+        _PROBES[self.engine] = self
 
     def remove(self) -> None:
         for name, fn in self._listeners:
             if event.contains(self.engine, name, fn):
                 event.remove(self.engine, name, fn)
+        if _PROBES.get(self.engine) is self:
+            del _PROBES[self.engine]
+
+    def record(self, statement: str, build_s: float, execute_s: float) -> None:
+        """Count a statement run on the driver's cursor, outside SQLAlchemy's events."""
+        self._add(statement, build_s, execute_s, "prepared")
 
     def _frames(self, conn: Any) -> list[_Frame]:
         stacks: dict[int, list[_Frame]] = self._local.__dict__.setdefault("stacks", {})
@@ -100,7 +112,9 @@ class SqlProbe:
         elapsed = time.perf_counter() - getattr(self._local, "cursor_start", time.perf_counter())
         frames = self._frames(conn)
         build = frames[-1].build if frames else None
-        state = _cache_state(context)
+        self._add(statement, build or 0.0, elapsed, _cache_state(context))
+
+    def _add(self, statement: str, build: float, elapsed: float, state: str) -> None:
         key = self._keys.get(statement)
         if key is None:  # compiled statements come back as the same strings
             if len(self._keys) > _MAX_KEYS:  # IN lists of every length: start over
@@ -110,11 +124,11 @@ class SqlProbe:
             t = self._totals
             t.statements += 1
             t.execute_s += elapsed
-            t.build_s += build or 0.0
+            t.build_s += build
             t.cache[state] += 1
             row = t.by_statement.setdefault(key, [0, 0.0, 0.0])
             row[0] += 1
-            row[1] += build or 0.0
+            row[1] += build
             row[2] += elapsed
 
     def _after_execute(self, conn: Any, *_args: Any) -> None:
@@ -154,6 +168,11 @@ def _cache_state(context: Any) -> str:
     if context is None or getattr(context, "compiled", None) is None:
         return "raw"
     return _CACHE_STATES.get(getattr(context, "cache_hit", None), "unknown")
+
+
+def probe_of(engine: Engine) -> SqlProbe | None:
+    """The probe installed on `engine`, if any."""
+    return _PROBES.get(engine)
 
 
 def install_sql_probe(engine: Any) -> SqlProbe:

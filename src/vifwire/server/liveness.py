@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, bindparam, select
 
+from vifwire.db.fast import Fast
 from vifwire.db.schema import agents
 from vifwire.server._utils import utcnow
 
@@ -25,9 +26,9 @@ def is_alive(heartbeat: datetime, down_time_s: float, now: datetime | None = Non
     return (now or utcnow()) - heartbeat < timedelta(seconds=down_time_s)
 
 
-_HEARTBEAT_ON = select(agents.c.heartbeat_timestamp).where(
+_HEARTBEAT_ON = Fast(select(agents.c.heartbeat_timestamp).where(
     agents.c.host == bindparam("host"), agents.c.agent_type == OVS_AGENT_TYPE,
-    agents.c.admin_state_up.is_(True))
+    agents.c.admin_state_up.is_(True)))
 
 
 class Liveness:
@@ -42,7 +43,7 @@ class Liveness:
         now = time.monotonic()
         if self._alive_until.get(host, 0.0) > now:
             return True
-        heartbeat = conn.execute(_HEARTBEAT_ON, {"host": host}).scalar()
+        heartbeat = _HEARTBEAT_ON.execute(conn, {"host": host}).scalar()
         if heartbeat is None:
             return False
         left = self.down_time_s - (utcnow() - heartbeat).total_seconds()

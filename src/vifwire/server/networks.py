@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, exists, func, insert, select, update
 
+from vifwire.db.fast import Fast
 from vifwire.db.schema import networks, ports, subnets
 from vifwire.server import faults
 from vifwire.server._db import read, transaction
@@ -71,11 +72,11 @@ def render(row: Any, subnet_ids: list[str]) -> dict[str, Any]:
     }
 
 
-_NETWORK_BY_ID = select(networks).where(networks.c.id == bindparam("network_id"))
+_NETWORK_BY_ID = Fast(select(networks).where(networks.c.id == bindparam("network_id")))
 
 
 def get_row(conn: Connection, network_id: str) -> Any:
-    row = conn.execute(_NETWORK_BY_ID, {"network_id": network_id}).first()
+    row = _NETWORK_BY_ID.execute(conn, {"network_id": network_id}).first()
     if row is None:
         raise faults.NetworkNotFound(network_id)
     return row

@@ -24,10 +24,11 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, select
 
+from vifwire.db.fast import Fast
 from vifwire.db.schema import nova_outbox
 from vifwire.server._utils import utcnow
 
-_INSERT = insert(nova_outbox)
+_INSERT = Fast(insert(nova_outbox))
 _PENDING = select(nova_outbox).order_by(nova_outbox.c.created_at, nova_outbox.c.key)
 _REMOVE = delete(nova_outbox).where(nova_outbox.c.key.in_(bindparam("keys", expanding=True)))
 
@@ -60,7 +61,7 @@ def enqueue(conn: Connection, port: Any, name: str, revision: int) -> Event | No
     if not wants_events(port.device_owner, port.device_id):
         return None
     event = Event(f"{port.id}:{name}:{revision}", name, port.device_id, port.id)
-    conn.execute(_INSERT, {"key": event.key, "name": name, "server_uuid": event.server_uuid,
+    _INSERT.execute(conn, {"key": event.key, "name": name, "server_uuid": event.server_uuid,
                            "tag": event.tag, "status": event.status, "created_at": utcnow()})
     return event
 

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, exists, insert, select, update
 
 from vifwire.bus.base import BusError, NoEndpoint, agent_topic
+from vifwire.db.fast import Fast
 from vifwire.db.schema import ip_allocations, networks, ports, subnets
 from vifwire.messages import FixedIp, PortDetails
 from vifwire.server import faults, ipam, outbox
@@ -58,40 +59,40 @@ COLUMNS = {
 # Changes an agent must hear about even when the host stays the same.
 AGENT_VISIBLE = {"admin_state_up", "fixed_ips", "mac_address"}
 
-_PORT_BY_ID = select(ports).where(ports.c.id == bindparam("port_id"))
+_PORT_BY_ID = Fast(select(ports).where(ports.c.id == bindparam("port_id")))
 # The port and what `details` needs of its network, in one statement (for updates).
-_PORT_AND_SEGMENT = select(ports, networks.c.network_type, networks.c.segmentation_id,
+_PORT_AND_SEGMENT = Fast(select(ports, networks.c.network_type, networks.c.segmentation_id,
                            networks.c.segment_physnet, networks.c.mtu).join(
-    networks, networks.c.id == ports.c.network_id).where(ports.c.id == bindparam("port_id"))
-_IPS_OF_PORT = select(ip_allocations.c.subnet_id, ip_allocations.c.ip_address).where(
-    ip_allocations.c.port_id == bindparam("port_id"))
-_SUBNETS_OF_NETWORK = select(subnets).where(
-    subnets.c.network_id == bindparam("network_id")).order_by(subnets.c.created_at, subnets.c.id)
-_USED_IPS = select(ip_allocations.c.ip_address).where(
-    ip_allocations.c.subnet_id == bindparam("subnet_id"))
-_IP_TAKEN = select(ip_allocations.c.port_id).where(
+    networks, networks.c.id == ports.c.network_id).where(ports.c.id == bindparam("port_id")))
+_IPS_OF_PORT = Fast(select(ip_allocations.c.subnet_id, ip_allocations.c.ip_address).where(
+    ip_allocations.c.port_id == bindparam("port_id")))
+_SUBNETS_OF_NETWORK = Fast(select(subnets).where(
+    subnets.c.network_id == bindparam("network_id")).order_by(subnets.c.created_at, subnets.c.id))
+_USED_IPS = Fast(select(ip_allocations.c.ip_address).where(
+    ip_allocations.c.subnet_id == bindparam("subnet_id")))
+_IP_TAKEN = Fast(select(ip_allocations.c.port_id).where(
     ip_allocations.c.subnet_id == bindparam("subnet_id"),
-    ip_allocations.c.ip_address == bindparam("ip_address"))
+    ip_allocations.c.ip_address == bindparam("ip_address")))
 # Which of up to ipam.CANDIDATES addresses are taken; unused slots hold "".
-_TAKEN_AMONG = select(ip_allocations.c.ip_address).where(
+_TAKEN_AMONG = Fast(select(ip_allocations.c.ip_address).where(
     ip_allocations.c.subnet_id == bindparam("subnet_id"),
-    ip_allocations.c.ip_address.in_([bindparam(f"c{i}") for i in range(ipam.CANDIDATES)]))
-_INSERT_PORT = insert(ports)
-_INSERT_IP = insert(ip_allocations)
-_DELETE_IPS = delete(ip_allocations).where(ip_allocations.c.port_id == bindparam("port_id"))
-_DELETE_PORT = delete(ports).where(ports.c.id == bindparam("port_id"))
-_FLIP_STATUS = update(ports).where(
+    ip_allocations.c.ip_address.in_([bindparam(f"c{i}") for i in range(ipam.CANDIDATES)])))
+_INSERT_PORT = Fast(insert(ports))
+_INSERT_IP = Fast(insert(ip_allocations))
+_DELETE_IPS = Fast(delete(ip_allocations).where(ip_allocations.c.port_id == bindparam("port_id")))
+_DELETE_PORT = Fast(delete(ports).where(ports.c.id == bindparam("port_id")))
+_FLIP_STATUS = Fast(update(ports).where(
     ports.c.id == bindparam("b_id"), ports.c.status == bindparam("b_status"),
     ports.c.revision_number == bindparam("b_revision"),
 ).values(status=bindparam("status"), revision_number=bindparam("revision"),
-         updated_at=bindparam("updated_at"))
+         updated_at=bindparam("updated_at")))
 _PORTS_ON_HOST = select(ports).where(ports.c.id.in_(bindparam("port_ids", expanding=True)),
                                      ports.c.binding_host == bindparam("host"))
-_PORT_ON_HOST = select(ports).where(ports.c.id == bindparam("port_id"),
-                                    ports.c.binding_host == bindparam("host"))
-_UPDATE_PORT = update(ports).where(ports.c.id == bindparam("b_id"))  # SET from the parameters
-_SET_STATUS = update(ports).where(ports.c.id == bindparam("b_id")).values(
-    status=bindparam("status"))
+_PORT_ON_HOST = Fast(select(ports).where(ports.c.id == bindparam("port_id"),
+                                         ports.c.binding_host == bindparam("host")))
+_UPDATE_PORT = Fast(update(ports).where(ports.c.id == bindparam("b_id")))  # SET from the parameters
+_SET_STATUS = Fast(update(ports).where(ports.c.id == bindparam("b_id")).values(
+    status=bindparam("status")))
 
 
 def render(row: Any, fixed_ips: list[FixedIp]) -> dict[str, Any]:
@@ -124,7 +125,7 @@ def render(row: Any, fixed_ips: list[FixedIp]) -> dict[str, Any]:
 
 
 def get_row(conn: Connection, port_id: str) -> Any:
-    row = conn.execute(_PORT_BY_ID, {"port_id": port_id}).first()
+    row = _PORT_BY_ID.execute(conn, {"port_id": port_id}).first()
     if row is None:
         raise faults.PortNotFound(port_id)
     return row
@@ -134,7 +135,7 @@ def fixed_ips_of(conn: Connection, port_ids: list[str]) -> dict[str, list[FixedI
     result: dict[str, list[FixedIp]] = defaultdict(list)
     if len(port_ids) == 1:
         result[port_ids[0]] = [FixedIp(subnet_id=subnet_id, ip_address=address) for
-                               subnet_id, address in conn.execute(_IPS_OF_PORT,
+                               subnet_id, address in _IPS_OF_PORT.execute(conn,
                                                                   {"port_id": port_ids[0]})]
     elif port_ids:
         query = select(ip_allocations.c.port_id, ip_allocations.c.subnet_id,
@@ -230,7 +231,7 @@ class PortService:
     def _allocate(self, conn: Connection, network_id: str, port_id: str,
                   requested: builtins.list[dict[str, Any]] | None) -> builtins.list[FixedIp]:
         """Allocate the port's addresses; returns them as rendered in fixed_ips."""
-        rows = list(conn.execute(_SUBNETS_OF_NETWORK, {"network_id": network_id}))
+        rows = list(_SUBNETS_OF_NETWORK.execute(conn, {"network_id": network_id}))
         by_id = {s.id: s for s in rows}
         wanted: builtins.list[tuple[Any, str | None]] = []
         if requested is None:
@@ -266,15 +267,15 @@ class PortService:
         for subnet, address in wanted:
             mine = {ip for sid, ip in chosen if sid == subnet.id}
             if address is not None:
-                if address in mine or conn.execute(
-                        _IP_TAKEN, {"subnet_id": subnet.id, "ip_address": address}).first():
+                if address in mine or _IP_TAKEN.execute(
+                        conn, {"subnet_id": subnet.id, "ip_address": address}).first():
                     raise faults.IpAddressInUse(network_id, address)
             else:
                 address = self._free_address(conn, subnet, mine)
                 if address is None:
                     raise faults.IpAddressGenerationFailure(network_id)
             chosen.add((subnet.id, address))
-            conn.execute(_INSERT_IP, {"subnet_id": subnet.id, "ip_address": address,
+            _INSERT_IP.execute(conn, {"subnet_id": subnet.id, "ip_address": address,
                                       "port_id": port_id, "network_id": network_id})
         return _sort_ips([FixedIp(subnet_id=sid, ip_address=ip) for sid, ip in chosen])
 
@@ -291,12 +292,12 @@ class PortService:
                 continue
             params = {f"c{i}": candidates[i] if i < len(candidates) else ""
                       for i in range(ipam.CANDIDATES)}
-            taken = set(conn.execute(_TAKEN_AMONG, {"subnet_id": subnet.id, **params})
+            taken = set(_TAKEN_AMONG.execute(conn, {"subnet_id": subnet.id, **params})
                         .scalars())
             free = [c for c in candidates if c not in taken]
             if free:
                 return self.rng.choice(free)
-        used = set(conn.execute(_USED_IPS, {"subnet_id": subnet.id}).scalars()) | exclude
+        used = set(_USED_IPS.execute(conn, {"subnet_id": subnet.id}).scalars()) | exclude
         return ipam.pick(pools, used, self.rng)
 
     def _mac(self, conn: Connection, network_id: str, requested: str | None) -> str:
@@ -343,7 +344,7 @@ class PortService:
             binding_profile=dumps(body.get("binding:profile") or {}),
             **self._binding(conn, body.get("binding:host_id") or ""),
         )
-        conn.execute(_INSERT_PORT, values)
+        _INSERT_PORT.execute(conn, values)
         fixed_ips = self._allocate(conn, network.id, port_id, body.get("fixed_ips"))
         row = SimpleNamespace(**values)
         bound = details(conn, row, network, fixed_ips) if row.binding_vif_type == "ovs" else None
@@ -360,7 +361,7 @@ class PortService:
     async def update(self, port_id: str, body: dict[str, Any],
                      if_revision: int | None = None) -> dict[str, Any]:
         def work(conn: Connection) -> tuple[_Outcome, dict[str, Any]]:
-            row = conn.execute(_PORT_AND_SEGMENT, {"port_id": port_id}).first()
+            row = _PORT_AND_SEGMENT.execute(conn, {"port_id": port_id}).first()
             if row is None:
                 raise faults.PortNotFound(port_id)
             if if_revision is not None and row.revision_number != if_revision:
@@ -381,7 +382,7 @@ class PortService:
                 values["mac_address"] = self._mac(conn, row.network_id, body["mac_address"])
             fixed_ips: builtins.list[FixedIp] | None = None
             if "fixed_ips" in body:
-                conn.execute(_DELETE_IPS, {"port_id": port_id})
+                _DELETE_IPS.execute(conn, {"port_id": port_id})
                 fixed_ips = self._allocate(conn, row.network_id, port_id, body["fixed_ips"])
             old_host = row.binding_host
             new_host = body.get("binding:host_id", old_host) or ""
@@ -397,7 +398,7 @@ class PortService:
                     outcome.events += _queued(outbox.enqueue(conn, row, outbox.UNPLUGGED,
                                                              revision))
             values.update(updated_at=utcnow(), revision_number=revision)
-            conn.execute(_UPDATE_PORT, {"b_id": port_id, **values})
+            _UPDATE_PORT.execute(conn, {"b_id": port_id, **values})
             new = SimpleNamespace(**{**row._asdict(), **values})
             if fixed_ips is None:
                 fixed_ips = fixed_ips_of(conn, [port_id])[port_id]
@@ -421,9 +422,9 @@ class PortService:
             # The delete is the port's last transition: revision + 1 keys it.
             outcome.events += _queued(outbox.enqueue(conn, row, outbox.DELETED,
                                                      row.revision_number + 1))
-            conn.execute(_DELETE_IPS, {"port_id": port_id})
+            _DELETE_IPS.execute(conn, {"port_id": port_id})
             delete_tags(conn, [port_id])
-            conn.execute(_DELETE_PORT, {"port_id": port_id})
+            _DELETE_PORT.execute(conn, {"port_id": port_id})
             return outcome
         outcome = transaction(self.ctx.engine, work)
         await self._announce([outcome])
@@ -481,7 +482,7 @@ class PortService:
 
         def work(conn: Connection) -> tuple[list[str], list[str], list[outbox.Event]]:
             # The agent reports ports as they come up, mostly one per call.
-            rows = list(conn.execute(_PORT_ON_HOST, {"port_id": port_ids[0], "host": host})
+            rows = list(_PORT_ON_HOST.execute(conn, {"port_id": port_ids[0], "host": host})
                         if len(port_ids) == 1 else
                         conn.execute(_PORTS_ON_HOST, {"port_ids": port_ids, "host": host}))
             flipped, events = [], []
@@ -489,10 +490,10 @@ class PortService:
                 if row.status == status:
                     continue
                 if status == "DOWN" and row.status != "ACTIVE":
-                    conn.execute(_SET_STATUS, {"b_id": row.id, "status": status})
+                    _SET_STATUS.execute(conn, {"b_id": row.id, "status": status})
                     continue
                 revision = row.revision_number + 1
-                changed = conn.execute(_FLIP_STATUS, {
+                changed = _FLIP_STATUS.execute(conn, {
                     "b_id": row.id, "b_status": row.status, "b_revision": row.revision_number,
                     "status": status, "revision": revision, "updated_at": utcnow()}).rowcount
                 if changed:

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
 
+from vifwire.db.fast import Fast
 from vifwire.db.schema import networks, ports, subnets, tags
 from vifwire.server import faults
 from vifwire.server._db import read, transaction
@@ -43,15 +44,15 @@ def validate_tag(tag: Any) -> str:
 
 
 # The one-resource forms run per port request: prebuilt, so SQLAlchemy reuses them.
-_TAGS_OF_ONE = select(tags.c.resource_id, tags.c.tag).where(
-    tags.c.resource_id == bindparam("resource_id")).order_by(tags.c.tag)
-_DELETE_TAGS_OF_ONE = delete(tags).where(tags.c.resource_id == bindparam("resource_id"))
+_TAGS_OF_ONE = Fast(select(tags.c.resource_id, tags.c.tag).where(
+    tags.c.resource_id == bindparam("resource_id")).order_by(tags.c.tag))
+_DELETE_TAGS_OF_ONE = Fast(delete(tags).where(tags.c.resource_id == bindparam("resource_id")))
 
 
 def delete_tags(conn: Connection, resource_ids: Iterable[Any]) -> None:
     """Drop the tags of resources being deleted (`resource_ids` may be a subquery)."""
     if isinstance(resource_ids, list) and len(resource_ids) == 1:
-        conn.execute(_DELETE_TAGS_OF_ONE, {"resource_id": resource_ids[0]})
+        _DELETE_TAGS_OF_ONE.execute(conn, {"resource_id": resource_ids[0]})
         return
     conn.execute(delete(tags).where(tags.c.resource_id.in_(resource_ids)))
 
@@ -59,7 +60,7 @@ def delete_tags(conn: Connection, resource_ids: Iterable[Any]) -> None:
 def tags_of(conn: Connection, resource_ids: list[str]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = defaultdict(list)
     if len(resource_ids) == 1:
-        rows = conn.execute(_TAGS_OF_ONE, {"resource_id": resource_ids[0]})
+        rows = _TAGS_OF_ONE.execute(conn, {"resource_id": resource_ids[0]})
     elif resource_ids:
         rows = conn.execute(select(tags.c.resource_id, tags.c.tag)
                             .where(tags.c.resource_id.in_(resource_ids)).order_by(tags.c.tag))

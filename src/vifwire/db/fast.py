@@ -1,0 +1,140 @@
+"""Hot statements run straight on the driver's cursor, compiled once per dialect.
+
+SQLAlchemy Core spends, per execution of even a prebuilt statement, several
+times what SQLite spends running it: coercion, cache-key lookup, an execution
+context, event dispatch, a result object. The statements that every booted VM
+runs (a dozen of them) are wrapped in `Fast`: compiled by SQLAlchemy once per
+dialect (and per set of columns, for INSERT and UPDATE), their bind and result
+type processors taken from that compilation, and then executed on the DBAPI
+cursor of the connection's current transaction. Rows come back as named tuples
+(`row.id`, `row._asdict()`), as Core's rows do for what this code reads.
+
+What stays SQLAlchemy's: the transaction (these run inside `Connection.begin()`),
+error translation (a driver error goes through the Connection's own handler, so
+IntegrityError, disconnect detection and invalidation work as for any
+statement), and every dialect other than SQLite and PostgreSQL, where `Fast`
+simply calls `Connection.execute`. Statements with expanding IN lists are not
+wrapped. The SQL probe still sees every statement (`SqlProbe.record`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import namedtuple
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.sql import Executable
+
+from vifwire.profile.sql import probe_of
+
+DIRECT_DIALECTS = frozenset({"sqlite", "postgresql"})
+
+
+@dataclass(frozen=True)
+class _Plan:
+    sql: str
+    positional: tuple[str, ...] | None  # bind names in order, for qmark/format styles
+    literals: dict[str, Any]  # values written into the statement (`col == "x"`)
+    binds: tuple[tuple[str, Callable[[Any], Any]], ...]  # name -> bind processor
+    row: Any  # named tuple class of the result, None for DML without rows
+    results: tuple[Callable[[Any], Any] | None, ...]  # per column result processor
+
+
+class Fast:
+    """A Core statement run on the driver's cursor (see the module doc)."""
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        self._plans: dict[tuple[int, frozenset[str]], _Plan] = {}
+
+    def execute(self, conn: Connection, params: Mapping[str, Any]) -> FastResult:
+        dialect = conn.dialect
+        if dialect.name not in DIRECT_DIALECTS:
+            return FastResult.of(conn.execute(self.statement, dict(params)))
+        started = time.perf_counter()
+        key = (id(dialect), frozenset(params))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._compile(conn, params)
+        values: Any = {**plan.literals, **params} if plan.literals else dict(params)
+        for name, process in plan.binds:
+            values[name] = process(values[name])
+        if plan.positional is not None:
+            values = tuple(values[name] for name in plan.positional)
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        built = time.perf_counter()
+        try:
+            cursor.execute(plan.sql, values)
+            rows = cursor.fetchall() if plan.row is not None else []
+        except dialect.loaded_dbapi.Error as exc:
+            cursor.close()
+            conn._handle_dbapi_exception(exc, plan.sql, values, cursor, None)  # raises
+            raise
+        rowcount = cursor.rowcount
+        cursor.close()
+        probe = probe_of(conn.engine)
+        if probe is not None:
+            probe.record(plan.sql, built - started, time.perf_counter() - built)
+        if plan.row is None:
+            return FastResult([], rowcount)
+        return FastResult([plan.row._make(_processed(row, plan.results)) for row in rows],
+                          rowcount)
+
+    def _compile(self, conn: Connection, params: Mapping[str, Any]) -> _Plan:
+        dialect = conn.dialect
+        statement: Any = self.statement
+        compiled: Any = statement.compile(dialect=dialect, column_keys=list(params))
+        if compiled.insert_prefetch or compiled.update_prefetch:
+            # Column defaults are filled by SQLAlchemy's execution: pass every column.
+            names = [c.key for c in (*compiled.insert_prefetch, *compiled.update_prefetch)]
+            raise ValueError(f"Fast statement: no value for column(s) {names}")
+        positional = tuple(compiled.positiontup) if compiled.positiontup is not None else None
+        needed = set(positional) if positional is not None else set(compiled.binds)
+        literals = {}
+        for name in needed - set(params):
+            bind = compiled.binds[name]
+            if bind.required or callable(bind.value):
+                raise ValueError(f"Fast statement: no value for parameter {name!r}")
+            literals[name] = bind.effective_value
+        binds = tuple((name, process) for name, process in compiled._bind_processors.items()
+                      if name in needed and process is not None)
+        columns = compiled._result_columns
+        if not columns:
+            return _Plan(compiled.string, positional, literals, binds, None, ())
+        row = namedtuple("Row", [c.keyname for c in columns])  # type: ignore[misc]
+        results = tuple(c.type._cached_result_processor(dialect, None) for c in columns)
+        return _Plan(compiled.string, positional, literals, binds, row, results)
+
+
+def _processed(row: tuple[Any, ...], processors: tuple[Callable[[Any], Any] | None, ...]
+               ) -> Iterator[Any]:
+    for value, process in zip(row, processors, strict=True):
+        yield process(value) if process is not None and value is not None else value
+
+
+class FastResult:
+    """What callers read of a result: rows, the first one, a scalar, the rowcount."""
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self.rows = rows
+        self.rowcount = rowcount
+
+    @classmethod
+    def of(cls, result: Any) -> FastResult:
+        rows = list(result) if result.returns_rows else []
+        return cls(rows, result.rowcount)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.rows)
+
+    def first(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    def scalar(self) -> Any:
+        return self.rows[0][0] if self.rows else None
+
+    def scalars(self) -> list[Any]:
+        return [row[0] for row in self.rows]
