@@ -21,10 +21,10 @@ Rows leave the outbox only after such an answer for them, so no event is lost,
 and a batch Nova refused as a whole was acted on by no one, so posting its
 halves sends no event twice. Events that arrive while a post is in flight go in
 the next post. There is no batching delay: the first event after an idle
-period is posted at once. Settled rows are deleted in one transaction when the
-queue runs dry (or every DELETE_BATCH events under a steady stream), and at
-stop; only a crash in that short window can make the next start post an
-accepted event again.
+period is posted at once. Settled rows are deleted in one transaction once no
+event came for SETTLE_IDLE_S (or every DELETE_BATCH events under a steady
+stream), and at stop; only a crash in that short window can make the next
+start post an accepted event again.
 
 `nova_url` is checked when the notifier is built (and by the stack before it
 starts, see `check_nova_url`): a URL the client cannot use is one clear error
@@ -54,6 +54,7 @@ EVENTS_PATH = "/os-server-external-events"
 ACCEPTED_STATUSES = frozenset({200, 207, 404})  # Nova took the post
 REFUSED_STATUSES = frozenset({400, 422})  # Nova refused the whole body
 DELETE_BATCH = 256
+SETTLE_IDLE_S = 0.05
 
 
 def events_url(nova_url: str) -> str:
@@ -118,11 +119,19 @@ class NovaNotifier:
         backoff = self._min_backoff
         try:
             while True:
+                if self._settled and not self._wakeup.is_set():
+                    # Rows Nova settled leave once no new event came for a
+                    # moment: one DELETE per burst, and no wait for a new event.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), SETTLE_IDLE_S)
+                    if not self._wakeup.is_set():
+                        self._try_delete_settled()
+                        continue
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 try:
                     delivered = await self._send_pending()
-                    if not self._queue or len(self._settled) >= DELETE_BATCH:
+                    if len(self._settled) >= DELETE_BATCH:
                         self._delete_settled()
                 except Exception:  # DB trouble: keep the loop alive, try later
                     log.exception("nova notifier failed to read or clear the outbox")
@@ -197,6 +206,13 @@ class NovaNotifier:
         for row in rows:
             self._queue.pop(row.key, None)
             self._settled.append(row.key)
+
+    def _try_delete_settled(self) -> None:
+        try:
+            self._delete_settled()
+        except Exception:  # kept: tried again after the next post or at stop
+            log.exception("nova notifier failed to clear %d settled outbox rows",
+                          len(self._settled))
 
     def _delete_settled(self) -> None:
         if self._settled:

@@ -31,6 +31,7 @@ from vifwire.server._utils import utcnow
 _INSERT = Fast(insert(nova_outbox))
 _PENDING = select(nova_outbox).order_by(nova_outbox.c.created_at, nova_outbox.c.key)
 _REMOVE = delete(nova_outbox).where(nova_outbox.c.key.in_(bindparam("keys", expanding=True)))
+_REMOVE_ONE = Fast(delete(nova_outbox).where(nova_outbox.c.key == bindparam("key")))
 
 PLUGGED = "network-vif-plugged"
 UNPLUGGED = "network-vif-unplugged"
@@ -72,4 +73,7 @@ def pending(conn: Connection) -> list[Event]:
 
 
 def remove(conn: Connection, keys: list[str]) -> None:
-    conn.execute(_REMOVE, {"keys": keys})
+    if len(keys) == 1:
+        _REMOVE_ONE.execute(conn, {"key": keys[0]})
+    else:
+        conn.execute(_REMOVE, {"keys": keys})
