@@ -141,12 +141,11 @@ class _errors:
         return None
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: object) -> bool:
+                 tb: object) -> None:
         if exc is None or isinstance(exc, typer.Exit | KeyboardInterrupt | SystemExit):
-            return False
+            return
         if isinstance(exc, _user_errors()):
             fail(str(exc))
-        return False
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -86,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     sampler = ResourceSampler(decode(args.spec), interval=args.interval).start()
     sys.stdout.write("started\n")
     sys.stdout.flush()
-    threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+    def stop_at_eof() -> None:  # the parent closing our stdin means stop, too
+        sys.stdin.read()
+        done.set()
+
+    threading.Thread(target=stop_at_eof, daemon=True).start()
     done.wait()
     sampler.stop().write(args.out)
     return 0

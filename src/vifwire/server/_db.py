@@ -42,7 +42,7 @@ def _retryable(exc: DBAPIError) -> bool:
     if code in _RETRY_PGCODES:
         return True
     # MySQL deadlock (1213) / lock wait timeout (1205).
-    args = getattr(exc.orig, "args", ())
+    args: tuple[object, ...] = getattr(exc.orig, "args", ())
     return bool(args) and args[0] in (1205, 1213)
 
 

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Select, Table, bindparam, delete, insert, select, update
 
 from vifwire.db.fast import Fast
 from vifwire.db.schema import networks, ports, subnets, tags
@@ -49,7 +49,7 @@ _TAGS_OF_ONE = Fast(select(tags.c.resource_id, tags.c.tag).where(
 _DELETE_TAGS_OF_ONE = Fast(delete(tags).where(tags.c.resource_id == bindparam("resource_id")))
 
 
-def delete_tags(conn: Connection, resource_ids: Iterable[Any]) -> None:
+def delete_tags(conn: Connection, resource_ids: Iterable[Any] | Select[Any]) -> None:
     """Drop the tags of resources being deleted (`resource_ids` may be a subquery)."""
     if isinstance(resource_ids, list) and len(resource_ids) == 1:
         _DELETE_TAGS_OF_ONE.execute(conn, {"resource_id": resource_ids[0]})
@@ -59,6 +59,7 @@ def delete_tags(conn: Connection, resource_ids: Iterable[Any]) -> None:
 
 def tags_of(conn: Connection, resource_ids: list[str]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = defaultdict(list)
+    rows: Iterable[Any]
     if len(resource_ids) == 1:
         rows = _TAGS_OF_ONE.execute(conn, {"resource_id": resource_ids[0]})
     elif resource_ids:
