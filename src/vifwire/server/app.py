@@ -10,6 +10,7 @@ short DB statement or an await.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from vifwire.settings import Settings
 from vifwire.trace import Tracer
 
 log = logging.getLogger(__name__)
+_BUILD_LOCK = threading.Lock()
 
 
 @dataclass
@@ -75,16 +77,21 @@ def create_app(settings: Settings, bus: Bus, tracer: Tracer,
             release_connections(engine)
             engine.dispose()
 
-    app = FastAPI(title="vifwire", default_response_class=JSONResponse, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url="/openapi.json")
-    errors.install(app)
-    openapi.install(app)
-    app.include_router(meta.router)
-    handlers = [(resource, resources.handlers_for(resource)) for resource in resources.RESOURCES]
-    for resource, resource_handlers in handlers:
-        app.include_router(resources.router_for(resource, resource_handlers))
-    for router in tags.ROUTERS:
-        app.include_router(router)
-    # Outermost of our middleware: the collection routes skip FastAPI's routing.
-    app.add_middleware(dispatch.ResourceDispatch, table=dispatch.route_table(handlers))
+    # FastAPI (through pydantic) analyses each route's signature when it is added;
+    # two apps built at once on two threads (two server instances in one process,
+    # as the tests run them) raced in there and got spurious pydantic warnings.
+    with _BUILD_LOCK:
+        app = FastAPI(title="vifwire", default_response_class=JSONResponse, lifespan=lifespan,
+                      docs_url=None, redoc_url=None, openapi_url="/openapi.json")
+        errors.install(app)
+        openapi.install(app)
+        app.include_router(meta.router)
+        handlers = [(resource, resources.handlers_for(resource))
+                    for resource in resources.RESOURCES]
+        for resource, resource_handlers in handlers:
+            app.include_router(resources.router_for(resource, resource_handlers))
+        for router in tags.ROUTERS:
+            app.include_router(router)
+        # Outermost of our middleware: the collection routes skip FastAPI's routing.
+        app.add_middleware(dispatch.ResourceDispatch, table=dispatch.route_table(handlers))
     return app
