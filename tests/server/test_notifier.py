@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, insert, select
 
+from vifwire.db.engine import make_engine, migrate
 from vifwire.db.schema import nova_outbox
 from vifwire.profile.sql import install_sql_probe
-from vifwire.server.notifier import check_nova_url
+from vifwire.server._db import release_connections
+from vifwire.server.notifier import NovaNotifier, check_nova_url
 from vifwire.server.nova_client import NovaUrlError
 from vifwire.settings import Settings
-from vifwire.trace import Stage
+from vifwire.trace import Stage, Tracer
 
 from .helpers import HOST, FakeAgent, FakeNova, Stack, running
 
@@ -300,3 +303,27 @@ async def test_stop_clears_the_rows_nova_settled(settings: Settings, nova: FakeN
         await _wait_for(lambda: notifier.sent == 1)
     assert _outbox_rows(settings.effective_database_url) == 0
     assert len(nova.events) == 1
+
+
+async def test_rows_another_process_left_behind_are_sent_when_idle(
+        settings: Settings, nova: FakeNova) -> None:
+    """Each server process sends what its own transactions wrote; rows a dead process
+    left in the outbox are picked up by a live one once they are old enough."""
+    engine = make_engine(settings.effective_database_url)
+    migrate(engine)
+    notifier = NovaNotifier(engine, settings, Tracer("server", None), orphan_check_s=0.2)
+    notifier.start()
+    try:
+        await asyncio.sleep(0.1)  # the start-up read found nothing
+        old = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=5)
+        with engine.begin() as conn:
+            conn.execute(insert(nova_outbox).values(
+                key="p-1:network-vif-plugged:2", name="network-vif-plugged",
+                server_uuid="vm-orphan", tag="p-1", status="completed", created_at=old))
+        await _wait_for(lambda: nova.events)
+        assert [e["server_uuid"] for e in nova.events] == ["vm-orphan"]
+        await _wait_for(lambda: _outbox_rows(settings.effective_database_url) == 0)
+    finally:
+        await notifier.stop()
+        release_connections(engine)
+        engine.dispose()

@@ -56,9 +56,14 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        read_only = connection.info.get(READ_ONLY, False)
-        connection.connection.dbapi_connection.execute(
-            "BEGIN" if read_only else "BEGIN IMMEDIATE")
+        sql = "BEGIN" if connection.info.get(READ_ONLY, False) else "BEGIN IMMEDIATE"
+        try:
+            connection.connection.dbapi_connection.execute(sql)
+        except connection.dialect.loaded_dbapi.Error as exc:
+            # As SQLAlchemy's own statements do: a busy database ("database is
+            # locked") becomes sqlalchemy.exc.OperationalError, answered as 503.
+            connection._handle_dbapi_exception(exc, sql, (), None, None)
+            raise
 
 
 def alembic_config() -> Config:

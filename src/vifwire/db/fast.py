@@ -48,14 +48,16 @@ class Fast:
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
-        self._plans: dict[tuple[int, frozenset[str]], _Plan] = {}
+        # By dialect class and paramstyle, not by dialect object: engines come and
+        # go (tests make many), and a new object can reuse a dead one's id().
+        self._plans: dict[tuple[type, str, frozenset[str]], _Plan] = {}
 
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> FastResult:
         dialect = conn.dialect
         if dialect.name not in DIRECT_DIALECTS:
             return FastResult.of(conn.execute(self.statement, dict(params)))
         started = time.perf_counter()
-        key = (id(dialect), frozenset(params))
+        key = (type(dialect), dialect.paramstyle, frozenset(params))
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = self._compile(conn, params)

@@ -9,9 +9,11 @@ surfaces as the proper 409 on the second run.
 Each thread keeps one open SQLAlchemy Connection per engine and begins its
 transactions on it: opening a Connection per transaction (pool checkout, event
 dispatch set-up, reset on checkin) cost as much CPU as the statements of a port
-create. A connection the driver lost is replaced on next use; a transaction
-started inside another one (on the same thread) gets a pooled connection of its
-own. `release_connections` closes them all when the app stops.
+create. A connection the database dropped while it sat idle (a restart, an idle
+timeout) fails its next statement and is invalidated; the work then runs again
+on a new one. A transaction started inside another one (on the same thread)
+gets a pooled connection of its own. `release_connections` closes them all when
+the app stops.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ _RETRY_PGCODES = {"40001", "40P01"}
 
 def _retryable(exc: DBAPIError) -> bool:
     if isinstance(exc, IntegrityError):
+        return True
+    if exc.connection_invalidated:  # a held connection the server dropped: a new one
         return True
     code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
     if code in _RETRY_PGCODES:
@@ -106,11 +110,19 @@ def transaction(engine: Engine, work: Callable[[Connection], T], attempts: int =
 
 def read(engine: Engine, work: Callable[[Connection], T]) -> T:
     """Run `work` in a read-only transaction (deferred on SQLite: never waits for writers)."""
-    with _connection(engine) as connection:
-        info = connection.info
-        info[READ_ONLY] = True
+    for attempt in (1, 2):
         try:
-            with connection.begin():
-                return work(connection)
-        finally:
-            info.pop(READ_ONLY, None)
+            with _connection(engine) as connection:
+                info = connection.info
+                info[READ_ONLY] = True
+                try:
+                    with connection.begin():
+                        return work(connection)
+                finally:
+                    info.pop(READ_ONLY, None)
+        except DBAPIError as exc:
+            # The held connection was dropped by the server while idle: once more
+            # on a fresh one (the pool's pre-ping never sees a held connection).
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+    raise AssertionError("unreachable")

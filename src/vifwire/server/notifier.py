@@ -3,9 +3,11 @@
 One sender task, fed in memory: a service that committed outbox rows hands the
 same events to `send()`, which queues them and sets an asyncio.Event; the task
 then posts everything queued in one request. Reading the outbox back for each
-post cost a transaction per event in a boot storm; the table is read only at
-start (`wake()`), for rows a stopped or crashed process left behind. (With
-several server processes, each sends the events its own transactions wrote.)
+post cost a transaction per event in a boot storm; the table is read at start
+(`wake()`), for rows a stopped or crashed process left behind, and then, when
+idle, every ORPHAN_CHECK_S for rows older than that: with several server
+processes each sends what its own transactions wrote, and a process that died
+with rows queued leaves them to the others.
 What happens to the events depends on Nova's answer:
 
 * 200, 207 or 404: Nova took the post (per-event codes, logged when not 200,
@@ -37,6 +39,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -44,6 +47,7 @@ from sqlalchemy import Engine
 
 from vifwire.server import outbox
 from vifwire.server._db import read, transaction
+from vifwire.server._utils import utcnow
 from vifwire.server.nova_client import NovaClient, NovaUnreachable, NovaUrlError, parse_url
 from vifwire.settings import Settings
 from vifwire.trace import Stage, Tracer
@@ -55,6 +59,7 @@ ACCEPTED_STATUSES = frozenset({200, 207, 404})  # Nova took the post
 REFUSED_STATUSES = frozenset({400, 422})  # Nova refused the whole body
 DELETE_BATCH = 256
 SETTLE_IDLE_S = 0.05
+ORPHAN_CHECK_S = 10.0
 
 
 def events_url(nova_url: str) -> str:
@@ -73,7 +78,7 @@ def check_nova_url(nova_url: str) -> None:
 class NovaNotifier:
     def __init__(self, engine: Engine, settings: Settings, tracer: Tracer,
                  min_backoff_s: float = 0.1, max_backoff_s: float = 10.0,
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0, orphan_check_s: float = ORPHAN_CHECK_S) -> None:
         self._engine = engine
         # Built here, not in the task, so a bad nova_url fails the app's start.
         self._client = NovaClient(events_url(settings.nova_url), timeout=timeout_s)
@@ -85,6 +90,8 @@ class NovaNotifier:
         self._queue: dict[str, outbox.Event] = {}  # by key, in order: to post
         self._settled: list[str] = []  # keys Nova settled, still in the table
         self._reload = True  # read the table before the next post
+        self._reload_before: datetime | None = None  # only rows older than this
+        self._orphan_check_s = orphan_check_s
         self.sent = 0  # events Nova accepted, for tests and stats
         self.refused = 0  # events Nova refused on their own (400/422), dropped
 
@@ -127,7 +134,11 @@ class NovaNotifier:
                     if not self._wakeup.is_set():
                         self._try_delete_settled()
                         continue
-                await self._wakeup.wait()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), self._orphan_check_s)
+                except TimeoutError:  # idle: rows another process left behind?
+                    self._reload = True
+                    self._reload_before = utcnow() - timedelta(seconds=self._orphan_check_s)
                 self._wakeup.clear()
                 try:
                     delivered = await self._send_pending()
@@ -139,6 +150,7 @@ class NovaNotifier:
                 if delivered:
                     backoff = self._min_backoff
                     continue
+                self._try_delete_settled()  # what Nova took before it failed
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 self._wakeup.set()
@@ -148,8 +160,9 @@ class NovaNotifier:
     async def _send_pending(self) -> bool:
         """Post every queued event once; False when Nova must be tried again."""
         if self._reload:
-            stored = read(self._engine, outbox.pending)
-            self._reload = False
+            before = self._reload_before
+            stored = read(self._engine, lambda conn: outbox.pending(conn, before))
+            self._reload, self._reload_before = False, None
             # Queued ones keep their place; rows this process already settled
             # but not yet deleted are not posted again.
             settled = set(self._settled)

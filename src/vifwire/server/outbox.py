@@ -20,6 +20,7 @@ whose device_owner starts with `compute:` and that have a device_id:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, select
@@ -67,9 +68,10 @@ def enqueue(conn: Connection, port: Any, name: str, revision: int) -> Event | No
     return event
 
 
-def pending(conn: Connection) -> list[Event]:
-    return [Event(r.key, r.name, r.server_uuid, r.tag, r.status)
-            for r in conn.execute(_PENDING)]
+def pending(conn: Connection, before: datetime | None = None) -> list[Event]:
+    """Rows in the table, oldest first; only those created before `before` if given."""
+    query = _PENDING if before is None else _PENDING.where(nova_outbox.c.created_at < before)
+    return [Event(r.key, r.name, r.server_uuid, r.tag, r.status) for r in conn.execute(query)]
 
 
 def remove(conn: Connection, keys: list[str]) -> None:
