@@ -96,11 +96,20 @@ def release_connections(engine: Engine) -> None:
             connection.close()
 
 
-def transaction(engine: Engine, work: Callable[[Connection], T], attempts: int = ATTEMPTS) -> T:
+def transaction(engine: Engine, work: Callable[[Connection], T], attempts: int = ATTEMPTS,
+                read_only: bool = False) -> T:
+    """Run `work` in one transaction, again on a retryable error (see `_retryable`)."""
     for attempt in range(1, attempts + 1):
         try:
-            with _connection(engine) as connection, connection.begin():
-                return work(connection)
+            with _connection(engine) as connection:
+                info = connection.info
+                if read_only:
+                    info[READ_ONLY] = True
+                try:
+                    with connection.begin():
+                        return work(connection)
+                finally:
+                    info.pop(READ_ONLY, None)
         except DBAPIError as exc:
             if attempt == attempts or not _retryable(exc):
                 raise
@@ -110,19 +119,4 @@ def transaction(engine: Engine, work: Callable[[Connection], T], attempts: int =
 
 def read(engine: Engine, work: Callable[[Connection], T]) -> T:
     """Run `work` in a read-only transaction (deferred on SQLite: never waits for writers)."""
-    for attempt in (1, 2):
-        try:
-            with _connection(engine) as connection:
-                info = connection.info
-                info[READ_ONLY] = True
-                try:
-                    with connection.begin():
-                        return work(connection)
-                finally:
-                    info.pop(READ_ONLY, None)
-        except DBAPIError as exc:
-            # The held connection was dropped by the server while idle: once more
-            # on a fresh one (the pool's pre-ping never sees a held connection).
-            if attempt == 2 or not exc.connection_invalidated:
-                raise
-    raise AssertionError("unreachable")
+    return transaction(engine, work, read_only=True)

@@ -3,9 +3,9 @@
 One sender task, fed in memory: a service that committed outbox rows hands the
 same events to `send()`, which queues them and sets an asyncio.Event; the task
 then posts everything queued in one request. Reading the outbox back for each
-post cost a transaction per event in a boot storm; the table is read at start
-(`wake()`), for rows a stopped or crashed process left behind, and then, when
-idle, every ORPHAN_CHECK_S for rows older than that: with several server
+post cost a transaction per event in a boot storm; the table is read at start,
+for rows a stopped or crashed process left behind, and then every
+ORPHAN_CHECK_S for rows older than that: with several server
 processes each sends what its own transactions wrote, and a process that died
 with rows queued leaves them to the others.
 What happens to the events depends on Nova's answer:
@@ -92,6 +92,9 @@ class NovaNotifier:
         self._reload = True  # read the table before the next post
         self._reload_before: datetime | None = None  # only rows older than this
         self._orphan_check_s = orphan_check_s
+        self._orphan_timer: asyncio.TimerHandle | None = None
+        self._settle_timer: asyncio.TimerHandle | None = None
+        self._settle_due = False
         self.sent = 0  # events Nova accepted, for tests and stats
         self.refused = 0  # events Nova refused on their own (400/422), dropped
 
@@ -99,11 +102,6 @@ class NovaNotifier:
         """Queue events whose outbox rows are committed; they are posted at once."""
         for event in events:
             self._queue[event.key] = event
-        self._wakeup.set()
-
-    def wake(self) -> None:
-        """Read the outbox table again (rows written by someone else) and post them."""
-        self._reload = True
         self._wakeup.set()
 
     def start(self) -> None:
@@ -123,23 +121,17 @@ class NovaNotifier:
             log.warning("could not clear %d settled outbox rows", len(self._settled))
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._orphan_timer = loop.call_later(self._orphan_check_s, self._look_for_orphans)
         backoff = self._min_backoff
         try:
             while True:
-                if self._settled and not self._wakeup.is_set():
-                    # Rows Nova settled leave once no new event came for a
-                    # moment: one DELETE per burst, and no wait for a new event.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), SETTLE_IDLE_S)
-                    if not self._wakeup.is_set():
-                        self._try_delete_settled()
-                        continue
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), self._orphan_check_s)
-                except TimeoutError:  # idle: rows another process left behind?
-                    self._reload = True
-                    self._reload_before = utcnow() - timedelta(seconds=self._orphan_check_s)
+                await self._wakeup.wait()
                 self._wakeup.clear()
+                if self._settle_due:  # no event for SETTLE_IDLE_S: clear what Nova took
+                    self._settle_due = False
+                    if not self._queue:
+                        self._try_delete_settled()
                 try:
                     delivered = await self._send_pending()
                     if len(self._settled) >= DELETE_BATCH:
@@ -149,13 +141,38 @@ class NovaNotifier:
                     delivered = False
                 if delivered:
                     backoff = self._min_backoff
+                    if self._settled:
+                        self._arm_settle(loop)
                     continue
                 self._try_delete_settled()  # what Nova took before it failed
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 self._wakeup.set()
         finally:
+            for timer in (self._orphan_timer, self._settle_timer):
+                if timer is not None:
+                    timer.cancel()
             await self._client.close()
+
+    def _arm_settle(self, loop: asyncio.AbstractEventLoop) -> None:
+        """(Re)start the quiet-period timer: a timer, not a timed wait, since every
+        post passes here and a timed wait costs a task per call."""
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+        self._settle_timer = loop.call_later(SETTLE_IDLE_S, self._settle)
+
+    def _settle(self) -> None:
+        self._settle_timer = None
+        self._settle_due = True
+        self._wakeup.set()
+
+    def _look_for_orphans(self) -> None:
+        """Every ORPHAN_CHECK_S: read rows older than that (a dead process's) again."""
+        self._reload = True
+        self._reload_before = utcnow() - timedelta(seconds=self._orphan_check_s)
+        self._wakeup.set()
+        loop = asyncio.get_running_loop()
+        self._orphan_timer = loop.call_later(self._orphan_check_s, self._look_for_orphans)
 
     async def _send_pending(self) -> bool:
         """Post every queued event once; False when Nova must be tried again."""
