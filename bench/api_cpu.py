@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/api_cpu.py [--cycles 300] [--concurrency 10]
 
-Starts a private OVS in its own namespace and the embedded stack, then runs
-Nova's calls for each port (create, bind to the host, delete) and reports the
-stack process's CPU time per cycle: the server's share of the per-VM budget.
+Starts a private OVS in its own namespace, the embedded stack and a minimal Nova
+events endpoint (so the notifier posts as it would in production, instead of
+piling events up behind an unreachable Nova), then runs Nova's calls for each
+port (create, bind to the host, delete) and reports the stack process's CPU time
+per cycle: the server's share of the per-VM budget.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
 import psutil
 from storm import cpu_split
 
@@ -24,6 +27,27 @@ from vifwire.ovs.runtime import OvsRuntime
 from vifwire.settings import Settings
 
 NETNS = "vwapi-host"
+NOVA_PORT = 8776
+
+
+async def nova_sink() -> asyncio.Server:
+    """Answers each os-server-external-events post as Nova does: every event, code 200."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+                break  # the notifier hung up, or the bench is over
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length"))
+            events = orjson.loads(await reader.readexactly(length))["events"]
+            body = orjson.dumps({"events": [{**e, "code": 200} for e in events]})
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", NOVA_PORT)
 
 
 async def cycles(settings: Settings, count: int, concurrency: int) -> float:
@@ -57,6 +81,15 @@ async def cycles(settings: Settings, count: int, concurrency: int) -> float:
         return cpu * 1000 / count
 
 
+async def with_nova(settings: Settings, count: int, concurrency: int) -> None:
+    sink = await nova_sink()
+    try:
+        await cycles(settings, 30, concurrency)  # warm-up
+        await cycles(settings, count, concurrency)
+    finally:
+        sink.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cycles", type=int, default=300)
@@ -64,15 +97,14 @@ def main() -> None:
     parser.add_argument("--cprofile", type=Path, default=None, help="dump stack.pstats here")
     args = parser.parse_args()
     settings = Settings(run_dir=Path("/var/run/vifwire-api"), host="api-host", api_port=9898,
-                        nova_url="http://127.0.0.1:8776/v2.1", cprofile_dir=args.cprofile)
+                        nova_url=f"http://127.0.0.1:{NOVA_PORT}/v2.1", cprofile_dir=args.cprofile)
     subprocess.run(["ip", "netns", "add", NETNS], check=False, capture_output=True)
     runtime = OvsRuntime(settings.ovs, netns=NETNS)
     runtime.destroy()
     runtime.start()
     try:
         daemon.start(settings)
-        asyncio.run(cycles(settings, 30, args.concurrency))  # warm-up
-        asyncio.run(cycles(settings, args.cycles, args.concurrency))
+        asyncio.run(with_nova(settings, args.cycles, args.concurrency))
     finally:
         daemon.stop(settings)
         runtime.destroy()

@@ -34,6 +34,7 @@ import uvicorn
 import uvloop
 from fastapi import FastAPI
 
+from vifwire.api.http_protocol import server_config
 from vifwire.bus import Bus, make_bus
 from vifwire.profile.sql import SqlProbe, install_sql_probe
 from vifwire.settings import Settings
@@ -145,9 +146,7 @@ async def run_stack(settings: Settings, stop: asyncio.Event | None = None) -> No
     app = create_app(settings, bus, server_tracer)
     probes: list[SqlProbe] = []
     add_trace_route(app, (server_tracer, agent_tracer), probes)
-    server = _Server(uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
-                                    log_level="warning", lifespan="on", access_log=False,
-                                    http="httptools", proxy_headers=False))
+    server = _Server(server_config(app, settings.api_host, settings.api_port))
     serving = asyncio.create_task(server.serve(), name="stack:api")
     agent = None
     try:

@@ -19,6 +19,7 @@ from typing import Any
 
 import uvicorn
 
+from vifwire.api.http_protocol import server_config
 from vifwire.bus.base import SERVER_TOPIC
 from vifwire.bus.local import LocalBus
 from vifwire.server.app import create_app
@@ -59,9 +60,7 @@ def live_server(tmp_path: Path, database_url: str | None = None) -> Iterator[Liv
                         nova_url="http://127.0.0.1:9/v2.1")
     bus = LocalBus()
     app = create_app(settings, bus, NullTracer())
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="on")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port))
     loops: list[asyncio.AbstractEventLoop] = []
 
     def run() -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 from sqlalchemy import create_engine
 
+from vifwire.api.resources import MAX_BODY_BYTES
 from vifwire.settings import Settings
 
 from .helpers import Stack, running
@@ -81,3 +83,23 @@ async def test_unexpected_error_is_json_500(stack: Stack) -> None:
     body = _err(r, 500)
     assert "secret internals" not in r.text
     assert body["type"] == "HTTPInternalServerError"
+
+
+async def test_a_body_over_neutrons_size_limit_is_413_and_changes_nothing(stack: Stack) -> None:
+    c = stack.client
+    big = {"network": {"name": "x" * (MAX_BODY_BYTES + 1)}}
+    declared = await c.post("/v2.0/networks", json=big)
+    assert _err(declared, 413)["type"] == "HTTPRequestEntityTooLarge"
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: sent chunked
+        yield b'{"network": {"name": "'
+        for _ in range(MAX_BODY_BYTES // 1024 + 1):
+            yield b"y" * 1024
+        yield b'"}}'
+
+    streamed = await c.post("/v2.0/networks", content=chunks(),
+                            headers={"content-type": "application/json"})
+    assert _err(streamed, 413)["type"] == "HTTPRequestEntityTooLarge"
+    assert (await c.get("/v2.0/networks")).json()["networks"] == []
+    fits = await c.post("/v2.0/networks", json={"network": {"name": "ok"}})
+    assert fits.status_code == 201

@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, func, insert, select
 from vifwire.db.engine import make_engine, migrate
 from vifwire.db.schema import nova_outbox
 from vifwire.profile.sql import install_sql_probe
+from vifwire.server import notifier
 from vifwire.server._db import release_connections
 from vifwire.server.notifier import NovaNotifier, check_nova_url
 from vifwire.server.nova_client import NovaUrlError
@@ -138,6 +139,20 @@ async def test_many_ports_batched_without_loss(stack: Stack, agent: FakeAgent,
                            for p in ports))
     await _wait_for(lambda: len(nova.events) >= 20)
     await asyncio.sleep(0.2)
+    assert sorted(e["tag"] for e in nova.events) == sorted(p["id"] for p in ports)
+
+
+async def test_a_backlog_goes_out_in_posts_nova_accepts_the_size_of(
+        stack: Stack, agent: FakeAgent, nova: FakeNova, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nova answers 413 to bodies over its size limit: a backlog leaves in capped posts."""
+    monkeypatch.setattr(notifier, "MAX_EVENTS_PER_POST", 3)
+    nova.statuses = [500]  # events pile up behind the retry
+    ports = await _bound_compute_ports(stack, [f"vm-{i}" for i in range(8)])
+    await asyncio.gather(*(stack.rpc("ports_up", host=HOST, port_ids=[p["id"]])
+                           for p in ports))
+    await _wait_for(lambda: len(nova.events) >= 8)
+    await asyncio.sleep(0.2)
+    assert max(len(post) for post in nova.posts) == 3
     assert sorted(e["tag"] for e in nova.events) == sorted(p["id"] for p in ports)
 
 

@@ -69,6 +69,17 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> Cert:
     return make_cert(tmp_path_factory.mktemp("tls"), ["localhost"], ["127.0.0.1"])
 
 
+async def read_post(reader: asyncio.StreamReader) -> bytes | None:
+    """The body of the next request on a connection; None once the client is gone."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+        return None
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    return await reader.readexactly(length)
+
+
 async def serve(close_after_each: bool, *, silent_hangup: bool = False,
                 tls: ssl.SSLContext | None = None
                 ) -> tuple[asyncio.Server, list[bytes], list[int]]:
@@ -82,14 +93,7 @@ async def serve(close_after_each: bool, *, silent_hangup: bool = False,
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connections.append(1)
-        while True:
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
-                break
-            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length")))
-            body = await reader.readexactly(length)
+        while (body := await read_post(reader)) is not None:
             bodies.append(body)
             extra = b"Connection: close\r\n" if close_after_each else b""
             writer.write(RESPONSE % (len(body), extra, body))
@@ -151,10 +155,10 @@ async def _posts_leave_at_once(scheme: str, cert: Cert) -> None:
     client = NovaClient(f"{_base(server, scheme)}/x", ssl_context=cert.client_context())
     try:
         assert (await client.post_json({}))[0] == 200
-        assert client._writer is not None
-        sock = client._writer.get_extra_info("socket")
+        assert client.transport is not None
+        sock = client.transport.get_extra_info("socket")
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-        assert (client._writer.get_extra_info("ssl_object") is not None) == (scheme == "https")
+        assert (client.transport.get_extra_info("ssl_object") is not None) == (scheme == "https")
     finally:
         await _stop(server, client)
 
@@ -236,7 +240,65 @@ def test_urls_are_parsed_with_default_ports() -> None:
     ("http://nova:abc/", "bad port"), ("http://nova:70000/", "bad port"),
     ("http://nova:0/", "bad port"), ("http://user:secret@nova/", "credentials"),
     ("http://no va/", "spaces"), ("http://[nova]:8774/", "malformed"),
+    ("http://növa/", "ASCII"),
 ])
 def test_unusable_urls_are_refused_up_front(url: str, why: str) -> None:
     with pytest.raises(NovaUrlError, match=why):
         NovaClient(url)
+
+
+async def _raw_server(answers: list[tuple[bytes, bool]]) -> tuple[asyncio.Server, list[int]]:
+    """Answers the requests, whatever connection they come on, with `answers` in
+    order: (bytes, then hang up?). Counts connections."""
+    connections: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        while answers and await read_post(reader) is not None:
+            answer, hang_up = answers.pop(0)
+            writer.write(answer)
+            await writer.drain()
+            if hang_up:
+                break
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, connections
+
+
+async def test_an_answer_ended_by_closing_the_connection_is_whole() -> None:
+    """HTTP/1.0 style: no Content-Length, the body ends when Nova hangs up."""
+    unframed = b'HTTP/1.0 200 OK\r\n\r\n{"events": []}'
+    server, connections = await _raw_server([(unframed, True), (unframed, True)])
+    client = NovaClient(f"{_base(server, 'http')}/x")
+    try:
+        assert await client.post_json({"n": 1}) == (200, b'{"events": []}')
+        assert await client.post_json({"n": 2}) == (200, b'{"events": []}')
+    finally:
+        await _stop(server, client)
+    assert len(connections) == 2
+
+
+async def test_an_answer_that_is_not_http_is_an_error_and_the_next_post_reconnects() -> None:
+    server, connections = await _raw_server([(b"SSH-2.0-OpenSSH\r\n\r\n", False),
+                                             (RESPONSE % (2, b"", b"{}"), False)])
+    client = NovaClient(f"{_base(server, 'http')}/x")
+    try:
+        with pytest.raises(NovaUnreachable, match="not HTTP"):
+            await client.post_json({"n": 1})
+        assert await client.post_json({"n": 2}) == (200, b"{}")
+    finally:
+        await _stop(server, client)
+    assert len(connections) == 2
+
+
+async def test_a_connection_cut_mid_answer_is_an_error_not_a_repost() -> None:
+    server, connections = await _raw_server([(RESPONSE % (100, b"", b'{"events"'), True),
+                                             (RESPONSE % (2, b"", b"{}"), False)])
+    client = NovaClient(f"{_base(server, 'http')}/x")
+    try:
+        with pytest.raises(NovaUnreachable, match="mid-answer"):
+            await client.post_json({"n": 1})
+    finally:
+        await _stop(server, client)
+    assert len(connections) == 1  # not posted again: Nova may have acted on it

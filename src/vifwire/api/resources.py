@@ -37,8 +37,23 @@ async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
+# Neutron's own limit: oslo.middleware's max_request_body_size default. It keeps
+# a client from making the server hold an arbitrarily large body in memory.
+MAX_BODY_BYTES = 114688
+
+
 async def json_body(request: Request) -> Any:
-    raw = await request.body()
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise faults.RequestTooLarge(MAX_BODY_BYTES)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():  # also bounds a chunked body with no length
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise faults.RequestTooLarge(MAX_BODY_BYTES)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw:
         raise faults.BadRequest("Resource body required")
     try:

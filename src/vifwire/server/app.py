@@ -81,8 +81,9 @@ def create_app(settings: Settings, bus: Bus, tracer: Tracer,
     # two apps built at once on two threads (two server instances in one process,
     # as the tests run them) raced in there and got spurious pydantic warnings.
     with _BUILD_LOCK:
-        app = FastAPI(title="vifwire", default_response_class=JSONResponse, lifespan=lifespan,
-                      docs_url=None, redoc_url=None, openapi_url="/openapi.json")
+        app = dispatch.DispatchingFastAPI(
+            title="vifwire", default_response_class=JSONResponse, lifespan=lifespan,
+            docs_url=None, redoc_url=None, openapi_url="/openapi.json")
         errors.install(app)
         openapi.install(app)
         app.include_router(meta.router)
@@ -92,6 +93,6 @@ def create_app(settings: Settings, bus: Bus, tracer: Tracer,
             app.include_router(resources.router_for(resource, resource_handlers))
         for router in tags.ROUTERS:
             app.include_router(router)
-        # Outermost of our middleware: the collection routes skip FastAPI's routing.
-        app.add_middleware(dispatch.ResourceDispatch, table=dispatch.route_table(handlers))
+        # The collection routes skip FastAPI's middleware and routing.
+        app.route_table = dispatch.route_table(handlers)
     return app

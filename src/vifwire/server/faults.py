@@ -46,6 +46,15 @@ class InvalidIpForNetwork(BadRequest):
                          "specified network.")
 
 
+class RequestTooLarge(ServerFault):
+    status = 413
+    type = "HTTPRequestEntityTooLarge"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__("Request is too large.",
+                         f"The request body is limited to {limit} bytes.")
+
+
 class NotFound(ServerFault):
     status = 404
     type = "HTTPNotFound"

@@ -22,8 +22,9 @@ What happens to the events depends on Nova's answer:
 Rows leave the outbox only after such an answer for them, so no event is lost,
 and a batch Nova refused as a whole was acted on by no one, so posting its
 halves sends no event twice. Events that arrive while a post is in flight go in
-the next post. There is no batching delay: the first event after an idle
-period is posted at once. Settled rows are deleted in one transaction once no
+the next post; a post carries at most MAX_EVENTS_PER_POST events, so a backlog
+stays under Nova's request size limit. There is no batching delay: the first
+event after an idle period is posted at once. Settled rows are deleted in one transaction once no
 event came for SETTLE_IDLE_S (or every DELETE_BATCH events under a steady
 stream), and at stop; only a crash in that short window can make the next
 start post an accepted event again.
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from datetime import datetime, timedelta
@@ -58,6 +60,10 @@ EVENTS_PATH = "/os-server-external-events"
 ACCEPTED_STATUSES = frozenset({200, 207, 404})  # Nova took the post
 REFUSED_STATUSES = frozenset({400, 422})  # Nova refused the whole body
 DELETE_BATCH = 256
+# Nova, like Neutron, refuses bodies over oslo.middleware's max_request_body_size
+# (114688 bytes by default) with a 413. An event is ~150 bytes in JSON, so a
+# backlog (Nova down during a storm) goes out in posts of this many events.
+MAX_EVENTS_PER_POST = 200
 SETTLE_IDLE_S = 0.05
 ORPHAN_CHECK_S = 10.0
 
@@ -184,8 +190,13 @@ class NovaNotifier:
             # but not yet deleted are not posted again.
             settled = set(self._settled)
             self._queue = {**{e.key: e for e in stored if e.key not in settled}, **self._queue}
-        rows = list(self._queue.values())
-        return await self._deliver(rows) if rows else True
+        rows = list(itertools.islice(self._queue.values(), MAX_EVENTS_PER_POST))
+        if not rows:
+            return True
+        delivered = await self._deliver(rows)
+        if delivered and self._queue:
+            self._wakeup.set()  # more than one post's worth was queued: the next, at once
+        return delivered
 
     async def _deliver(self, rows: list[outbox.Event]) -> bool:
         """Post `rows`; True once every one left the outbox, False to retry the rest later."""
