@@ -11,7 +11,11 @@ import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-DEFAULT_RUN_DIR = Path(os.environ.get("VIFWIRE_RUN_DIR", "/var/run/vifwire"))
+STANDARD_RUN_DIR = Path("/var/run/vifwire")
+DEFAULT_RUN_DIR = Path(os.environ.get("VIFWIRE_RUN_DIR", STANDARD_RUN_DIR))
+# The embedded database must outlive a reboot, and /var/run is a tmpfs on Debian.
+DEFAULT_STATE_DIR = Path("/var/lib/vifwire")
+DATABASE_FILE = "vifwire.sqlite"
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,12 @@ class OvsSettings:
 class Settings:
     run_dir: Path = DEFAULT_RUN_DIR
     host: str = field(default_factory=socket.gethostname)
-    # SQLAlchemy URL; the embedded default is a SQLite file in the run dir.
+    # SQLAlchemy URL; the embedded default is a SQLite file in the state dir.
     database_url: str = ""
+    # Where what must outlive a reboot (the embedded database) lives. Unset: the
+    # standard run dir keeps its state in DEFAULT_STATE_DIR, and any other run dir
+    # (tests, benches, a second stack) keeps everything in itself.
+    state_dir: Path | None = None
     # "local" (in-process) or an amqp:// URL for RabbitMQ.
     bus_url: str = "local"
     api_host: str = "127.0.0.1"
@@ -64,8 +72,14 @@ class Settings:
         return OvsSettings(run_dir=self.run_dir / "ovs")
 
     @property
+    def effective_state_dir(self) -> Path:
+        if self.state_dir is not None:
+            return self.state_dir
+        return DEFAULT_STATE_DIR if self.run_dir == STANDARD_RUN_DIR else self.run_dir
+
+    @property
     def effective_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.run_dir / 'vifwire.sqlite'}"
+        return self.database_url or f"sqlite:///{self.effective_state_dir / DATABASE_FILE}"
 
     @property
     def api_url(self) -> str:

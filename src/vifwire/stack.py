@@ -25,6 +25,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -37,7 +38,7 @@ from fastapi import FastAPI
 from vifwire.api.http_protocol import server_config
 from vifwire.bus import Bus, make_bus
 from vifwire.profile.sql import SqlProbe, install_sql_probe
-from vifwire.settings import Settings
+from vifwire.settings import DATABASE_FILE, Settings
 from vifwire.trace import Tracer
 
 TRACE_ROUTE = "/_vifwire/trace"
@@ -98,16 +99,25 @@ class AgentThread:
         self.loop.close()
 
     async def start(self) -> None:
+        """Start the agent; if it cannot start (it let go of OVSDB), its thread ends too."""
         self._thread.start()
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.agent.start(), self.loop))
+        try:
+            await asyncio.wrap_future(
+                asyncio.run_coroutine_threadsafe(self.agent.start(), self.loop))
+        except BaseException:
+            await self._end_thread()
+            raise
+
+    async def _end_thread(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        await asyncio.to_thread(self._thread.join, 10)
 
     async def stop(self) -> None:
         try:
             await asyncio.wrap_future(
                 asyncio.run_coroutine_threadsafe(self.agent.stop(), self.loop))
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            await asyncio.to_thread(self._thread.join, 10)
+            await self._end_thread()
 
 
 def run_forever(settings: Settings) -> None:
@@ -138,42 +148,61 @@ async def run_stack(settings: Settings, stop: asyncio.Event | None = None) -> No
             loop.add_signal_handler(signum, stop.set)
 
     check_nova_url(settings.nova_url)
+    adopt_database_from_run_dir(settings)
     check_database(settings.effective_database_url)
     bus = make_bus(settings.bus_url)
     await bus.start()
     server_tracer = Tracer("server", settings.trace_dir)
     agent_tracer = Tracer("agent", settings.trace_dir)
-    app = create_app(settings, bus, server_tracer)
     probes: list[SqlProbe] = []
-    add_trace_route(app, (server_tracer, agent_tracer), probes)
-    server = _Server(server_config(app, settings.api_host, settings.api_port))
-    serving = asyncio.create_task(server.serve(), name="stack:api")
     agent = None
     try:
-        while not server.started:
-            if serving.done():
-                serving.result()  # re-raise why it could not start
-                raise RuntimeError("the API server stopped while starting")
-            await asyncio.sleep(0.01)
-        probes.append(install_sql_probe(app.state.services.context.engine))
-        agent = AgentThread(settings, bus, agent_tracer)
-        await agent.start()
-        log.info("vifwire stack ready on %s (host %s)", settings.api_url, settings.host)
-        stop_wait = asyncio.create_task(stop.wait(), name="stack:stop")
-        await asyncio.wait({serving, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-        stop_wait.cancel()
+        app = create_app(settings, bus, server_tracer)
+        add_trace_route(app, (server_tracer, agent_tracer), probes)
+        server = _Server(server_config(app, settings.api_host, settings.api_port))
+        serving = asyncio.create_task(server.serve(), name="stack:api")
+        try:
+            while not server.started:
+                if serving.done():
+                    serving.result()  # re-raise why it could not start
+                    raise RuntimeError("the API server stopped while starting")
+                await asyncio.sleep(0.01)
+            probes.append(install_sql_probe(app.state.services.context.engine))
+            starting = AgentThread(settings, bus, agent_tracer)
+            await starting.start()  # a failed start cleans up after itself
+            agent = starting
+            log.info("vifwire stack ready on %s (host %s)", settings.api_url, settings.host)
+            stop_wait = asyncio.create_task(stop.wait(), name="stack:stop")
+            await asyncio.wait({serving, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+        finally:
+            if agent is not None:
+                await agent.stop()
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await serving
     finally:
-        if agent is not None:
-            await agent.stop()
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await serving
         await bus.stop()
         server_tracer.flush()
         agent_tracer.flush()
         if settings.trace_dir is not None:
             for probe in probes:
                 probe.write(settings.trace_dir / f"sql-server-{os.getpid()}.json")
+
+
+def adopt_database_from_run_dir(settings: Settings) -> None:
+    """Earlier versions kept the embedded database in the run dir, which is a tmpfs
+    on Debian; move one found there to the state dir, where it survives a reboot."""
+    if settings.database_url or settings.effective_state_dir == settings.run_dir:
+        return
+    old, new = settings.run_dir / DATABASE_FILE, settings.effective_state_dir / DATABASE_FILE
+    if not old.exists() or new.exists():
+        return
+    new.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("-wal", "-shm", ""):  # the main file last: it is what marks "moved"
+        if (source := old.with_name(old.name + suffix)).exists():
+            shutil.move(source, new.with_name(new.name + suffix))
+    log.warning("moved the embedded database from %s to %s", old, new)
 
 
 def add_trace_route(app: FastAPI, tracers: tuple[Tracer, ...], probes: list[SqlProbe]) -> None:

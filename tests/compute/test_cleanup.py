@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from vifwire.compute.plug import OvsPlugger
 from vifwire.compute.state import RUNNING, RunState, clean_leftovers, load_states
-from vifwire.compute.vm import Vm, VmSpec, list_namespaces
+from vifwire.compute.vm import Vm, VmSpec, delete_sync, list_namespaces
 from vifwire.ovs.runtime import OvsRuntime
 
 pytestmark = pytest.mark.ovs
@@ -92,3 +95,40 @@ async def test_state_writes_are_coalesced(tmp_path: Path) -> None:
     await state.commit()
     assert RunState.load(state.path).ports == [f"p{i}" for i in range(50)]
     await state.commit()  # nothing pending: returns at once
+
+
+class SlowFirstStepExecutor(ThreadPoolExecutor):
+    """Netlink workers whose first step starts late, as on a busy host."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+        self.first = True
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        delay, self.first = (0.3 if self.first else 0.0), False
+
+        def late() -> Any:
+            time.sleep(delay)
+            return fn(*args, **kwargs)
+        return super().submit(late)
+
+
+async def test_a_vm_whose_creation_is_cancelled_is_still_deleted_whole(
+        short_id: str, host_netns: str) -> None:
+    """Ctrl-C during a storm: the creating thread cannot be stopped, so the cancel
+    waits for it; a teardown right after must then find and remove the namespace."""
+    spec = VmSpec(str(uuid.uuid4()), "fa:16:3e:00:00:99", "10.78.0.9", 24,
+                  ns_prefix=f"vwx{short_id}-", host_netns=host_netns)
+    with SlowFirstStepExecutor() as executor:
+        vm = Vm(spec, executor)
+        creating = asyncio.create_task(vm.create())
+        await asyncio.sleep(0.05)  # the thread is on its way
+        creating.cancel()
+        try:
+            with pytest.raises(asyncio.CancelledError):
+                await creating
+            await vm.delete()
+            await asyncio.sleep(0.4)  # time for a creation that outlived its task
+            assert await asyncio.to_thread(list_namespaces, spec.ns_prefix) == []
+        finally:
+            await asyncio.to_thread(delete_sync, spec.namespace, spec.tap, host_netns)

@@ -101,12 +101,12 @@ class OvsAgent:
                 raise AgentError("no initial snapshot from OVSDB") from exc
             await self._bridge.install_dead_vlan_drop()
             await self._bridge.clear_drop_flows()
-        except BaseException:
+            self._vlans.hint(_recovered_vlans(p.vif for p in self._ports.values()))
+            await self._bus.serve(agent_topic(self.host), _Endpoint(self))
+        except BaseException:  # e.g. the bus is unreachable: let go of OVSDB too
             self._running = False
             await self._bridge.close()
             raise
-        self._vlans.hint(_recovered_vlans(p.vif for p in self._ports.values()))
-        await self._bus.serve(agent_topic(self.host), _Endpoint(self))
         self._reporter.start()
         self._tasks.append(spawn(self._heartbeat(), name="agent:heartbeat"))
         if not await self._sync():

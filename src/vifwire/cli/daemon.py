@@ -62,6 +62,8 @@ def stack_args(settings: Settings) -> list[str]:
             "--bus-url", settings.bus_url]
     if settings.database_url:
         args += ["--database-url", settings.database_url]
+    if settings.state_dir is not None:
+        args += ["--state-dir", str(settings.state_dir)]
     if settings.trace_dir is not None:
         args += ["--trace-dir", str(settings.trace_dir)]
     if settings.ovs_netns:

@@ -25,21 +25,25 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(stderr=True)
 
 RunDir = Annotated[Path, typer.Option("--run-dir", envvar="VIFWIRE_RUN_DIR",
-                                      help="Where OVS, the database and logs live.")]
+                                      help="Where OVS, sockets and logs live.")]
 
 
 @app.callback()
 def main(
     ctx: typer.Context,
     run_dir: RunDir = DEFAULT_RUN_DIR,
+    state_dir: Annotated[Path | None, typer.Option(
+        envvar="VIFWIRE_STATE_DIR",
+        help="Where the embedded database lives (it must survive reboots). "
+             "Default: /var/lib/vifwire, or the run dir when --run-dir is given.")] = None,
     host: Annotated[str, typer.Option(envvar="VIFWIRE_HOST", help="This compute host's name.")]
     = "",
     api_port: Annotated[int, typer.Option(envvar="VIFWIRE_API_PORT")] = 9696,
     nova_url: Annotated[str, typer.Option(envvar="VIFWIRE_NOVA_URL",
                                           help="Nova API base for external events.")]
     = "http://127.0.0.1:8774/v2.1",
-    database_url: Annotated[str, typer.Option(envvar="VIFWIRE_DATABASE_URL",
-                                              help="SQLAlchemy URL; default SQLite in run dir.")]
+    database_url: Annotated[str, typer.Option(
+        envvar="VIFWIRE_DATABASE_URL", help="SQLAlchemy URL; default SQLite in the state dir.")]
     = "",
     bus_url: Annotated[str, typer.Option(envvar="VIFWIRE_BUS_URL")] = "local",
     trace_dir: Annotated[Path | None, typer.Option(envvar="VIFWIRE_TRACE_DIR")] = None,
@@ -54,9 +58,10 @@ def main(
         # Libraries log what we already report as one clear line.
         for noisy in ("ovsdbapp", "ovs", "pyroute2", "httpx"):
             logging.getLogger(noisy).setLevel(logging.CRITICAL)
-    settings = Settings(run_dir=run_dir, api_port=api_port, nova_url=nova_url.rstrip("/"),
-                        database_url=database_url, bus_url=bus_url, trace_dir=trace_dir,
-                        cprofile_dir=cprofile_dir, ovs_netns=ovs_netns)
+    settings = Settings(run_dir=run_dir, state_dir=state_dir, api_port=api_port,
+                        nova_url=nova_url.rstrip("/"), database_url=database_url,
+                        bus_url=bus_url, trace_dir=trace_dir, cprofile_dir=cprofile_dir,
+                        ovs_netns=ovs_netns)
     ctx.obj = settings.with_(host=host) if host else settings
 
 

@@ -106,7 +106,19 @@ class Vm:
         return self.spec.tap
 
     async def _in_thread(self, func: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+        """Run a netlink step in a thread, and let it finish even if we are cancelled.
+
+        A thread cannot be stopped: cancelling only the wait would let a teardown
+        delete the VM while its creation carries on, leaving a namespace behind
+        that nothing records any more.
+        """
+        step = asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+        try:
+            return await asyncio.shield(step)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await step
+            raise
 
     async def create(self) -> None:
         await self._in_thread(create_sync, self.spec)

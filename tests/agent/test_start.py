@@ -1,0 +1,39 @@
+"""An agent that cannot start lets go of what it took (real OVS, real LocalBus)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from vifwire.agent.service import OvsAgent
+from vifwire.bus.local import LocalBus
+from vifwire.ovs.runtime import OvsRuntime
+from vifwire.settings import Settings
+from vifwire.trace import Tracer
+
+
+class UnreachableBus(LocalBus):
+    """As a broker that is down would: the agent cannot listen on its topic."""
+
+    async def serve(self, topic: str, endpoint: Any) -> None:
+        raise ConnectionError(f"cannot listen on {topic}: broker unreachable")
+
+
+async def test_a_bus_that_cannot_serve_fails_the_start_and_releases_ovsdb(
+        settings: Settings, ovs: OvsRuntime) -> None:
+    bus = UnreachableBus()
+    await bus.start()
+    threads_before = set(threading.enumerate())
+    agent = OvsAgent(settings, bus, Tracer("agent", None), ovs=ovs.settings)
+    try:
+        with pytest.raises(ConnectionError, match="broker unreachable"):
+            await agent.start()
+        assert agent._bridge._api is None  # the OVSDB connection is closed
+        new = [t.name for t in threading.enumerate()
+               if t not in threads_before and not t.name.startswith("asyncio_")]
+        assert new == []  # its IDL thread is gone (the loop's executor may stay)
+    finally:
+        await agent.stop()
+        await bus.stop()
