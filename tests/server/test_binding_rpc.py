@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from vifwire.bus.base import agent_topic
+from vifwire.profile.sql import install_sql_probe
 from vifwire.trace import Stage
 
 from .helpers import HOST, FakeAgent, Stack
@@ -179,3 +180,37 @@ async def test_admin_down_or_deleted_agent_stops_binding_at_once(stack: Stack) -
     assert (await stack.client.delete(f"/v2.0/agents/{agent_id}")).status_code == 204
     gone = await _port(stack, net_id, **{"binding:host_id": HOST})
     assert gone["binding:vif_type"] == "binding_failed"
+
+
+async def test_full_sync_answers_every_port_in_statements_that_do_not_grow_with_ports(
+        stack: Stack, agent: FakeAgent) -> None:
+    """An agent's start asks for every port of its host: each with its own network's
+    segment and its own addresses, and not two queries per port."""
+    await stack.register_agent()
+    nets = [await _network(stack) for _ in range(2)]
+    made: list[dict[str, Any]] = []
+
+    async def statements_for_sync() -> tuple[int, list[dict[str, Any]]]:
+        probe = install_sql_probe(stack.app.state.services.context.engine)
+        try:
+            listed = await stack.rpc("get_host_ports", host=HOST)
+            return probe.snapshot()["statements"], listed
+        finally:
+            probe.remove()
+
+    counts = []
+    for batch in range(2):
+        for i in range(3 if batch == 0 else 12):
+            net_id, sub_id = nets[i % 2]
+            ips = [{"subnet_id": sub_id}] * (1 + i % 2)  # some ports with two addresses
+            made.append(await _port(stack, net_id, fixed_ips=ips,
+                                    **{"binding:host_id": HOST}))
+        count, listed = await statements_for_sync()
+        counts.append(count)
+        by_id = {p["port_id"]: p for p in listed}
+        assert set(by_id) == {p["id"] for p in made}
+        for port in made:
+            one = await stack.rpc("get_port_details", host=HOST, port_id=port["id"])
+            assert by_id[port["id"]] == one
+            assert by_id[port["id"]]["fixed_ips"] == port["fixed_ips"]
+    assert counts[0] == counts[1], counts  # 3 ports or 15, the same statements
