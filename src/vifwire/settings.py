@@ -75,7 +75,9 @@ class Settings:
     def effective_state_dir(self) -> Path:
         if self.state_dir is not None:
             return self.state_dir
-        return DEFAULT_STATE_DIR if self.run_dir == STANDARD_RUN_DIR else self.run_dir
+        # Resolved: /var/run is /run on Debian, and systemd hands out /run/vifwire.
+        standard = self.run_dir.resolve() == STANDARD_RUN_DIR.resolve()
+        return DEFAULT_STATE_DIR if standard else self.run_dir
 
     @property
     def effective_database_url(self) -> str:

@@ -199,9 +199,24 @@ def adopt_database_from_run_dir(settings: Settings) -> None:
     if not old.exists() or new.exists():
         return
     new.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in ("-wal", "-shm", ""):  # the main file last: it is what marks "moved"
-        if (source := old.with_name(old.name + suffix)).exists():
-            shutil.move(source, new.with_name(new.name + suffix))
+    # Across filesystems (tmpfs to disk) a move is a copy: each file is copied
+    # under a temporary name, synced and renamed, the main file last, since it
+    # is what marks the move done. A crash midway leaves the old files whole,
+    # and the next start moves them again.
+    moved = []
+    for suffix in ("-wal", "-shm", ""):
+        source = old.with_name(old.name + suffix)
+        if not source.exists():
+            continue
+        target = new.with_name(new.name + suffix)
+        partial = target.with_name(target.name + ".moving")
+        shutil.copy2(source, partial)
+        with partial.open("rb+") as copied:
+            os.fsync(copied.fileno())
+        partial.replace(target)
+        moved.append(source)
+    for source in moved:
+        source.unlink()
     log.warning("moved the embedded database from %s to %s", old, new)
 
 

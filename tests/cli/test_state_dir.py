@@ -14,6 +14,13 @@ def test_the_standard_run_dir_keeps_its_database_in_the_state_dir() -> None:
     assert Path("/var/lib/vifwire") == DEFAULT_STATE_DIR  # not a tmpfs, unlike /var/run
 
 
+def test_the_standard_run_dir_is_recognised_by_another_name() -> None:
+    """On Debian /var/run is /run, and systemd's RuntimeDirectory gives /run/vifwire."""
+    if Path("/var/run").resolve() != Path("/run"):
+        return  # not such a system: nothing to check
+    assert Settings(run_dir=Path("/run/vifwire")).effective_state_dir == DEFAULT_STATE_DIR
+
+
 def test_another_run_dir_keeps_everything_in_itself(tmp_path: Path) -> None:
     assert Settings(run_dir=tmp_path).effective_database_url == \
         f"sqlite:///{tmp_path}/vifwire.sqlite"

@@ -61,9 +61,14 @@ def nova() -> Iterator[FakeNova]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.loads(raw)
             bad = [e for e in body["events"] if e["server_uuid"] in fake.bad_servers]
-            if bad:  # Nova validates the whole body: one bad event refuses it all
+            if fake.max_body and len(raw) > fake.max_body:  # oslo's sizelimit, before all
+                status = 413
+                fake.too_large += 1
+                answer = json.dumps({"error": "Request is too large."})
+            elif bad:  # Nova validates the whole body: one bad event refuses it all
                 status = 400
                 fake.refused.append(body["events"])
                 answer = json.dumps({"badRequest": {"code": 400, "message": (

@@ -34,6 +34,8 @@ class FakeNova:
     posted: threading.Event = field(default_factory=threading.Event)
     bad_servers: set[str] = field(default_factory=set)
     refused: list[list[dict[str, Any]]] = field(default_factory=list)  # answered 400
+    max_body: int = 0  # bytes; a larger post is answered 413 (0: no limit)
+    too_large: int = 0  # posts answered 413
 
     @property
     def events(self) -> list[dict[str, Any]]:

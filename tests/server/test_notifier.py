@@ -342,3 +342,17 @@ async def test_rows_another_process_left_behind_are_sent_when_idle(
         await notifier.stop()
         release_connections(engine)
         engine.dispose()
+
+
+async def test_a_post_nova_finds_too_large_is_split_until_it_fits(
+        stack: Stack, agent: FakeAgent, nova: FakeNova) -> None:
+    """Nova's request size limit may be smaller than ours: 413 splits the batch."""
+    nova.max_body = 400  # about two events
+    nova.statuses = [500]  # the events pile up into one post behind a retry
+    ports = await _bound_compute_ports(stack, [f"vm-{i}" for i in range(6)])
+    await asyncio.gather(*(stack.rpc("ports_up", host=HOST, port_ids=[p["id"]])
+                           for p in ports))
+    await _wait_for(lambda: len(nova.events) >= 6)
+    await asyncio.sleep(0.2)
+    assert nova.too_large > 0
+    assert sorted(e["tag"] for e in nova.events) == sorted(p["id"] for p in ports)

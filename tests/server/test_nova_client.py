@@ -302,3 +302,46 @@ async def test_a_connection_cut_mid_answer_is_an_error_not_a_repost() -> None:
     finally:
         await _stop(server, client)
     assert len(connections) == 1  # not posted again: Nova may have acted on it
+
+
+async def test_interim_answers_are_skipped_and_a_protocol_switch_is_an_error() -> None:
+    final = RESPONSE % (2, b"", b"{}")
+    server, connections = await _raw_server([
+        (b"HTTP/1.1 100 Continue\r\n\r\n" + final, False),
+        (b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n" + final, False),
+        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
+         False)])
+    client = NovaClient(f"{_base(server, 'http')}/x")
+    try:
+        assert await client.post_json({"n": 1}) == (200, b"{}")
+        assert await client.post_json({"n": 2}) == (200, b"{}")
+        with pytest.raises(NovaUnreachable, match="switched protocols"):
+            await client.post_json({"n": 3})
+    finally:
+        await _stop(server, client)
+    assert len(connections) == 1
+
+
+async def test_an_abandoned_post_never_lends_its_answer_to_the_next() -> None:
+    """A post cancelled (or timed out) while Nova works on it: its late answer must not
+    be read as the next post's."""
+    answered: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (body := await read_post(reader)) is not None:
+            await asyncio.sleep(0.2 if not answered else 0)  # slow on the first post
+            answered.append(body)
+            writer.write(RESPONSE % (len(body), b"", body))
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    client = NovaClient(f"{_base(server, 'http')}/x")
+    try:
+        first = asyncio.create_task(client.post_json({"post": 1}))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert await client.post_json({"post": 2}) == (200, b'{"post":2}')
+    finally:
+        await _stop(server, client)

@@ -35,7 +35,8 @@ def main(
     state_dir: Annotated[Path | None, typer.Option(
         envvar="VIFWIRE_STATE_DIR",
         help="Where the embedded database lives (it must survive reboots). "
-             "Default: /var/lib/vifwire, or the run dir when --run-dir is given.")] = None,
+             "Default: /var/lib/vifwire, or the run dir when another --run-dir is given.")]
+    = None,
     host: Annotated[str, typer.Option(envvar="VIFWIRE_HOST", help="This compute host's name.")]
     = "",
     api_port: Annotated[int, typer.Option(envvar="VIFWIRE_API_PORT")] = 9696,

@@ -116,8 +116,9 @@ class Vm:
         try:
             return await asyncio.shield(step)
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await step
+            while not step.done():  # a second cancel must not orphan the thread either
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({step})
             raise
 
     async def create(self) -> None:

@@ -12,10 +12,11 @@ What happens to the events depends on Nova's answer:
 
 * 200, 207 or 404: Nova took the post (per-event codes, logged when not 200,
   say which events found no server); the rows are deleted.
-* 400 or 422: Nova validates the whole body and acts on none of it when one
-  event is bad. A batch of several events is bisected and each half posted
-  again, so the good events are delivered and only an event Nova refuses on its
-  own is dropped (logged with Nova's reason): retrying it could never succeed.
+* 400, 413 or 422: Nova validates the whole body (and its size) and acts on
+  none of it when one event is bad or the body is too large. A batch of several
+  events is bisected and each half posted again, so the good events are
+  delivered and only an event Nova refuses on its own is dropped (logged with
+  Nova's reason): retrying it could never succeed.
 * anything else, or no answer (Nova unreachable, a timeout): the rows are kept
   and retried with exponential backoff.
 
@@ -58,7 +59,8 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/os-server-external-events"
 ACCEPTED_STATUSES = frozenset({200, 207, 404})  # Nova took the post
-REFUSED_STATUSES = frozenset({400, 422})  # Nova refused the whole body
+# Nova refused the whole body, and acted on none of it; 413: too large.
+REFUSED_STATUSES = frozenset({400, 413, 422})
 DELETE_BATCH = 256
 # Nova, like Neutron, refuses bodies over oslo.middleware's max_request_body_size
 # (114688 bytes by default) with a 413. An event is ~150 bytes in JSON, so a

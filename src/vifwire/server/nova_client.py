@@ -117,6 +117,8 @@ class _Connection(asyncio.Protocol):
         self._received = True
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(NovaUnreachable("Nova switched protocols (101) instead of answering"))
         except httptools.HttpParserError as exc:
             self._fail(NovaUnreachable(f"Nova's answer is not HTTP: {exc}"))
 
@@ -128,7 +130,8 @@ class _Connection(asyncio.Protocol):
             self.closed.set_result(None)
         if self._answer is None or self._answer.done():
             return
-        if self._headers_done and not self._framed:  # HTTP/1.0 style: the close ends it
+        if self._headers_done and not self._framed and exc is None:
+            # HTTP/1.0 style: a clean close ends the body (a reset cuts it).
             self.keep_alive = False
             self._answer.set_result((self._parser.get_status_code(), bytes(self._body)))
         else:
@@ -137,8 +140,10 @@ class _Connection(asyncio.Protocol):
                 else _StaleConnection())
 
     # httptools callbacks
-    def on_header(self, name: bytes, _value: bytes) -> None:
-        if name.lower() in (b"content-length", b"transfer-encoding"):
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-length" or (
+                name == b"transfer-encoding" and value.strip().lower() != b"identity"):
             self._framed = True
 
     def on_headers_complete(self) -> None:
@@ -148,6 +153,11 @@ class _Connection(asyncio.Protocol):
         self._body += body
 
     def on_message_complete(self) -> None:
+        if 100 <= self._parser.get_status_code() < 200:
+            # An interim answer (100 Continue, 103 Early Hints): the final one follows.
+            self._body.clear()
+            self._headers_done = self._framed = False
+            return
         self.keep_alive = self._parser.should_keep_alive()
         if self._answer is not None and not self._answer.done():
             self._answer.set_result((self._parser.get_status_code(), bytes(self._body)))
@@ -194,7 +204,7 @@ class NovaClient:
     async def post_json(self, body: object) -> tuple[int, bytes]:
         payload = orjson.dumps(body)
         request = b"%s%d\r\n\r\n%s" % (self._head, len(payload), payload)
-        reused = self._connection is not None
+        reused = self._connection is not None and not self._connection.closed.done()
         try:
             return await self._exchange(request)
         except _StaleConnection:
@@ -218,11 +228,17 @@ class NovaClient:
             raise
 
     async def _exchange(self, request: bytes) -> tuple[int, bytes]:
-        async with asyncio.timeout(self._timeout):
-            connection = self._connection
-            if connection is None or connection.closed.done():
-                connection = self._connection = await self._connect()
-            answer = await connection.exchange(request)
+        try:
+            async with asyncio.timeout(self._timeout):
+                connection = self._connection
+                if connection is None or connection.closed.done():
+                    connection = self._connection = await self._connect()
+                answer = await connection.exchange(request)
+        except BaseException:
+            # Timed out, cancelled or broken: an answer may still come on this
+            # connection, and must never be read as the next post's.
+            self._abandon()
+            raise
         if not connection.keep_alive:
             await self.close()  # so the next post starts on a fresh connection
         return answer
@@ -242,6 +258,11 @@ class NovaClient:
         # uvloop may call connection_made only after create_connection returned.
         connection.transport = transport
         return connection
+
+    def _abandon(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and connection.transport is not None:
+            connection.transport.abort()
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
