@@ -204,28 +204,17 @@ class NovaClient:
     async def post_json(self, body: object) -> tuple[int, bytes]:
         payload = orjson.dumps(body)
         request = b"%s%d\r\n\r\n%s" % (self._head, len(payload), payload)
+        # A kept-alive connection Nova closed while idle earns one fresh try.
         reused = self._connection is not None and not self._connection.closed.done()
-        try:
-            return await self._exchange(request)
-        except _StaleConnection:
-            await self.close()
-            if not reused:
-                raise NovaUnreachable("the connection closed before Nova answered") from None
-        except (OSError, TimeoutError) as exc:
-            await self.close()
-            raise NovaUnreachable(f"{type(exc).__name__}: {exc}") from exc
-        except NovaUnreachable:
-            await self.close()
-            raise
-        # The server had closed the idle connection: one fresh try.
-        try:
-            return await self._exchange(request)
-        except (_StaleConnection, OSError, TimeoutError) as exc:
-            await self.close()
-            raise NovaUnreachable(f"{type(exc).__name__}: {exc}") from exc
-        except NovaUnreachable:
-            await self.close()
-            raise
+        for last in ((False, True) if reused else (True,)):
+            try:
+                return await self._exchange(request)  # drops the connection on any failure
+            except _StaleConnection:
+                if last:
+                    raise NovaUnreachable("the connection closed before Nova answered") from None
+            except (OSError, TimeoutError) as exc:
+                raise NovaUnreachable(f"{type(exc).__name__}: {exc}") from exc
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _exchange(self, request: bytes) -> tuple[int, bytes]:
         try:
