@@ -57,24 +57,30 @@ async def test_crashed_run_is_cleaned_live_run_is_kept(
     live.add(namespace=running.namespace, tap=running.tap)
     await dead.commit()
     await live.commit()
+    # Someone else's VM: same prefix, listed by no state file of this run dir.
+    foreign = f"{prefix}foreign"
+    await asyncio.to_thread(subprocess.run, ["ip", "netns", "add", foreign], check=True)
     try:
-        report = await clean_leftovers(tmp_path, plugger, None, prefix)
+        report = await clean_leftovers(tmp_path, plugger, None)
         assert report.namespaces == [crashed.namespace]
         assert report.interfaces == [crashed.tap]
         assert report.runs == [dead.run_id]
-        assert await asyncio.to_thread(list_namespaces, prefix) == [running.namespace]
+        assert await asyncio.to_thread(list_namespaces, prefix) == sorted(
+            [running.namespace, foreign])
         assert await plugger.run_interfaces() == {running.tap: live.run_id}
         assert [s.run_id for s in load_states(tmp_path)] == [live.run_id]
         # Once that run is over (kept, or its process gone), the next cleanup takes it.
         live.status = "kept"
         live.save()
-        report = await clean_leftovers(tmp_path, plugger, None, prefix)
+        report = await clean_leftovers(tmp_path, plugger, None)
         assert report.namespaces == [running.namespace]
+        assert await asyncio.to_thread(list_namespaces, prefix) == [foreign]
         assert await plugger.run_interfaces() == {}
         assert load_states(tmp_path) == []
     finally:
         for vm in (crashed, running):
             await vm.delete()
+        await asyncio.to_thread(subprocess.run, ["ip", "netns", "del", foreign], check=False)
 
 
 async def test_state_file_round_trip(tmp_path: Path) -> None:

@@ -9,9 +9,11 @@ so the file names each of them before it exists. A port is on disk within a
 loop turn of its creation; until then its name (`vifwire-<run id>-<i>`) says
 whose it is. If the process dies, the file names what it left behind.
 
-At the start of every storm `clean_leftovers` removes what earlier runs left:
-namespaces with the VM prefix, OVS interfaces tagged `vifwire-run`, and the
-Neutron ports and networks their state files list (404 counts as gone). A run
+At the start of every storm `clean_leftovers` removes what earlier runs of this
+run dir left: the namespaces, taps, Neutron ports and networks their state
+files list (404 counts as gone), and the interfaces of its own private switch
+tagged `vifwire-run`. It never deletes by name pattern: a `vwvm-*` namespace no
+state file of this run dir lists may be another stack's VM. A run
 whose process is still alive and still `running` is another storm in progress:
 its namespaces, interfaces and resources are left alone. A state file is
 removed only once everything it lists is gone.
@@ -32,7 +34,7 @@ import orjson
 from vifwire.compute.errors import NeutronClientError, OvsUnavailable, VmError
 from vifwire.compute.neutron import NeutronClient, delete_quietly
 from vifwire.compute.plug import OvsPlugger
-from vifwire.compute.vm import NS_PREFIX, delete_sync, delete_tap_sync, list_namespaces
+from vifwire.compute.vm import delete_sync, delete_tap_sync
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +173,8 @@ class CleanupReport:
         return not (self.namespaces or self.interfaces or self.ports or self.networks)
 
 
-async def clean_leftovers(run_dir: Path, plugger: OvsPlugger, neutron: NeutronClient | None,
-                          ns_prefix: str = NS_PREFIX) -> CleanupReport:
+async def clean_leftovers(run_dir: Path, plugger: OvsPlugger,
+                          neutron: NeutronClient | None) -> CleanupReport:
     """Remove what earlier, finished or dead runs left behind (see module docstring)."""
     report = CleanupReport()
     states = load_states(run_dir)
@@ -190,10 +192,9 @@ async def clean_leftovers(run_dir: Path, plugger: OvsPlugger, neutron: NeutronCl
         except OvsUnavailable as exc:
             report.errors.append(str(exc))
 
-    stale_ns = [n for n in await asyncio.to_thread(list_namespaces, ns_prefix)
-                if n not in protected_ns]
+    stale_ns: list[str] = []
     for state in dead:
-        stale_ns += [n for n in state.namespaces if n not in stale_ns]
+        stale_ns += [n for n in state.namespaces if n not in stale_ns and n not in protected_ns]
     for namespace in stale_ns:
         try:
             await asyncio.to_thread(delete_sync, namespace, None)

@@ -235,7 +235,7 @@ async def run_storm(config: StormConfig) -> StormResult:
         async with NeutronClient(config.neutron_url, config.token) as neutron, \
                 OvsPlugger(config.ovs, run_id, tracer) as plugger:
             t = time.monotonic()
-            cleaned = await clean_leftovers(config.run_dir, plugger, neutron, config.ns_prefix)
+            cleaned = await clean_leftovers(config.run_dir, plugger, neutron)
             phases["cleanup"] = time.monotonic() - t
             target = await find_target_network(neutron, config)
             state = RunState.new(config.run_dir, run_id, neutron_url=config.neutron_url,
