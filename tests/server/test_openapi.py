@@ -7,7 +7,6 @@ response to match the document's own schema.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -139,7 +138,7 @@ def test_fuzz(fuzz_server: LiveServer) -> None:
     checks = [not_a_server_error, response_schema_conformance, status_code_conformance,
               negative_data_rejection]
     session = requests.Session()
-    started, calls = time.monotonic(), []
+    calls: list[int] = []
     for operation in _operations(doc):
         net = session.post(fuzz_server.url + "/v2.0/networks",
                            json={"network": {"name": "fuzz"}}).json()["network"]
@@ -156,5 +155,4 @@ def test_fuzz(fuzz_server: LiveServer) -> None:
                 run()
             except hypothesis.errors.Unsatisfiable:
                 continue  # nothing negative to say about a route without inputs
-    assert time.monotonic() - started < 150
     assert len(calls) > 1000 and {200, 201, 204, 400, 404} <= set(calls), sorted(set(calls))
