@@ -21,7 +21,7 @@ from vifwire.api import attributes
 from vifwire.api.attributes import Attr, Schema
 from vifwire.api.listing import INT_RANGE, TAG_FILTERS
 from vifwire.api.resources import RESOURCES, Resource
-from vifwire.server.tags import MAX_TAG_LEN, TAGGABLE
+from vifwire.api.tags import MAX_TAG_LEN, TAGGABLE
 
 JSON = "application/json"
 ERROR_REF = {"$ref": "#/components/schemas/NeutronError"}

@@ -13,8 +13,6 @@ from vifwire.server.outbox import Event
 from vifwire.settings import Settings
 from vifwire.trace import Tracer
 
-DEFAULT_PROJECT_ID = "0f5d8ae5c1d44b6b9e0a3c0de2f1a001"
-
 
 @dataclass
 class Context:
