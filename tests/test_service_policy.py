@@ -21,7 +21,7 @@ def test_a_missing_service_skips_the_test_outside_ci(
 def test_a_missing_service_fails_the_test_in_ci(
         monkeypatch: pytest.MonkeyPatch, unavailable: Unavailable, value: str) -> None:
     monkeypatch.setenv("CI", value)
-    with pytest.raises(pytest.fail.Exception, match="MariaDB unavailable: refused.*CI is set"):
+    with pytest.raises(pytest.fail.Exception, match=r"MariaDB unavailable: refused.*CI is set"):
         unavailable("MariaDB", "refused")
 
 

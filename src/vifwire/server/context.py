@@ -1,4 +1,4 @@
-"""What every service needs, built once by the app's lifespan and passed down."""
+"""What every service needs, built once by `server.services.running` and passed down."""
 
 from __future__ import annotations
 
