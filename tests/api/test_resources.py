@@ -68,3 +68,13 @@ def test_the_api_loads_no_service_or_database_code() -> None:
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             check=True).stdout.strip()
     assert loaded == "['vifwire.server', 'vifwire.server.faults']"
+
+
+async def test_openapi_offers_if_match_only_where_it_is_honoured(stack: Stack) -> None:
+    paths = (await stack.client.get("/openapi.json")).json()["paths"]
+    for collection, honoured in (("networks", True), ("agents", False)):
+        item = paths[f"/v2.0/{collection}/{{item_id}}"]
+        for method in ("put", "delete"):
+            names = [p["name"] for p in item[method].get("parameters", [])]
+            assert ("If-Match" in names) is honoured, (collection, method)
+            assert ("412" in item[method]["responses"]) is honoured, (collection, method)
