@@ -158,10 +158,9 @@ def handlers_for(resource: Resource) -> Handlers:
         await svc.delete(check_id(item_id))
         return Response(status_code=204)
 
-    creator = resource.creator
-    if creator is None:
+    if resource.creator is None:
         return Handlers(list_, show, update, delete, None)
-    pick_creator = creator
+    pick_creator = resource.creator  # a local: the closure sees it as set
 
     async def create(request: Request) -> Response:
         body = await json_body(request)
