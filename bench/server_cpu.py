@@ -25,10 +25,10 @@ from typing import Any
 
 import orjson
 
+from vifwire.app import create_app
 from vifwire.bus.local import LocalBus
 from vifwire.profile.sql import install_sql_probe
 from vifwire.server.agents import OVS_AGENT_TYPE
-from vifwire.server.app import create_app
 from vifwire.settings import Settings
 from vifwire.trace import Tracer
 

@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "error: run as root (Open vSwitch daemons, network namespaces)" >&2; exit 1; fi
 scripts/install.sh test
 .venv/bin/ruff check src tests bench
+.venv/bin/lint-imports  # the import directions of ARCHITECTURE.md ([tool.importlinter])
 exec .venv/bin/pytest -q -p no:cacheprovider "$@"

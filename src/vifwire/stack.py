@@ -135,7 +135,7 @@ class _Server(uvicorn.Server):
 
 async def run_stack(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run server + agent until `stop` is set or SIGTERM/SIGINT arrives."""
-    from vifwire.server.app import create_app
+    from vifwire.app import create_app
     from vifwire.server.notifier import check_nova_url
 
     # The OVSDB IDL threads and the loop hand each port to one another several

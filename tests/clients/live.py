@@ -20,9 +20,9 @@ from typing import Any
 import uvicorn
 
 from vifwire.api.http_protocol import server_config
+from vifwire.app import create_app
 from vifwire.bus.base import SERVER_TOPIC
 from vifwire.bus.local import LocalBus
-from vifwire.server.app import create_app
 from vifwire.settings import Settings
 from vifwire.trace import NullTracer
 

@@ -23,7 +23,7 @@ from vifwire.ovs.runtime import OvsRuntime
 from vifwire.settings import Settings
 from vifwire.trace import Tracer
 
-app_module = pytest.importorskip("vifwire.server.app")
+app_module = pytest.importorskip("vifwire.app")
 agent_module = pytest.importorskip("vifwire.agent.service")
 from vifwire.bus.local import LocalBus  # noqa: E402
 

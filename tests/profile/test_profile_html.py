@@ -8,7 +8,9 @@ import struct
 import subprocess
 import tempfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from test_profile_report import make_profile_dir
@@ -84,8 +86,14 @@ def _pixels(png: bytes) -> tuple[int, int, int, bytes]:
     return width, height, bpp, bytes(out)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
-def test_chromium_renders_without_errors(report: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def chromium(unavailable: Callable[[str, object], NoReturn]) -> str:
+    if CHROMIUM is None:
+        unavailable("Chromium", "not installed (apt-get install chromium)")
+    return CHROMIUM
+
+
+def test_chromium_renders_without_errors(chromium: str, report: Path, tmp_path: Path) -> None:
     shot = tmp_path / "report.png"
     result = _chromium("--enable-logging=stderr", "--v=0", f"--screenshot={shot}",
                        "--window-size=1400,2000", report.as_uri())
@@ -105,8 +113,7 @@ def test_chromium_renders_without_errors(report: Path, tmp_path: Path) -> None:
     assert colourful > 200, "no coloured chart marks in the screenshot"
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
-def test_chromium_dom_has_the_charts(report: Path) -> None:
+def test_chromium_dom_has_the_charts(chromium: str, report: Path) -> None:
     dom = _chromium("--dump-dom", report.as_uri()).stdout
     assert 'data-ready="1"' in dom  # the inline script ran to its end
     assert dom.count("<svg") >= 10

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import orjson
 import pytest
@@ -114,14 +115,14 @@ def test_merge_snapshots_sums() -> None:
 
 
 @pytest.mark.postgres
-def test_postgres_counts_exactly() -> None:
+def test_postgres_counts_exactly(unavailable: Callable[[str, object], NoReturn]) -> None:
     engine = create_engine("postgresql+psycopg://root@127.0.0.1:5432/test",
                            connect_args={"connect_timeout": 2})
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql("DROP TABLE IF EXISTS probe_ports")
     except OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 not reachable: {exc}")
+        unavailable("PostgreSQL at 127.0.0.1:5432", exc)
     metadata.create_all(engine)
     try:
         probe = SqlProbe(engine)

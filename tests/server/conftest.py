@@ -1,7 +1,8 @@
 """Fixtures for the server tests: real SQLite and PostgreSQL, the real app, a fake Nova.
 
 PostgreSQL tests use one throwaway database per session (vifwire_t_<pid>), wiped
-before each test; they are skipped when 127.0.0.1:5432 is not reachable.
+before each test; when 127.0.0.1:5432 is not reachable they are skipped, or fail
+in CI (`unavailable`, tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -27,7 +28,7 @@ PG_ADMIN_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
 
 
 @pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
+def pg_url(unavailable: Callable[[str, object], NoReturn]) -> Iterator[str]:
     name = f"vifwire_t_{os.getpid()}"
     try:
         admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -35,7 +36,7 @@ def pg_url() -> Iterator[str]:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
+        unavailable("PostgreSQL", exc)
     yield f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -62,7 +62,8 @@ def engine(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Engine]
     try:
         metadata.create_all(engine)
     except Exception as exc:
-        pytest.skip(f"{request.param} unavailable: {exc}")
+        request.getfixturevalue("unavailable")(
+            "MariaDB" if request.param == "mysql" else request.param, exc)
     try:
         yield engine
     finally:

@@ -27,9 +27,9 @@ from sqlalchemy import create_engine, text
 
 from clients.live import LiveServer, live_server
 from vifwire.api import openapi
+from vifwire.app import create_app
 from vifwire.bus.local import LocalBus
 from vifwire.db.schema import metadata
-from vifwire.server.app import create_app
 from vifwire.settings import Settings
 from vifwire.trace import NullTracer
 

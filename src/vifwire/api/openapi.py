@@ -21,7 +21,7 @@ from vifwire.api import attributes
 from vifwire.api.attributes import Attr, Schema
 from vifwire.api.listing import INT_RANGE, TAG_FILTERS
 from vifwire.api.resources import RESOURCES, Resource
-from vifwire.server.tags import MAX_TAG_LEN, TAGGABLE
+from vifwire.api.tags import MAX_TAG_LEN, TAGGABLE
 
 JSON = "application/json"
 ERROR_REF = {"$ref": "#/components/schemas/NeutronError"}
@@ -147,6 +147,8 @@ def _resource_paths(resource: Resource) -> dict[str, Any]:
     many = {"type": "object", "required": [collection], "additionalProperties": False,
             "properties": {collection: {"type": "array", "items": _ref(resource)},
                            f"{collection}_links": LINKS}}
+    # If-Match (and its 412) only where the resource honours it.
+    if_match, constrained = ([IF_MATCH], (412,)) if resource.if_match else ([], ())
     base: dict[str, Any] = {"get": {
         "operationId": f"list_{collection}", "parameters": _list_params(resource),
         "responses": _responses({200: _ok(f"The {collection}", many)}, 404)}}
@@ -156,13 +158,13 @@ def _resource_paths(resource: Resource) -> dict[str, Any]:
                 "parameters": [_query("fields", {"type": "array",
                                                  "items": {"type": "string"}})],
                 "responses": _responses({200: _ok(f"The {member}", one)}, 404)},
-        "put": {"operationId": f"update_{member}", "parameters": [IF_MATCH],
+        "put": {"operationId": f"update_{member}", "parameters": if_match,
                 "requestBody": {"required": True, "content": {JSON: {"schema": _envelope(
                     member, _body(resource.spec, create=False))}}},
                 "responses": _responses({200: _ok(f"The updated {member}", one)},
-                                        404, 409, 412)},
-        "delete": {"operationId": f"delete_{member}", "parameters": [IF_MATCH],
-                   "responses": _responses({204: _ok("Deleted")}, 404, 409, 412)},
+                                        404, 409, *constrained)},
+        "delete": {"operationId": f"delete_{member}", "parameters": if_match,
+                   "responses": _responses({204: _ok("Deleted")}, 404, 409, *constrained)},
     }
     if resource.creatable:
         post_body = _body(resource.spec, create=True)

@@ -1,15 +1,15 @@
 """Generic Neutron collection routes: list, show, create (single and bulk), update, delete.
 
-A `Resource` names the collection, its attribute map and how to find its service
-on the app state; one factory builds the five routes for each. The services
-know nothing of tags, sorting or paging: this layer adds the tags of what it
-renders and applies `listing` (tag filters, sort, page, links) to what a
-service's `list` returned.
+A `Resource` names the collection, its attribute map, how to reach its service
+(a typed accessor into `vifwire.api.services.ApiServices`) and what it supports:
+POST, tags and If-Match, each declared, none inferred. One factory builds the
+five routes for each. The services render each item with its tags; this layer
+applies `listing` (tag filters, sort, page, links) to what a service's `list`
+returned.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +20,11 @@ from fastapi import APIRouter, Request, Response
 from vifwire.api import attributes, listing
 from vifwire.api.attributes import Attr
 from vifwire.api.responses import JSONResponse
+from vifwire.api.services import ApiServices, CreatableService, ResourceService
 from vifwire.server import faults
-from vifwire.server.context import DEFAULT_PROJECT_ID
+
+# The project of a request that names none (no keystone in front of vifwire).
+DEFAULT_PROJECT_ID = "0f5d8ae5c1d44b6b9e0a3c0de2f1a001"
 
 
 @dataclass(frozen=True)
@@ -29,12 +32,15 @@ class Resource:
     collection: str  # "networks"
     member: str  # "network"
     spec: Mapping[str, Attr]
-    creatable: bool = True
-    taggable: bool = True
+    service: Callable[[ApiServices], ResourceService]
+    # POST (single and bulk); None: the collection is read, updated and deleted only.
+    creator: Callable[[ApiServices], CreatableService] | None = None
+    taggable: bool = True  # standard-attr-tag: tag routes, tag filters
+    if_match: bool = True  # revision_number constraints on PUT and DELETE
 
-
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
+    @property
+    def creatable(self) -> bool:
+        return self.creator is not None
 
 
 # Neutron's own limit: oslo.middleware's max_request_body_size default. It keeps
@@ -105,29 +111,20 @@ class Handlers:
 
 def handlers_for(resource: Resource) -> Handlers:
     collection, member, spec = resource.collection, resource.member, resource.spec
+    pick, if_match = resource.service, resource.if_match
 
-    def service(request: Request) -> Any:
-        return getattr(request.app.state.services, collection)
-
-    def with_tags(request: Request, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        # Services that render tags themselves read them in their own transaction.
-        if resource.taggable and items and not getattr(service(request), "renders_tags", False):
-            found = request.app.state.services.tags.of([i["id"] for i in items])
-            for item in items:
-                item["tags"] = found.get(item["id"], [])
-        return items
-
-    def show_one(request: Request, item_id: str) -> dict[str, Any]:
-        return with_tags(request, [service(request).show(check_id(item_id))])[0]
+    def service(request: Request) -> ResourceService:
+        return pick(request.app.state.services)
 
     async def list_(request: Request) -> Response:
         query = listing.parse(spec, request.query_params.multi_items())
-        items = with_tags(request, service(request).list(query.filters))
+        svc = service(request)
+        items = svc.list(query.filters)
         if query.tag_filters:
             items = [i for i in items if listing.tags_match(i["tags"], query.tag_filters)]
         if query.sorts or query.limit:
             items = listing.sort(items, query.sorts)
-        items = listing.page(items, query, lambda marker: show_one(request, marker))
+        items = listing.page(items, query, lambda marker: svc.show(check_id(marker)))
         body: dict[str, Any] = {collection: [_select(i, query.fields) for i in items]}
         if query.limit:
             body[f"{collection}_links"] = listing.links(request.url, items, query)
@@ -136,25 +133,8 @@ def handlers_for(resource: Resource) -> Handlers:
     async def show(request: Request, item_id: str) -> Response:
         fields = [p for p in request.query_params.multi_items() if p[0] == "fields"]
         query = listing.parse(spec, fields) if fields else None
-        item = show_one(request, item_id)
+        item = service(request).show(check_id(item_id))
         return JSONResponse({member: _select(item, query.fields) if query else item})
-
-    async def create(request: Request) -> Response:
-        body = await json_body(request)
-        project = _project(request)
-        if isinstance(body, dict) and isinstance(body.get(collection), list) \
-                and len(body) == 1:
-            if not body[collection]:
-                raise faults.BadRequest("Resources required")
-            items = [attributes.validate_body(spec, b, True, project)
-                     for b in body[collection]]
-            created = await _maybe_await(service(request).create(items))
-            return JSONResponse({collection: created}, status_code=201)
-        if not isinstance(body, dict) or member not in body or len(body) != 1:
-            raise faults.BadRequest(f"Unable to find '{member}' in request body")
-        item = attributes.validate_body(spec, body[member], True, project)
-        created = await _maybe_await(service(request).create([item]))
-        return JSONResponse({member: created[0]}, status_code=201)
 
     async def update(request: Request, item_id: str) -> Response:
         check_id(item_id)
@@ -162,25 +142,45 @@ def handlers_for(resource: Resource) -> Handlers:
         if not isinstance(body, dict) or member not in body or len(body) != 1:
             raise faults.BadRequest(f"Unable to find '{member}' in request body")
         changes = attributes.validate_body(spec, body[member], False, _project(request))
-        svc = service(request)
-        if resource.creatable:
-            updated = await _maybe_await(svc.update(item_id, changes, _if_revision(request)))
-        else:
-            updated = await _maybe_await(svc.update(item_id, changes))
-        return JSONResponse({member: with_tags(request, [updated])[0]})
+        expected = _if_revision(request) if if_match else None
+        updated = await service(request).update(item_id, changes, expected)
+        return JSONResponse({member: updated})
 
     async def delete(request: Request, item_id: str) -> Response:
-        expected = _if_revision(request)
+        svc = service(request)
+        expected = _if_revision(request) if if_match else None
         if expected is not None:
             # Checked before the delete, not inside its transaction: a racing
             # update between the two is not caught.
-            current = service(request).show(check_id(item_id))["revision_number"]
+            current = svc.show(check_id(item_id))["revision_number"]
             if current != expected:
                 raise faults.RevisionNumberConstraintFailed(expected, current)
-        await _maybe_await(service(request).delete(check_id(item_id)))
+        await svc.delete(check_id(item_id))
         return Response(status_code=204)
 
-    return Handlers(list_, show, update, delete, create if resource.creatable else None)
+    if resource.creator is None:
+        return Handlers(list_, show, update, delete, None)
+    pick_creator = resource.creator  # a local: the closure sees it as set
+
+    async def create(request: Request) -> Response:
+        body = await json_body(request)
+        project = _project(request)
+        svc = pick_creator(request.app.state.services)
+        if isinstance(body, dict) and isinstance(body.get(collection), list) \
+                and len(body) == 1:
+            if not body[collection]:
+                raise faults.BadRequest("Resources required")
+            items = [attributes.validate_body(spec, b, True, project)
+                     for b in body[collection]]
+            created = await svc.create(items)
+            return JSONResponse({collection: created}, status_code=201)
+        if not isinstance(body, dict) or member not in body or len(body) != 1:
+            raise faults.BadRequest(f"Unable to find '{member}' in request body")
+        item = attributes.validate_body(spec, body[member], True, project)
+        created = await svc.create([item])
+        return JSONResponse({member: created[0]}, status_code=201)
+
+    return Handlers(list_, show, update, delete, create)
 
 
 def router_for(resource: Resource, handlers: Handlers) -> APIRouter:
@@ -201,9 +201,26 @@ def router_for(resource: Resource, handlers: Handlers) -> APIRouter:
     return router
 
 
+def _networks(services: ApiServices) -> CreatableService:
+    return services.networks
+
+
+def _subnets(services: ApiServices) -> CreatableService:
+    return services.subnets
+
+
+def _ports(services: ApiServices) -> CreatableService:
+    return services.ports
+
+
+def _agents(services: ApiServices) -> ResourceService:
+    return services.agents
+
+
 RESOURCES = (
-    Resource("networks", "network", attributes.NETWORK),
-    Resource("subnets", "subnet", attributes.SUBNET),
-    Resource("ports", "port", attributes.PORT),
-    Resource("agents", "agent", attributes.AGENT, creatable=False, taggable=False),
+    Resource("networks", "network", attributes.NETWORK, _networks, _networks),
+    Resource("subnets", "subnet", attributes.SUBNET, _subnets, _subnets),
+    Resource("ports", "port", attributes.PORT, _ports, _ports),
+    # Agents have no revision_number: If-Match is not theirs to honour.
+    Resource("agents", "agent", attributes.AGENT, _agents, taggable=False, if_match=False),
 )

@@ -10,17 +10,33 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 
-from vifwire.api.resources import check_id, json_body
+from vifwire.api.resources import RESOURCES, check_id, json_body
 from vifwire.api.responses import JSONResponse
+from vifwire.api.services import ApiServices, TagsService
 from vifwire.server import faults
-from vifwire.server.tags import TAGGABLE, TagService, validate_tag
+
+MAX_TAG_LEN = 60
+TAGGABLE = tuple(r.collection for r in RESOURCES if r.taggable)
 
 
-def _service(request: Request) -> TagService:
-    tags: TagService = request.app.state.services.tags
-    return tags
+def validate_tag(tag: Any) -> str:
+    """A tag is a non-empty string of at most 60 characters without commas."""
+    if not isinstance(tag, str) or not tag:
+        raise faults.BadRequest(f"Invalid tag {tag!r}: a tag must be a non-empty string.")
+    if len(tag) > MAX_TAG_LEN:
+        raise faults.BadRequest(f"'{tag}' exceeds maximum length of {MAX_TAG_LEN}")
+    if "," in tag or "\x00" in tag:
+        raise faults.BadRequest(f"Invalid tag {tag!r}: commas and NUL are not allowed.")
+    return tag
+
+
+def _service(request: Request) -> TagsService:
+    services: ApiServices = request.app.state.services
+    return services.tags
 
 
 def router_for(collection: str) -> APIRouter:

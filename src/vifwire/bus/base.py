@@ -5,8 +5,9 @@ reply). A topic is served by exactly one endpoint object per process; a method
 is an async function of that object named like the message. `server` is the
 server's topic; `agent.<host>` is each agent's.
 
-The in-process bus (`LocalBus`) and a RabbitMQ bus implement the same interface,
-so neither the server nor the agent knows which one carries its messages.
+The in-process bus (`vifwire.bus.local.LocalBus`) and the RabbitMQ bus
+(`vifwire.bus.amqp`) implement this one interface, so neither the server nor the
+agent knows which one carries its messages.
 Messages are plain JSON-able dicts so every transport can serialize them.
 """
 

@@ -3,7 +3,3 @@
 Everything here is synchronous and fast; callers keep each transaction free of
 awaits. No ORM: tables are plain `Table` objects and rows are mappings.
 """
-
-
-class DbError(Exception):
-    """Base exception of the persistence package."""

@@ -1,4 +1,5 @@
 """The vifwire server: Neutron's plugin logic, the agent RPC endpoint, the Nova notifier.
 
-Entry point: `vifwire.server.app.create_app(settings, bus, tracer)`.
+Services only, no HTTP: `vifwire.server.services.running(settings, bus, tracer)`
+owns their lifetime; the HTTP application over them is `vifwire.app.create_app`.
 """

@@ -72,7 +72,10 @@ class AgentService:
             stmt.order_by(agents.c.host, agents.c.agent_type))))
         return [a for a in map(self.render, rows) if matches(a, rest)]
 
-    def update(self, agent_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    # Writes are awaitable, as every resource service's are (`vifwire.api.services`);
+    # agents have no revision_number, so `if_revision` is always None.
+    async def update(self, agent_id: str, body: dict[str, Any],
+                     if_revision: int | None = None) -> dict[str, Any]:
         def work(conn: Connection) -> Any:
             self._get(conn, agent_id)
             values = {k: body[k] for k in ("admin_state_up", "description") if k in body}
@@ -83,7 +86,7 @@ class AgentService:
         self.ctx.liveness.forget(row.host)
         return self.render(row)
 
-    def delete(self, agent_id: str) -> None:
+    async def delete(self, agent_id: str) -> None:
         def work(conn: Connection) -> None:
             self._get(conn, agent_id)
             conn.execute(delete(agents).where(agents.c.id == agent_id))

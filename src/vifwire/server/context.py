@@ -1,4 +1,4 @@
-"""What every service needs, built once by the app's lifespan and passed down."""
+"""What every service needs, built once by `server.services.running` and passed down."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from vifwire.server.liveness import Liveness
 from vifwire.server.outbox import Event
 from vifwire.settings import Settings
 from vifwire.trace import Tracer
-
-DEFAULT_PROJECT_ID = "0f5d8ae5c1d44b6b9e0a3c0de2f1a001"
 
 
 @dataclass

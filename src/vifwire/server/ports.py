@@ -184,10 +184,6 @@ class _Outcome:
 
 
 class PortService:
-    # Reads and updates render the port's tags from their own transaction, so the
-    # API layer need not open another one for them.
-    renders_tags = True
-
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.rng = random.Random()

@@ -1,0 +1,78 @@
+"""What the API needs from the services: the typed interface it calls, nothing more.
+
+The API reaches the server only through these Protocols (and raises and maps the
+server's faults). `vifwire.app` hands it an object that satisfies `ApiServices`
+(the server's `Services`, checked by mypy there), so the API imports no service
+module and, through them, no database code.
+
+The sync-or-async shape is fixed per method, never inspected at run time:
+reads are plain calls (one short transaction on the loop), writes are awaited
+(a port write casts to its agent after the commit). Every rendered item of a
+taggable collection carries its `tags`.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+Item = dict[str, Any]
+# attribute -> the values any of which it may have (as `vifwire.server._query.Filters`).
+Filters = Mapping[str, builtins.list[Any]]
+
+
+class ResourceService(Protocol):
+    """One collection: show, list, update and delete."""
+
+    def show(self, item_id: str) -> Item: ...
+
+    def list(self, filters: Filters) -> builtins.list[Item]: ...
+
+    async def update(self, item_id: str, changes: Item,
+                     if_revision: int | None) -> Item: ...
+
+    async def delete(self, item_id: str) -> None: ...
+
+
+class CreatableService(ResourceService, Protocol):
+    """A collection clients can also POST to (all-or-nothing for a bulk create)."""
+
+    async def create(self, bodies: builtins.list[Item]) -> builtins.list[Item]: ...
+
+
+class TagsService(Protocol):
+    """The tags of one resource of a taggable collection; each call is one transaction."""
+
+    def get(self, collection: str, resource_id: str) -> builtins.list[str]: ...
+
+    def has(self, collection: str, resource_id: str, tag: str) -> None: ...
+
+    def replace(self, collection: str, resource_id: str,
+                new: builtins.list[str]) -> builtins.list[str]: ...
+
+    def add(self, collection: str, resource_id: str, tag: str) -> None: ...
+
+    def remove(self, collection: str, resource_id: str, tag: str) -> None: ...
+
+    def clear(self, collection: str, resource_id: str) -> None: ...
+
+
+class ApiServices(Protocol):
+    """Everything the API calls, found on `app.state.services`."""
+
+    @property
+    def networks(self) -> CreatableService: ...
+
+    @property
+    def subnets(self) -> CreatableService: ...
+
+    @property
+    def ports(self) -> CreatableService: ...
+
+    @property
+    def agents(self) -> ResourceService: ...
+
+    @property
+    def tags(self) -> TagsService: ...
+

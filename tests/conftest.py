@@ -1,0 +1,37 @@
+"""The whole suite's policy for tests that need a service the machine may lack.
+
+PostgreSQL (127.0.0.1:5432), MariaDB (127.0.0.1:3306) and Chromium are optional
+on a developer's machine: a test that cannot reach one is skipped, with the
+reason. In CI (the environment variable CI is set, as `.ci/run` runs with
+CI=true) every one of them is installed, so a missing one is a broken
+environment and the test FAILS: a silently skipped database test would let a
+dialect bug through. Every fixture or test that finds its service missing calls
+the `unavailable` fixture's function instead of `pytest.skip`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import NoReturn
+
+import pytest
+
+ServiceUnavailable = Callable[[str, object], NoReturn]
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+def service_unavailable(service: str, why: object) -> NoReturn:
+    """Skip the running test for want of `service`; in CI, fail it."""
+    message = f"{service} unavailable: {why}"
+    if in_ci():
+        pytest.fail(f"{message} (CI is set, so every service must be present)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def unavailable() -> ServiceUnavailable:
+    return service_unavailable
