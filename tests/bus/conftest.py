@@ -82,9 +82,9 @@ class PrivateBroker:
                 shutil.chown(path, "rabbitmq", "rabbitmq")
 
     def start(self) -> None:
-        log = open(self.base / "server.out", "ab")  # noqa: SIM115 - the child keeps it
-        self.process = subprocess.Popen(["rabbitmq-server"], env=self.env, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.base / "server.out", "ab") as out:  # the child keeps its own copy
+            self.process = subprocess.Popen(["rabbitmq-server"], env=self.env, stdout=out,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -61,6 +61,8 @@ from vifwire.bus.wire import redact, reply_body, request_body, unpack_reply
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# What a publish raises when its channel or connection went away under it.
+_LINK_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError)
 Hook = Callable[[], Awaitable[None] | None]
 
 
@@ -81,6 +83,7 @@ class _Pending:
     topic: str
     body: bytes
     future: asyncio.Future[Any]
+    sent: bool = False  # published once: a reconnect may have lost it or its reply
 
 
 class AmqpBus(Bus):
@@ -169,10 +172,9 @@ class AmqpBus(Bus):
         self._hooks.append((callback, asyncio.get_running_loop()))
 
     async def _on_reconnected(self, _connection: object) -> None:
-        log.warning("reconnected to RabbitMQ at %s; resending %d call(s)", self.url,
-                    len(self._pending))
+        log.warning("reconnected to RabbitMQ at %s; resending the calls in flight", self.url)
         for correlation_id, pending in list(self._pending.items()):
-            if not pending.future.done():  # its request or reply may have died with the link
+            if pending.sent and not pending.future.done():  # lost with the link, maybe
                 self._spawn(self._resend(correlation_id, pending))
         for hook, loop in self._hooks:
             _run_on(loop, hook)
@@ -261,6 +263,7 @@ class AmqpBus(Bus):
             async with asyncio.timeout(timeout):
                 await self._publish(topic, pending.body, method=method,
                                     correlation_id=correlation_id)
+                pending.sent = True
                 reply = await pending.future
         except TimeoutError:
             raise BusError(f"{topic}.{method} timed out after {timeout}s") from None
@@ -282,23 +285,32 @@ class AmqpBus(Bus):
         message = aio_pika.Message(body, type=method, correlation_id=correlation_id,
                                    reply_to=self._reply_to if correlation_id else None,
                                    delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT)
+        what = f"{method or 'message'} to {topic!r} on {self.url}"
+        channel, failure = self._pub, "timed out"
         try:
-            # Waits for the robust connection while it is down; returns once confirmed.
-            await self._pub.default_exchange.publish(message, self._queue(topic),
-                                                     mandatory=True,
-                                                     timeout=self._publish_timeout)
-        except aiormq.exceptions.PublishError:
-            raise NoEndpoint(f"no endpoint serves topic {topic!r}") from None
-        except (TimeoutError, aiormq.exceptions.AMQPError, ConnectionError,
-                aiormq.exceptions.ChannelInvalidStateError) as exc:
-            raise BusError(f"could not send {method or 'reply'} to {topic!r} on "
-                           f"{self.url}: {_reason(exc)}") from None
+            async with asyncio.timeout(self._publish_timeout):
+                while True:
+                    await channel.ready()  # the link is down: wait for the robust reconnect
+                    try:
+                        await channel.default_exchange.publish(message, self._queue(topic),
+                                                               mandatory=True)
+                        return  # confirmed: the broker has it
+                    except aiormq.exceptions.PublishError:
+                        raise NoEndpoint(f"no endpoint serves topic {topic!r}") from None
+                    except _LINK_ERRORS as exc:  # lost with the link: send it again
+                        failure = _reason(exc)
+                        if self._stopping:
+                            break
+                        await asyncio.sleep(0.05)
+        except TimeoutError:
+            pass
+        raise BusError(f"could not send {what}: {failure}")
 
     async def _declare_shared(self, topic: str) -> None:
         assert self._pub is not None
         try:
             await self._pub.declare_queue(self._queue(topic), durable=True)
-        except (TimeoutError, aiormq.exceptions.AMQPError, ConnectionError) as exc:
+        except (TimeoutError, *_LINK_ERRORS) as exc:
             raise BusError(f"could not declare {topic!r} on {self.url}: {_reason(exc)}") \
                 from None
         self._declared.add(topic)
