@@ -186,5 +186,8 @@ def test_make_bus_picks_the_transport() -> None:
     assert isinstance(make_bus("local"), LocalBus)
     assert isinstance(make_bus("local://"), LocalBus)
     assert isinstance(make_bus("amqp://guest:guest@127.0.0.1/", prefix="x"), AmqpBus)
+    named = make_bus("amqp://guest:guest@127.0.0.1/vh?heartbeat=30&prefix=stack1")
+    assert isinstance(named, AmqpBus)
+    assert named._prefix == "stack1" and named._url == "amqp://guest:guest@127.0.0.1/vh?heartbeat=30"
     with pytest.raises(BusError, match=r"kafka://u:\*\*\*@h"):
         make_bus("kafka://u:pw@h/")
