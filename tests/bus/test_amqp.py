@@ -138,6 +138,26 @@ async def test_workers_compete_for_the_server_topic(new_bus) -> None:
     assert set(answers) == {"one", "two"}
 
 
+async def test_a_stopping_worker_finishes_the_handler_it_started(new_bus, amqp_url, prefix) -> None:
+    class Slowish:
+        def __init__(self) -> None:
+            self.started = asyncio.Event()
+
+        async def work(self) -> str:
+            self.started.set()
+            await asyncio.sleep(0.3)
+            return "done"
+
+    agent = await new_bus()
+    worker, endpoint = AmqpBus(amqp_url, prefix=prefix), Slowish()
+    await worker.start()
+    await worker.serve("server", endpoint)
+    reply = asyncio.create_task(agent.call("server", "work", timeout=10))
+    await endpoint.started.wait()
+    await worker.stop()  # SIGTERM of a server worker: no new messages, this one answered
+    assert await reply == "done"
+
+
 async def test_endpoint_on_another_loop_runs_on_its_own_loop(new_bus) -> None:
     """The embedded stack: the agent's thread serves and calls through the server's bus."""
     bus, echo = await new_bus(), Echo()

@@ -90,8 +90,9 @@ class _Pending:
 class AmqpBus(Bus):
     def __init__(self, url: str, *, prefix: str = "vifwire",
                  shared_topics: frozenset[str] = frozenset({SERVER_TOPIC}),
-                 prefetch: int = 32, publish_timeout: float = 10.0,
-                 reconnect_interval: float = 1.0, connect_timeout: float = 10.0) -> None:
+                 prefetch: int = 8, publish_timeout: float = 10.0,
+                 reconnect_interval: float = 1.0, connect_timeout: float = 10.0,
+                 drain_timeout: float = 5.0) -> None:
         self._url = url
         self._prefix = prefix
         self._shared = shared_topics
@@ -99,6 +100,7 @@ class AmqpBus(Bus):
         self._publish_timeout = publish_timeout
         self._reconnect_interval = reconnect_interval
         self._connect_timeout = connect_timeout
+        self._drain_timeout = drain_timeout
         self._reply_to = f"{prefix}.reply.{uuid.uuid4().hex}"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: AbstractRobustConnection | None = None
@@ -109,6 +111,7 @@ class AmqpBus(Bus):
         self._pending: dict[str, _Pending] = {}
         self._hooks: list[tuple[Hook, asyncio.AbstractEventLoop]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._handling: set[asyncio.Task[Any]] = set()  # shared-topic handlers under way
         self._stopping = False
 
     @property
@@ -157,6 +160,8 @@ class AmqpBus(Bus):
                 await asyncio.wait_for(served.queue.cancel(served.consumer_tag), 2.0)
             except Exception:  # closing anyway
                 log.debug("cancel consumer of %s", served.topic, exc_info=True)
+        if self._handling:  # let handlers under way commit, answer and ack
+            await asyncio.wait(self._handling, timeout=self._drain_timeout)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -213,7 +218,9 @@ class AmqpBus(Bus):
             async def deliver(message: AbstractIncomingMessage) -> None:
                 # A task of ours, not aiormq's: a lost channel must not cancel a
                 # handler halfway; its ack fails and the broker redelivers.
-                self._spawn(self._handle(served, message))
+                task = self._spawn(self._handle(served, message))
+                self._handling.add(task)
+                task.add_done_callback(self._handling.discard)
         else:
             self._spawn(self._drain(served))
 
@@ -338,10 +345,11 @@ class AmqpBus(Bus):
             raise BusError("the bus stopped") from None
         return await asyncio.wrap_future(future)
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
 
 async def _dispatch(served: _Served, method: str, kwargs: dict[str, Any]) -> Any:
