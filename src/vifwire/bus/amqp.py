@@ -39,9 +39,10 @@ registered its endpoint, as on LocalBus.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -127,10 +128,11 @@ class AmqpBus(Bus):
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         try:
-            self._conn = await aio_pika.connect_robust(
-                self._url, timeout=self._connect_timeout,
-                reconnect_interval=self._reconnect_interval,
-                client_properties={"connection_name": f"vifwire {self._reply_to}"})
+            with _quiet("aiormq.connection", "aio_pika.robust_connection"):
+                self._conn = await aio_pika.connect_robust(
+                    self._url, timeout=self._connect_timeout,
+                    reconnect_interval=self._reconnect_interval,
+                    client_properties={"connection_name": f"vifwire {self._reply_to}"})
         except Exception as exc:  # refused, DNS, auth, timeout: one line for the CLI
             raise BusError(f"cannot connect to RabbitMQ at {self.url}: "
                            f"{_reason(exc)}") from None
@@ -386,6 +388,20 @@ def _run_on(loop: asyncio.AbstractEventLoop, hook: Hook) -> None:
         loop.call_soon_threadsafe(run)
     except RuntimeError:  # that loop is closed: its owner is gone
         log.debug("reconnect hook of a closed loop skipped")
+
+
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """Mute these loggers for a moment: a failed first connect is our one error line."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _reason(exc: BaseException) -> str:
