@@ -186,6 +186,27 @@ async def test_endpoint_on_another_loop_runs_on_its_own_loop(new_bus) -> None:
         other.close()
 
 
+async def test_endpoint_whose_loop_closed_is_no_endpoint(new_bus) -> None:
+    bus, echo = await new_bus(), Echo()
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(
+        target=lambda: other.run_until_complete(bus.serve("agent.h4", echo)))
+    thread.start()
+    await asyncio.to_thread(thread.join, 10)
+    other.close()  # its owner stopped without unregistering, as the agent thread does
+    with pytest.raises(BusError, match="stopped"):
+        await bus.call("agent.h4", "double", value=1)
+    for _ in range(100):  # its queue goes: later casts are NoEndpoint, as on LocalBus
+        try:
+            await bus.cast("agent.h4", "remember", value=1)
+        except NoEndpoint:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("casts to a gone endpoint are still accepted")
+    assert echo.casts == []
+
+
 async def test_unreachable_broker_is_one_line_without_the_password() -> None:
     bus = AmqpBus("amqp://guest:s3cret@127.0.0.1:1/", connect_timeout=5)
     with pytest.raises(BusError) as caught:

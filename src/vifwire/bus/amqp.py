@@ -241,6 +241,11 @@ class AmqpBus(Bus):
             method, kwargs = _unpack_request(message.body)
             result = await _dispatch(served, method, kwargs)
             error = None
+        except _EndpointGone as exc:
+            result, error = None, str(exc)
+            if self._served.get(served.topic) is served:  # later senders get NoEndpoint
+                del self._served[served.topic]
+                self._spawn(self._unserve(served))
         except Exception as exc:  # the caller gets it as BusError
             result, error = None, f"{type(exc).__name__}: {exc}"
             if message.reply_to is None:
@@ -257,6 +262,17 @@ class AmqpBus(Bus):
         except Exception:  # link lost: the broker redelivers it
             log.info("could not answer/ack on %s; it will be redelivered", served.topic,
                      exc_info=True)
+
+    async def _unserve(self, served: _Served) -> None:
+        """Drop the queue of an endpoint whose loop ended without stopping the bus
+        (the embedded agent's thread): an exclusive queue outlives its channel."""
+        try:
+            await served.queue.cancel(served.consumer_tag)
+            if not served.shared:
+                await served.queue.delete(if_unused=False, if_empty=False)
+            await served.channel.close()
+        except Exception:  # the link is going anyway
+            log.debug("unserve %s", served.topic, exc_info=True)
 
     # -- sending -------------------------------------------------------------
 
@@ -354,6 +370,10 @@ class AmqpBus(Bus):
         return task
 
 
+class _EndpointGone(NoEndpoint):
+    """The loop that registered the endpoint is closed."""
+
+
 async def _dispatch(served: _Served, method: str, kwargs: dict[str, Any]) -> Any:
     handler = getattr(served.endpoint, method, None)
     if method.startswith("_") or handler is None:
@@ -365,7 +385,7 @@ async def _dispatch(served: _Served, method: str, kwargs: dict[str, Any]) -> Any
         future = asyncio.run_coroutine_threadsafe(coro, served.loop)
     except RuntimeError:  # the endpoint's loop is closed: its owner is gone
         coro.close()
-        raise NoEndpoint(f"the endpoint of topic {served.topic!r} has stopped") from None
+        raise _EndpointGone(f"the endpoint of topic {served.topic!r} has stopped") from None
     return await asyncio.wrap_future(future)
 
 
