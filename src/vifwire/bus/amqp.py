@@ -317,7 +317,12 @@ class AmqpBus(Bus):
             delivery_mode=1, message_type=method or None, correlation_id=correlation_id,
             reply_to=self._reply_to if correlation_id else None)
         what = f"{method or 'message'} to {topic!r} on {self.url}"
-        channel, failure = self._pub, "timed out"
+        # A call to a shared topic needs no confirm: its queue is declared (it cannot
+        # bounce), its reply is the proof, and a reconnect sends it again.
+        confirmed = not (correlation_id and topic in self._shared)
+        channel = self._pub if confirmed else self._fast
+        assert channel is not None
+        failure = "timed out"
         try:
             async with asyncio.timeout(self._publish_timeout):
                 while True:
@@ -325,8 +330,9 @@ class AmqpBus(Bus):
                     try:
                         underlay = await channel.get_underlay_channel()
                         await underlay.basic_publish(body, routing_key=self._queue(topic),
-                                                     properties=properties, mandatory=True)
-                        return  # confirmed: the broker has it
+                                                     properties=properties,
+                                                     mandatory=confirmed)
+                        return  # confirmed (casts): the broker has it
                     except aiormq.exceptions.PublishError:
                         raise NoEndpoint(f"no endpoint serves topic {topic!r}") from None
                     except _LINK_ERRORS as exc:  # lost with the link: send it again
