@@ -7,8 +7,8 @@ Measured, one message at a time so each figure is a latency, not a queueing time
 - cast: server -> agent `port_bound`-shaped cast with a PortDetails body, from
   `cast()` to the handler running (and `cast()`'s own return: the confirm);
 - burst: N casts at once to one agent, until the last handler ran (throughput);
-- CPU per message: this process's CPU (both ends: client and endpoint) over the
-  sequential runs, and the broker's (beam.smp, read from /proc; the broker is
+- CPU per message (one call or one cast): this process's CPU (both ends: client
+  and endpoint) over the sequential runs, and the broker's (beam.smp, read from /proc; the broker is
   shared, so other traffic on it counts too: take it as an upper bound).
 
 usage: python bench/bus_rtt.py [--url amqp://guest:guest@127.0.0.1:5672/] [-n 2000]
@@ -149,7 +149,9 @@ def main() -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         results = runner.run(run(args.url, args.n))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    record = {"bench": "bus_rtt", "utc": stamp, "messages": args.n, **results}
+    # CPU figures swell on a busy machine (shared cores, caches): keep the load with them.
+    record = {"bench": "bus_rtt", "utc": stamp, "messages": args.n,
+              "loadavg_1m": round(os.getloadavg()[0], 2), **results}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"bus-rtt-{stamp}.json").write_text(json.dumps(record, indent=2) + "\n")
     for bus in ("local", "amqp"):
@@ -161,7 +163,7 @@ def main() -> None:
               f"us/msg both ends | burst {r['burst']['per_second']} casts/s"
               + (f" | broker {r['broker_cpu_us_per_message']} us/msg"
                  if "broker_cpu_us_per_message" in r else ""))
-    print(f"results: bench/results/bus-rtt-{stamp}.json")
+    print(f"load average {record['loadavg_1m']}; results: bench/results/bus-rtt-{stamp}.json")
 
 
 if __name__ == "__main__":
