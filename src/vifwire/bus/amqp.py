@@ -42,13 +42,12 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aio_pika
 import aiormq.exceptions
-import orjson
 from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
@@ -58,14 +57,14 @@ from aio_pika.abc import (
 from aiormq import spec
 
 from vifwire.bus.base import SERVER_TOPIC, Bus, BusError, NoEndpoint
-from vifwire.bus.wire import redact, reply_body, request_body, unpack_reply
+from vifwire.bus.loops import EndpointGone, Hook, dispatch, run_on
+from vifwire.bus.wire import reason, redact, reply_body, request_body, unpack_reply, unpack_request
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # What a publish raises when its channel or connection went away under it.
 _LINK_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError)
-Hook = Callable[[], Awaitable[None] | None]
 
 
 @dataclass
@@ -135,7 +134,7 @@ class AmqpBus(Bus):
                     client_properties={"connection_name": f"vifwire {self._reply_to}"})
         except Exception as exc:  # refused, DNS, auth, timeout: one line for the CLI
             raise BusError(f"cannot connect to RabbitMQ at {self.url}: "
-                           f"{_reason(exc)}") from None
+                           f"{reason(exc)}") from None
         self._pub = await self._channel(publisher_confirms=True, on_return_raises=True)
         self._fast = await self._channel(publisher_confirms=False)
         replies = await self._channel(publisher_confirms=False)
@@ -185,7 +184,7 @@ class AmqpBus(Bus):
             if pending.sent and not pending.future.done():  # lost with the link, maybe
                 self._spawn(self._resend(correlation_id, pending))
         for hook, loop in self._hooks:
-            _run_on(loop, hook)
+            run_on(loop, hook)
 
     async def _resend(self, correlation_id: str, pending: _Pending) -> None:
         try:
@@ -238,10 +237,10 @@ class AmqpBus(Bus):
 
     async def _handle(self, served: _Served, message: AbstractIncomingMessage) -> None:
         try:
-            method, kwargs = _unpack_request(message.body)
-            result = await _dispatch(served, method, kwargs)
+            method, kwargs = unpack_request(message.body)
+            result = await dispatch(served.endpoint, served.topic, served.loop, method, kwargs)
             error = None
-        except _EndpointGone as exc:
+        except EndpointGone as exc:
             result, error = None, str(exc)
             if self._served.get(served.topic) is served:  # later senders get NoEndpoint
                 del self._served[served.topic]
@@ -336,7 +335,7 @@ class AmqpBus(Bus):
                     except aiormq.exceptions.PublishError:
                         raise NoEndpoint(f"no endpoint serves topic {topic!r}") from None
                     except _LINK_ERRORS as exc:  # lost with the link: send it again
-                        failure = _reason(exc)
+                        failure = reason(exc)
                         if self._stopping:
                             break
                         await asyncio.sleep(0.05)
@@ -349,7 +348,7 @@ class AmqpBus(Bus):
         try:
             await self._pub.declare_queue(self._queue(topic), durable=True)
         except (TimeoutError, *_LINK_ERRORS) as exc:
-            raise BusError(f"could not declare {topic!r} on {self.url}: {_reason(exc)}") \
+            raise BusError(f"could not declare {topic!r} on {self.url}: {reason(exc)}") \
                 from None
         self._declared.add(topic)
 
@@ -376,46 +375,6 @@ class AmqpBus(Bus):
         return task
 
 
-class _EndpointGone(NoEndpoint):
-    """The loop that registered the endpoint is closed."""
-
-
-async def _dispatch(served: _Served, method: str, kwargs: dict[str, Any]) -> Any:
-    handler = getattr(served.endpoint, method, None)
-    if method.startswith("_") or handler is None:
-        raise BusError(f"topic {served.topic!r} has no method {method!r}")
-    if served.loop is asyncio.get_running_loop():
-        return await handler(**kwargs)
-    coro = handler(**kwargs)
-    try:
-        future = asyncio.run_coroutine_threadsafe(coro, served.loop)
-    except RuntimeError:  # the endpoint's loop is closed: its owner is gone
-        coro.close()
-        raise _EndpointGone(f"the endpoint of topic {served.topic!r} has stopped") from None
-    return await asyncio.wrap_future(future)
-
-
-def _unpack_request(body: bytes) -> tuple[str, dict[str, Any]]:
-    request = orjson.loads(body)
-    return request["method"], request["args"]
-
-
-_hook_tasks: set[asyncio.Task[Any]] = set()  # held until done, or the loop may drop them
-
-
-def _run_on(loop: asyncio.AbstractEventLoop, hook: Hook) -> None:
-    def run() -> None:
-        result = hook()
-        if asyncio.iscoroutine(result):
-            task = loop.create_task(result)
-            _hook_tasks.add(task)
-            task.add_done_callback(_hook_tasks.discard)
-    try:
-        loop.call_soon_threadsafe(run)
-    except RuntimeError:  # that loop is closed: its owner is gone
-        log.debug("reconnect hook of a closed loop skipped")
-
-
 @contextlib.contextmanager
 def _quiet(*names: str) -> Iterator[None]:
     """Mute these loggers for a moment: a failed first connect is our one error line."""
@@ -428,8 +387,3 @@ def _quiet(*names: str) -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0] if text else type(exc).__name__

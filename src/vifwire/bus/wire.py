@@ -26,6 +26,11 @@ def reply_body(result: Any, error: str | None) -> bytes:
         return orjson.dumps({"error": f"the reply is not JSON-able: {exc}"})
 
 
+def unpack_request(body: bytes) -> tuple[str, dict[str, Any]]:
+    request = orjson.loads(body)
+    return request["method"], request["args"]
+
+
 def unpack_reply(body: bytes, what: str) -> Any:
     reply = orjson.loads(body)
     if "error" in reply:
@@ -55,3 +60,9 @@ def split_prefix(url: str) -> tuple[str, str | None]:
         raise BusError(f"empty prefix= in bus URL {redact(url)!r}")
     rest = urlencode([(k, v) for k, v in query if k != "prefix"])
     return urlunsplit(parts._replace(query=rest)), prefixes[-1]
+
+
+def reason(exc: BaseException) -> str:
+    """The first line of what `exc` says, for a one-line error."""
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]
