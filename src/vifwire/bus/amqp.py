@@ -10,11 +10,14 @@ Queues (all on the default exchange, named `<prefix>.<topic>`):
 - any other topic (`agent.<host>`) is an exclusive queue of the process serving it:
   it lives exactly as long as that process's connection, a second agent for the
   same host is refused, and its messages are handled one at a time, in order.
+  They are not acked: the queue dies with the connection, unacked ones and all.
 - replies go to an exclusive queue per bus, `<prefix>.reply.<uuid>`, matched by
   correlation id.
 
-Casts are published with `mandatory` and publisher confirms: a cast to a topic
-whose queue does not exist comes back and raises NoEndpoint, as on LocalBus;
+Calls to the shared topic go without publisher confirms (their queue is always
+declared, the reply is the proof). Casts are published with `mandatory` and
+publisher confirms: a cast to a topic whose queue does not exist comes back and
+raises NoEndpoint, as on LocalBus;
 `cast()` returns once the broker has the message, so two casts made one after
 the other by one process reach the agent in that order (a bind, then a delete).
 Why nothing is lost across an agent reconnect: the agent's queue exists before it
