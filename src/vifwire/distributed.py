@@ -23,6 +23,7 @@ the VMs' traffic.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import shutil
@@ -49,6 +50,7 @@ from vifwire.stack import (
 log = logging.getLogger(__name__)
 
 BACKLOG = 2048
+PR_SET_PDEATHSIG = 1
 # A worker that dies sooner than this after its start "crashed at start"; after
 # CRASH_LIMIT such deaths in a row the server gives up instead of looping.
 EARLY_DEATH_S = 5.0
@@ -130,9 +132,10 @@ class Supervisor:
         return status
 
     def _spawn(self, index: int, early_deaths: int) -> None:
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker
-            os._exit(_worker_main(self.settings, self.sock, index))
+            os._exit(_worker_main(self.settings, self.sock, index, supervisor))
         self.workers[pid] = _Worker(index, pid, time.monotonic(), early_deaths)
 
     def _reap(self) -> bool:
@@ -196,9 +199,13 @@ def run_server(settings: Settings) -> int:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _worker_main(settings: Settings, sock: socket.socket, index: int) -> int:
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+def _worker_main(settings: Settings, sock: socket.socket, index: int, supervisor: int) -> int:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    # A supervisor killed by SIGKILL cannot stop its workers: the kernel does.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it died before the line above
+        return 1
     name_this_thread(f"vw-worker-{index}")
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

@@ -46,9 +46,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 # Ports between their first and last stage at once; older ones are forgotten.
 MAX_PENDING = 100_000
 
-REQUESTS = Counter("vifwire_api_requests", "API requests", ["method", "route", "code"])
-LATENCY = Histogram("vifwire_api_request_seconds", "API request latency",
-                    ["method", "route"], buckets=LATENCY_BUCKETS)
+# Its _count is the requests counter: one observe per request, no separate inc.
+LATENCY = Histogram("vifwire_api_request_seconds", "API requests and their latency",
+                    ["method", "route", "code"], buckets=LATENCY_BUCKETS)
 BUS_ERRORS = Counter("vifwire_bus_errors", "Failed bus casts and calls", ["verb"])
 DB_ERRORS = Counter("vifwire_database_errors", "DBAPI errors raised by the database")
 ACTIVE_TO_EVENT = Histogram("vifwire_active_to_event_sent_seconds",
@@ -60,8 +60,7 @@ SEEN_TO_WIRED = Histogram("vifwire_agent_plug_to_wired_seconds",
 PORTS_WIRED = Counter("vifwire_agent_ports_wired", "Ports the agent wired (tagged)")
 
 _ID = re.compile(r"/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_ROUTES: dict[str, str] = {}
-_MAX_ROUTES = 1_000
+MAX_ROUTES = 1_000
 
 
 # end stage -> (start stage, histogram of the time between them)
@@ -96,15 +95,25 @@ class MetricsTracer(Tracer):
 
 
 def route_of(path: str) -> str:
-    """`/v2.0/ports/<uuid>` -> `/v2.0/ports/{id}`; bounded, so odd paths cannot grow it."""
-    route = _ROUTES.get(path)
-    if route is None:
-        route = _ID.sub("/{id}", path)
-        if len(_ROUTES) < _MAX_ROUTES:
-            _ROUTES[path] = route
-        elif route == path:
-            route = "other"
-    return route
+    """`/v2.0/ports/<uuid>` -> `/v2.0/ports/{id}` (a path without "-" has no id)."""
+    return _ID.sub("/{id}", path) if "-" in path else path
+
+
+class _RouteMetrics:
+    """One route's histogram children, per status code: looking a labelled child
+    up costs more than observing it, so it is done once per code."""
+
+    __slots__ = ("codes", "method", "route")
+
+    def __init__(self, method: str, route: str) -> None:
+        self.method, self.route = method, route
+        self.codes: dict[int, Any] = {}
+
+    def done(self, code: int, seconds: float) -> None:
+        child = self.codes.get(code)
+        if child is None:
+            child = self.codes[code] = LATENCY.labels(self.method, self.route, str(code))
+        child.observe(seconds)
 
 
 class MetricsApp:
@@ -113,18 +122,28 @@ class MetricsApp:
     def __init__(self, app: Any, render: Callable[[], bytes]) -> None:
         self.app = app
         self.render = render
-        # uvicorn looks these up on the app it serves.
-        self.state = getattr(app, "state", None)
+        # Bounded: past MAX_ROUTES distinct routes (odd paths) the rest share "other".
+        self._routes: dict[tuple[str, str], _RouteMetrics] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)
+
+    def _route(self, method: str, path: str) -> _RouteMetrics:
+        key = (method, route_of(path))
+        metrics = self._routes.get(key)
+        if metrics is None:
+            if len(self._routes) >= MAX_ROUTES:
+                key = (method, "other")
+                metrics = self._routes.get(key)
+            if metrics is None:
+                metrics = self._routes[key] = _RouteMetrics(*key)
+        return metrics
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
-        if path == METRICS_PATH and scope["method"] == "GET":
+        if scope["path"] == METRICS_PATH and scope["method"] == "GET":
             await _answer(send, self.render())
             return
         code = 500
@@ -139,10 +158,7 @@ class MetricsApp:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = route_of(path)
-            method = scope["method"]
-            LATENCY.labels(method, route).observe(time.perf_counter() - started)
-            REQUESTS.labels(method, route, str(code)).inc()
+            self._route(scope["method"], scope["path"]).done(code, time.perf_counter() - started)
 
 
 async def _answer(send: Any, body: bytes) -> None:

@@ -123,18 +123,22 @@ def upgrade_database(url: str) -> str:
 
 
 async def start_bus(settings: Settings) -> Bus:
-    """The settings' bus, started and metered; an unreachable broker is StartupError."""
+    """The settings' bus, started and metered; an unusable or unreachable broker is
+    one StartupError line (the URL's password hidden)."""
     from vifwire.metrics import MeteredBus
 
-    bus = make_bus(settings.bus_url)
+    shown = _shown_bus(settings.bus_url)
+    bus: Bus | None = None
     try:
+        bus = make_bus(settings.bus_url)
         await bus.start()
     except (BusError, OSError) as exc:
-        with contextlib.suppress(Exception):
-            await bus.stop()
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise StartupError(f"bus {_shown_bus(settings.bus_url)} is not reachable: "
-                           f"{reason}") from exc
+        if bus is not None:
+            with contextlib.suppress(Exception):
+                await bus.stop()
+        reason = " ".join(str(exc).split()).replace(settings.bus_url, shown)
+        raise StartupError(f"bus {shown} is not reachable: "
+                           f"{reason or type(exc).__name__}") from exc
     return MeteredBus(bus)
 
 
