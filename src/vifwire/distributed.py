@@ -235,26 +235,26 @@ async def _serve_worker(settings: Settings, sock: socket.socket) -> None:
 
 
 def run_agent(settings: Settings) -> None:
-    """`vifwire agent`: start this host's OVS if needed and run its agent until SIGTERM."""
-    from vifwire.ovs.runtime import host_runtime
-
+    """`vifwire agent`: reach the bus, start this host's OVS if needed and run its
+    agent until SIGTERM."""
     if settings.bus_url == "local":
         raise StartupError("vifwire agent needs a shared bus to reach the server "
                            "(give --bus-url amqp://...)")
-    host_runtime(settings).start()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(_serve_agent(settings))
 
 
 async def _serve_agent(settings: Settings) -> None:
     from vifwire.metrics import MetricsTracer, renderer
+    from vifwire.ovs.runtime import host_runtime
 
     stop = asyncio.Event()
     stop_on_signals(stop)
-    bus = await start_bus(settings)
+    bus = await start_bus(settings)  # first: a broker that is down costs no OVS start
     tracer = MetricsTracer("agent", settings.trace_dir)
     metrics = None
     try:
+        await asyncio.to_thread(host_runtime(settings).start)
         agent = await start_agent(settings, bus, tracer)
         try:
             if settings.agent_metrics_port is not None:

@@ -253,5 +253,8 @@ class MeteredBus(Bus):
             BUS_ERRORS.labels("call").inc()
             raise
 
+    def on_reconnect(self, callback: Any) -> None:
+        self.inner.on_reconnect(callback)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

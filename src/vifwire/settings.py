@@ -48,6 +48,8 @@ class Settings:
     state_dir: Path | None = None
     # "local" (in-process) or an amqp:// URL for RabbitMQ.
     bus_url: str = "local"
+    # RabbitMQ queue names start with it: several clusters (or tests) share a broker.
+    bus_prefix: str = "vifwire"
     api_host: str = "127.0.0.1"
     api_port: int = 9696
     # Nova's compute API base; the notifier posts to {nova_url}/os-server-external-events.

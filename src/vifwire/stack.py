@@ -130,15 +130,19 @@ async def start_bus(settings: Settings) -> Bus:
     shown = _shown_bus(settings.bus_url)
     bus: Bus | None = None
     try:
-        bus = make_bus(settings.bus_url)
+        local = settings.bus_url == "local" or settings.bus_url.startswith("local://")
+        bus = make_bus(settings.bus_url) if local else make_bus(settings.bus_url,
+                                                                 prefix=settings.bus_prefix)
         await bus.start()
     except (BusError, OSError) as exc:
         if bus is not None:
             with contextlib.suppress(Exception):
                 await bus.stop()
+        # The bus's own errors are one line already, its URL redacted.
         reason = " ".join(str(exc).split()).replace(settings.bus_url, shown)
-        raise StartupError(f"bus {shown} is not reachable: "
-                           f"{reason or type(exc).__name__}") from exc
+        if not isinstance(exc, BusError) or not reason:
+            reason = f"bus {shown} is not reachable: {reason or type(exc).__name__}"
+        raise StartupError(reason) from exc
     return MeteredBus(bus)
 
 

@@ -86,6 +86,7 @@ KEYS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     (_DEFAULT, "state_dir"): ("state_dir", _path),
     (_DEFAULT, "bus_url"): ("bus_url", _text),
     (_DEFAULT, "transport_url"): ("bus_url", _text),
+    (_DEFAULT, "bus_prefix"): ("bus_prefix", _text),
     (_DEFAULT, "global_physnet_mtu"): ("global_physnet_mtu", _positive_int),
     (_DEFAULT, "agent_down_time"): ("agent_down_time_s", _positive_float),
     (_DEFAULT, "trace_dir"): ("trace_dir", _path),

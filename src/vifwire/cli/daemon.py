@@ -65,7 +65,8 @@ def agent_alive(settings: Settings, timeout: float = 2.0) -> bool:
 def stack_args(settings: Settings) -> list[str]:
     args = ["--run-dir", str(settings.run_dir), "--host", settings.host,
             "--api-port", str(settings.api_port), "--nova-url", settings.nova_url,
-            "--bus-url", settings.bus_url, "--api-host", settings.api_host]
+            "--bus-url", settings.bus_url, "--bus-prefix", settings.bus_prefix,
+            "--api-host", settings.api_host]
     if settings.database_url:
         args += ["--database-url", settings.database_url]
     if settings.state_dir is not None:

@@ -59,6 +59,9 @@ def main(
     bus_url: Annotated[str | None, typer.Option(
         envvar="VIFWIRE_BUS_URL", help="'local' (in-process) or amqp://user:pass@host:5672/ "
                                        "[default: local]")] = None,
+    bus_prefix: Annotated[str | None, typer.Option(
+        envvar="VIFWIRE_BUS_PREFIX", help="RabbitMQ queue-name prefix, so several clusters "
+                                          "share one broker. [default: vifwire]")] = None,
     trace_dir: Annotated[Path | None, typer.Option(envvar="VIFWIRE_TRACE_DIR")] = None,
     cprofile_dir: Annotated[Path | None, typer.Option(hidden=True)] = None,
     ovs_netns: Annotated[str | None, typer.Option(
@@ -82,7 +85,8 @@ def main(
         os.environ["VIFWIRE_CONFIG_FILE"] = str(config_file.resolve())
     flags = {"run_dir": run_dir, "state_dir": state_dir, "host": host, "api_host": api_host,
              "api_port": api_port, "nova_url": nova_url and nova_url.rstrip("/"),
-             "database_url": database_url, "bus_url": bus_url, "trace_dir": trace_dir,
+             "database_url": database_url, "bus_url": bus_url, "bus_prefix": bus_prefix,
+             "trace_dir": trace_dir,
              "cprofile_dir": cprofile_dir, "ovs_netns": ovs_netns}
     # Precedence: flag, then environment (click reads both into the flag), then file.
     values.update({name: value for name, value in flags.items() if value not in (None, "")})
