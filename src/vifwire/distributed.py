@@ -93,7 +93,8 @@ def preflight(settings: Settings) -> None:
     check_settings(settings)
     check_database(settings.effective_database_url, schema_at_head=True)
     if settings.bus_url != "local":
-        asyncio.run(_check_bus(settings))
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_check_bus(settings))
 
 
 @dataclass

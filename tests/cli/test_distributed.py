@@ -78,7 +78,9 @@ def test_workers_and_an_agent_process_over_rabbitmq(tmp_path: Path, cluster: dic
     def listed_alive() -> bool:
         done = run_cli("status", run_dir=tmp_path / "server", **env)
         status[:] = done.stdout.splitlines()
-        return any(line.startswith(f"  {host}: alive, last heartbeat 20") for line in status)
+        heartbeat = f"  {host}: alive, last heartbeat 20"
+        return (done.returncode == 0 and f"api:   answering at {url}" in status
+                and any(line.startswith(heartbeat) for line in status))
 
     agent.wait_for("the agent's heartbeat in `vifwire status`", listed_alive)
 

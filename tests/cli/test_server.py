@@ -88,15 +88,19 @@ def test_several_workers_on_the_local_bus_are_refused(tmp_path: Path) -> None:
         "(give --bus-url amqp://...)"], done.stderr
 
 
-def test_unreachable_broker_at_start_is_one_line(tmp_path: Path, pg_url: str) -> None:
+@pytest.mark.parametrize("command", ["server", "stack"])
+def test_unreachable_broker_at_start_is_one_line(tmp_path: Path, pg_url: str,
+                                                 command: str) -> None:
     run_cli("--database-url", pg_url, "db", "upgrade", run_dir=tmp_path)
     done = run_cli("--database-url", pg_url, "--bus-url", "amqp://guest:secret@127.0.0.1:1/",
-                   "--api-port", str(free_port()), "server", run_dir=tmp_path)
+                   "--api-port", str(free_port()), command, run_dir=tmp_path)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     errors = error_lines(done.stderr)
     assert len(errors) == 1, done.stderr
-    assert "secret" not in done.stderr
+    assert errors[0].startswith("error: cannot connect to RabbitMQ at "
+                                "amqp://guest:***@127.0.0.1:1/: "), done.stderr
+    assert "refused" in errors[0] or "failed" in errors[0], errors[0]
 
 
 def test_a_killed_worker_is_restarted_and_logged(tmp_path: Path, pg_url: str,

@@ -45,21 +45,21 @@ def stack_pid(settings: Settings) -> int | None:
     return pid
 
 
-def agents(settings: Settings, timeout: float = 2.0, **filters: str) -> list[dict[str, Any]]:
-    """The server's agents list; empty when the API does not answer."""
+def agents(settings: Settings, timeout: float = 2.0,
+           **filters: str) -> list[dict[str, Any]] | None:
+    """The server's agents list; None when the API does not answer."""
     try:
         response = httpx.get(f"{settings.api_url}/v2.0/agents", params=filters, timeout=timeout)
-    except httpx.HTTPError:
-        return []
-    if response.status_code != 200:
-        return []
-    listed = response.json().get("agents", [])
-    return listed if isinstance(listed, list) else []
+        listed = response.json().get("agents") if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return listed if isinstance(listed, list) else None
 
 
 def agent_alive(settings: Settings, timeout: float = 2.0) -> bool:
     """True when the API answers and lists this host's agent alive."""
-    return any(agent.get("alive") for agent in agents(settings, timeout, host=settings.host))
+    listed = agents(settings, timeout, host=settings.host) or []
+    return any(agent.get("alive") for agent in listed)
 
 
 def stack_args(settings: Settings) -> list[str]:

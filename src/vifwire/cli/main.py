@@ -212,14 +212,17 @@ def status(ctx: typer.Context) -> None:
     pid = daemon.stack_pid(settings)
     print(f"ovs:   {'running' if host_runtime(settings).running() else 'stopped'}")
     print(f"stack: {f'running (pid {pid})' if pid else 'stopped'} {settings.api_url}")
-    agents = daemon.agents(settings)
+    listed_agents = daemon.agents(settings)
+    print(f"api:   {'answering' if listed_agents is not None else 'not answering'} at "
+          f"{settings.api_url}")
+    agents = listed_agents or []
     here = [a for a in agents if a.get("host") == settings.host]
     print(f"agent: {'alive' if any(a.get('alive') for a in here) else 'not alive'} "
           f"on host {settings.host}")
     for listed in sorted(agents, key=lambda a: str(a.get("host"))):
         print(f"  {listed.get('host')}: {'alive' if listed.get('alive') else 'DOWN'}, "
               f"last heartbeat {listed.get('heartbeat_timestamp') or 'never'}")
-    raise typer.Exit(0 if pid or agents else 3)
+    raise typer.Exit(0 if pid or listed_agents is not None else 3)
 
 
 def private_files(settings: Settings) -> None:
