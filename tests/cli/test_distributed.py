@@ -10,12 +10,16 @@ helpers never meet ours.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -30,14 +34,48 @@ BROKER = "amqp://guest:guest@127.0.0.1:5672"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the agent needs root")
 
 
+class _Nova(BaseHTTPRequestHandler):
+    """Nova's os-server-external-events: takes every event (the test reads the posts)."""
+
+    posts: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Nova.posts.extend(body["events"])
+        answer = json.dumps({"events": [{**e, "code": 200} for e in body["events"]]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
 @pytest.fixture
-def cluster(tmp_path: Path, pg_url: str, processes: list[Process]) -> Iterator[dict[str, str]]:
+def nova_url() -> Iterator[str]:
+    _Nova.posts.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Nova)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v2.1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, pg_url: str, nova_url: str,
+            processes: list[Process]) -> Iterator[dict[str, str]]:
     rid = uuid.uuid4().hex[:8]
     vhost = f"vwcli-{rid}"  # ours alone; deleting it deletes every queue we made
     _rabbitmqctl("add_vhost", vhost)
     _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     common = {"VIFWIRE_BUS_URL": f"{BROKER}/{vhost}", "VIFWIRE_BUS_PREFIX": f"vwt{rid}",
-              "VIFWIRE_DATABASE_URL": pg_url, "VIFWIRE_API_PORT": str(free_port())}
+              "VIFWIRE_DATABASE_URL": pg_url, "VIFWIRE_API_PORT": str(free_port()),
+              "VIFWIRE_NOVA_URL": nova_url}
     names = {"host": f"host-{rid}", "netns": f"vwag-{rid}", "url":
              f"http://127.0.0.1:{common['VIFWIRE_API_PORT']}", **common}
     agent_dir = tmp_path / "agent"
@@ -95,6 +133,9 @@ def test_workers_and_an_agent_process_over_rabbitmq(tmp_path: Path, cluster: dic
     _plug(tmp_path / "agent", cluster["netns"], port["id"], port["mac_address"])
     agent.wait_for("the port ACTIVE", lambda: client.get(
         f"/v2.0/ports/{port['id']}").json()["port"]["status"] == "ACTIVE")
+    agent.wait_for("network-vif-plugged", lambda: [e["tag"] for e in _Nova.posts] == [
+        port["id"]])
+    assert _Nova.posts[0]["name"] == "network-vif-plugged"
     wired = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
     assert "vifwire_agent_ports_wired_total 1.0" in wired
     assert "vifwire_agent_plug_to_wired_seconds_count 1.0" in wired
@@ -114,6 +155,9 @@ def test_workers_and_an_agent_process_over_rabbitmq(tmp_path: Path, cluster: dic
     scraped = client.get("/metrics").text
     client.close()
     assert 'route="/v2.0/ports/{id}"' in scraped
+    # Either worker answers for both: the one that sent the event may be the killed one,
+    # whose counts stay (prometheus-client keeps a dead process's counters and histograms).
+    assert "vifwire_active_to_event_sent_seconds_count 1.0" in scraped
 
     assert agent.stop() == 0, agent.output()
     assert "Traceback" not in agent.output()
