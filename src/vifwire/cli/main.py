@@ -26,7 +26,7 @@ console = Console(stderr=True)
 
 RunDir = Annotated[Path | None, typer.Option("--run-dir", envvar="VIFWIRE_RUN_DIR",
                                              help="Where OVS, sockets and logs live. "
-                                                  "[default: /var/run/vifwire]")]
+                                                  "(default /var/run/vifwire)")]
 
 
 @app.callback()
@@ -45,23 +45,23 @@ def main(
     host: Annotated[str | None, typer.Option(envvar="VIFWIRE_HOST",
                                              help="This compute host's name.")] = None,
     api_host: Annotated[str | None, typer.Option(
-        envvar="VIFWIRE_API_HOST", help="Address the API listens on. [default: 127.0.0.1]")]
+        envvar="VIFWIRE_API_HOST", help="Address the API listens on. (default 127.0.0.1)")]
     = None,
-    api_port: Annotated[int | None, typer.Option(envvar="VIFWIRE_API_PORT",
-                                                 help="[default: 9696]")] = None,
+    api_port: Annotated[int | None, typer.Option(
+        envvar="VIFWIRE_API_PORT", help="Port the API listens on (default 9696).")] = None,
     nova_url: Annotated[str | None, typer.Option(
         envvar="VIFWIRE_NOVA_URL",
-        help="Nova API base for external events. [default: http://127.0.0.1:8774/v2.1]")]
+        help="Nova API base for external events. (default http://127.0.0.1:8774/v2.1)")]
     = None,
     database_url: Annotated[str | None, typer.Option(
         envvar="VIFWIRE_DATABASE_URL", help="SQLAlchemy URL; default SQLite in the state dir.")]
     = None,
     bus_url: Annotated[str | None, typer.Option(
         envvar="VIFWIRE_BUS_URL", help="'local' (in-process) or amqp://user:pass@host:5672/ "
-                                       "[default: local]")] = None,
+                                       "(default local)")] = None,
     bus_prefix: Annotated[str | None, typer.Option(
         envvar="VIFWIRE_BUS_PREFIX", help="RabbitMQ queue-name prefix, so several clusters "
-                                          "share one broker. [default: vifwire]")] = None,
+                                          "share one broker. (default vifwire)")] = None,
     trace_dir: Annotated[Path | None, typer.Option(envvar="VIFWIRE_TRACE_DIR")] = None,
     cprofile_dir: Annotated[Path | None, typer.Option(hidden=True)] = None,
     ovs_netns: Annotated[str | None, typer.Option(
@@ -204,8 +204,7 @@ def down(ctx: typer.Context) -> None:
 
 @app.command()
 def status(ctx: typer.Context) -> None:
-    """Show whether Open vSwitch and the stack run, and every host's agent with its
-    last heartbeat (from the server's agents API: works against `vifwire server` too)."""
+    """Show OVS, the stack, the API, and every host's agent with its last heartbeat."""
     from vifwire.ovs.runtime import host_runtime
 
     settings: Settings = ctx.obj
