@@ -3,6 +3,7 @@
 Server -> agent, topic `agent.<host>` (casts):
     port_bound(port: PortDetails)      a port was bound to this host (or changed)
     port_unbound(port_id: str)         the port was deleted or bound elsewhere
+    resync()                           read this host's ports again (a cast may be lost)
 
 Agent -> server, topic `server`:
     call get_host_ports(host) -> list[PortDetails]        full sync at agent start

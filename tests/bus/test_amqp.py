@@ -138,6 +138,26 @@ async def test_workers_compete_for_the_server_topic(new_bus) -> None:
     assert set(answers) == {"one", "two"}
 
 
+async def test_a_stopping_worker_finishes_the_handler_it_started(new_bus, amqp_url, prefix) -> None:
+    class Slowish:
+        def __init__(self) -> None:
+            self.started = asyncio.Event()
+
+        async def work(self) -> str:
+            self.started.set()
+            await asyncio.sleep(0.3)
+            return "done"
+
+    agent = await new_bus()
+    worker, endpoint = AmqpBus(amqp_url, prefix=prefix), Slowish()
+    await worker.start()
+    await worker.serve("server", endpoint)
+    reply = asyncio.create_task(agent.call("server", "work", timeout=10))
+    await endpoint.started.wait()
+    await worker.stop()  # SIGTERM of a server worker: no new messages, this one answered
+    assert await reply == "done"
+
+
 async def test_endpoint_on_another_loop_runs_on_its_own_loop(new_bus) -> None:
     """The embedded stack: the agent's thread serves and calls through the server's bus."""
     bus, echo = await new_bus(), Echo()
@@ -166,6 +186,27 @@ async def test_endpoint_on_another_loop_runs_on_its_own_loop(new_bus) -> None:
         other.close()
 
 
+async def test_endpoint_whose_loop_closed_is_no_endpoint(new_bus) -> None:
+    bus, echo = await new_bus(), Echo()
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(
+        target=lambda: other.run_until_complete(bus.serve("agent.h4", echo)))
+    thread.start()
+    await asyncio.to_thread(thread.join, 10)
+    other.close()  # its owner stopped without unregistering, as the agent thread does
+    with pytest.raises(BusError, match="stopped"):
+        await bus.call("agent.h4", "double", value=1)
+    for _ in range(100):  # its queue goes: later casts are NoEndpoint, as on LocalBus
+        try:
+            await bus.cast("agent.h4", "remember", value=1)
+        except NoEndpoint:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("casts to a gone endpoint are still accepted")
+    assert echo.casts == []
+
+
 async def test_unreachable_broker_is_one_line_without_the_password() -> None:
     bus = AmqpBus("amqp://guest:s3cret@127.0.0.1:1/", connect_timeout=5)
     with pytest.raises(BusError) as caught:
@@ -186,5 +227,8 @@ def test_make_bus_picks_the_transport() -> None:
     assert isinstance(make_bus("local"), LocalBus)
     assert isinstance(make_bus("local://"), LocalBus)
     assert isinstance(make_bus("amqp://guest:guest@127.0.0.1/", prefix="x"), AmqpBus)
+    named = make_bus("amqp://guest:guest@127.0.0.1/vh?heartbeat=30&prefix=stack1")
+    assert isinstance(named, AmqpBus)
+    assert named._prefix == "stack1" and named._url == "amqp://guest:guest@127.0.0.1/vh?heartbeat=30"
     with pytest.raises(BusError, match=r"kafka://u:\*\*\*@h"):
         make_bus("kafka://u:pw@h/")

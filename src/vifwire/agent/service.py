@@ -66,6 +66,9 @@ class _Endpoint:
     async def port_unbound(self, port_id: str) -> None:
         self._agent.on_port_unbound(port_id)
 
+    async def resync(self) -> None:
+        await self._agent.resync()
+
 
 class OvsAgent:
     def __init__(self, settings: Settings, bus: Bus, tracer: Tracer, *,
@@ -103,6 +106,7 @@ class OvsAgent:
             await self._bridge.clear_drop_flows()
             self._vlans.hint(_recovered_vlans(p.vif for p in self._ports.values()))
             await self._bus.serve(agent_topic(self.host), _Endpoint(self))
+            self._bus.on_reconnect(self.resync)
         except BaseException:  # e.g. the bus is unreachable: let go of OVSDB too
             self._running = False
             await self._bridge.close()
@@ -209,6 +213,12 @@ class OvsAgent:
         for port_id in list(self._ports):
             self._workers.kick(port_id)
         return True
+
+    async def resync(self) -> None:
+        """Full sync again: the bus got its broker back (casts may have died with our
+        queue), or the server asks, having failed to cast to us."""
+        if self._running and not await self._sync():
+            self._tasks.append(spawn(self._sync_until_done(), name="agent:sync"))
 
     async def _sync_until_done(self) -> None:
         delay = BACKOFF[0]

@@ -10,11 +10,14 @@ Queues (all on the default exchange, named `<prefix>.<topic>`):
 - any other topic (`agent.<host>`) is an exclusive queue of the process serving it:
   it lives exactly as long as that process's connection, a second agent for the
   same host is refused, and its messages are handled one at a time, in order.
+  They are not acked: the queue dies with the connection, unacked ones and all.
 - replies go to an exclusive queue per bus, `<prefix>.reply.<uuid>`, matched by
   correlation id.
 
-Casts are published with `mandatory` and publisher confirms: a cast to a topic
-whose queue does not exist comes back and raises NoEndpoint, as on LocalBus;
+Calls to the shared topic go without publisher confirms (their queue is always
+declared, the reply is the proof). Casts are published with `mandatory` and
+publisher confirms: a cast to a topic whose queue does not exist comes back and
+raises NoEndpoint, as on LocalBus;
 `cast()` returns once the broker has the message, so two casts made one after
 the other by one process reach the agent in that order (a bind, then a delete).
 Why nothing is lost across an agent reconnect: the agent's queue exists before it
@@ -39,31 +42,32 @@ registered its endpoint, as on LocalBus.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aio_pika
 import aiormq.exceptions
-import orjson
 from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
+from aiormq import spec
 
 from vifwire.bus.base import SERVER_TOPIC, Bus, BusError, NoEndpoint
-from vifwire.bus.wire import redact, reply_body, request_body, unpack_reply
+from vifwire.bus.loops import EndpointGone, Hook, dispatch, run_on
+from vifwire.bus.wire import reason, redact, reply_body, request_body, unpack_reply, unpack_request
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # What a publish raises when its channel or connection went away under it.
 _LINK_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError)
-Hook = Callable[[], Awaitable[None] | None]
 
 
 @dataclass
@@ -89,8 +93,9 @@ class _Pending:
 class AmqpBus(Bus):
     def __init__(self, url: str, *, prefix: str = "vifwire",
                  shared_topics: frozenset[str] = frozenset({SERVER_TOPIC}),
-                 prefetch: int = 32, publish_timeout: float = 10.0,
-                 reconnect_interval: float = 1.0, connect_timeout: float = 10.0) -> None:
+                 prefetch: int = 8, publish_timeout: float = 10.0,
+                 reconnect_interval: float = 1.0, connect_timeout: float = 10.0,
+                 drain_timeout: float = 5.0) -> None:
         self._url = url
         self._prefix = prefix
         self._shared = shared_topics
@@ -98,6 +103,7 @@ class AmqpBus(Bus):
         self._publish_timeout = publish_timeout
         self._reconnect_interval = reconnect_interval
         self._connect_timeout = connect_timeout
+        self._drain_timeout = drain_timeout
         self._reply_to = f"{prefix}.reply.{uuid.uuid4().hex}"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: AbstractRobustConnection | None = None
@@ -108,6 +114,7 @@ class AmqpBus(Bus):
         self._pending: dict[str, _Pending] = {}
         self._hooks: list[tuple[Hook, asyncio.AbstractEventLoop]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._handling: set[asyncio.Task[Any]] = set()  # shared-topic handlers under way
         self._stopping = False
 
     @property
@@ -123,13 +130,14 @@ class AmqpBus(Bus):
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         try:
-            self._conn = await aio_pika.connect_robust(
-                self._url, timeout=self._connect_timeout,
-                reconnect_interval=self._reconnect_interval,
-                client_properties={"connection_name": f"vifwire {self._reply_to}"})
+            with _quiet("aiormq.connection", "aio_pika.robust_connection"):
+                self._conn = await aio_pika.connect_robust(
+                    self._url, timeout=self._connect_timeout,
+                    reconnect_interval=self._reconnect_interval,
+                    client_properties={"connection_name": f"vifwire {self._reply_to}"})
         except Exception as exc:  # refused, DNS, auth, timeout: one line for the CLI
             raise BusError(f"cannot connect to RabbitMQ at {self.url}: "
-                           f"{_reason(exc)}") from None
+                           f"{reason(exc)}") from None
         self._pub = await self._channel(publisher_confirms=True, on_return_raises=True)
         self._fast = await self._channel(publisher_confirms=False)
         replies = await self._channel(publisher_confirms=False)
@@ -156,6 +164,8 @@ class AmqpBus(Bus):
                 await asyncio.wait_for(served.queue.cancel(served.consumer_tag), 2.0)
             except Exception:  # closing anyway
                 log.debug("cancel consumer of %s", served.topic, exc_info=True)
+        if self._handling:  # let handlers under way commit, answer and ack
+            await asyncio.wait(self._handling, timeout=self._drain_timeout)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -177,7 +187,7 @@ class AmqpBus(Bus):
             if pending.sent and not pending.future.done():  # lost with the link, maybe
                 self._spawn(self._resend(correlation_id, pending))
         for hook, loop in self._hooks:
-            _run_on(loop, hook)
+            run_on(loop, hook)
 
     async def _resend(self, correlation_id: str, pending: _Pending) -> None:
         try:
@@ -212,13 +222,17 @@ class AmqpBus(Bus):
             async def deliver(message: AbstractIncomingMessage) -> None:
                 # A task of ours, not aiormq's: a lost channel must not cancel a
                 # handler halfway; its ack fails and the broker redelivers.
-                self._spawn(self._handle(served, message))
+                task = self._spawn(self._handle(served, message))
+                self._handling.add(task)
+                task.add_done_callback(self._handling.discard)
         else:
             self._spawn(self._drain(served))
 
             async def deliver(message: AbstractIncomingMessage) -> None:
                 served.inbox.put_nowait(message)
-        served.consumer_tag = await queue.consume(deliver)
+        # An exclusive queue dies with our connection, unacked messages and all:
+        # acking its messages would buy nothing and cost a frame each.
+        served.consumer_tag = await queue.consume(deliver, no_ack=not shared)
 
     async def _drain(self, served: _Served) -> None:
         while True:  # one message at a time keeps the order of casts to one agent
@@ -226,9 +240,14 @@ class AmqpBus(Bus):
 
     async def _handle(self, served: _Served, message: AbstractIncomingMessage) -> None:
         try:
-            method, kwargs = _unpack_request(message.body)
-            result = await _dispatch(served, method, kwargs)
+            method, kwargs = unpack_request(message.body)
+            result = await dispatch(served.endpoint, served.topic, served.loop, method, kwargs)
             error = None
+        except EndpointGone as exc:
+            result, error = None, str(exc)
+            if self._served.get(served.topic) is served:  # later senders get NoEndpoint
+                del self._served[served.topic]
+                self._spawn(self._unserve(served))
         except Exception as exc:  # the caller gets it as BusError
             result, error = None, f"{type(exc).__name__}: {exc}"
             if message.reply_to is None:
@@ -236,14 +255,26 @@ class AmqpBus(Bus):
         try:
             if message.reply_to is not None:
                 assert self._fast is not None
-                await self._fast.default_exchange.publish(
-                    aio_pika.Message(reply_body(result, error),
-                                     correlation_id=message.correlation_id),
-                    message.reply_to, mandatory=False)
-            await message.ack()  # only now: a crash before this gets it redelivered
+                underlay = await self._fast.get_underlay_channel()
+                await underlay.basic_publish(
+                    reply_body(result, error), routing_key=message.reply_to,
+                    properties=spec.Basic.Properties(correlation_id=message.correlation_id))
+            if served.shared:
+                await message.ack()  # only now: a crash before this gets it redelivered
         except Exception:  # link lost: the broker redelivers it
             log.info("could not answer/ack on %s; it will be redelivered", served.topic,
                      exc_info=True)
+
+    async def _unserve(self, served: _Served) -> None:
+        """Drop the queue of an endpoint whose loop ended without stopping the bus
+        (the embedded agent's thread): an exclusive queue outlives its channel."""
+        try:
+            await served.queue.cancel(served.consumer_tag)
+            if not served.shared:
+                await served.queue.delete(if_unused=False, if_empty=False)
+            await served.channel.close()
+        except Exception:  # the link is going anyway
+            log.debug("unserve %s", served.topic, exc_info=True)
 
     # -- sending -------------------------------------------------------------
 
@@ -282,23 +313,32 @@ class AmqpBus(Bus):
             raise BusError("the bus is not started")
         if topic in self._shared and topic not in self._declared:
             await self._declare_shared(topic)
-        message = aio_pika.Message(body, type=method, correlation_id=correlation_id,
-                                   reply_to=self._reply_to if correlation_id else None,
-                                   delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT)
+        # aiormq's publish under aio-pika's: aio_pika.Message costs ~90 attribute
+        # checks per message; these properties are all a message needs here.
+        properties = spec.Basic.Properties(
+            delivery_mode=1, message_type=method or None, correlation_id=correlation_id,
+            reply_to=self._reply_to if correlation_id else None)
         what = f"{method or 'message'} to {topic!r} on {self.url}"
-        channel, failure = self._pub, "timed out"
+        # A call to a shared topic needs no confirm: its queue is declared (it cannot
+        # bounce), its reply is the proof, and a reconnect sends it again.
+        confirmed = not (correlation_id and topic in self._shared)
+        channel = self._pub if confirmed else self._fast
+        assert channel is not None
+        failure = "timed out"
         try:
             async with asyncio.timeout(self._publish_timeout):
                 while True:
                     await channel.ready()  # the link is down: wait for the robust reconnect
                     try:
-                        await channel.default_exchange.publish(message, self._queue(topic),
-                                                               mandatory=True)
-                        return  # confirmed: the broker has it
+                        underlay = await channel.get_underlay_channel()
+                        await underlay.basic_publish(body, routing_key=self._queue(topic),
+                                                     properties=properties,
+                                                     mandatory=confirmed)
+                        return  # confirmed (casts): the broker has it
                     except aiormq.exceptions.PublishError:
                         raise NoEndpoint(f"no endpoint serves topic {topic!r}") from None
                     except _LINK_ERRORS as exc:  # lost with the link: send it again
-                        failure = _reason(exc)
+                        failure = reason(exc)
                         if self._stopping:
                             break
                         await asyncio.sleep(0.05)
@@ -311,7 +351,7 @@ class AmqpBus(Bus):
         try:
             await self._pub.declare_queue(self._queue(topic), durable=True)
         except (TimeoutError, *_LINK_ERRORS) as exc:
-            raise BusError(f"could not declare {topic!r} on {self.url}: {_reason(exc)}") \
+            raise BusError(f"could not declare {topic!r} on {self.url}: {reason(exc)}") \
                 from None
         self._declared.add(topic)
 
@@ -331,43 +371,22 @@ class AmqpBus(Bus):
             raise BusError("the bus stopped") from None
         return await asyncio.wrap_future(future)
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
 
-async def _dispatch(served: _Served, method: str, kwargs: dict[str, Any]) -> Any:
-    handler = getattr(served.endpoint, method, None)
-    if method.startswith("_") or handler is None:
-        raise BusError(f"topic {served.topic!r} has no method {method!r}")
-    if served.loop is asyncio.get_running_loop():
-        return await handler(**kwargs)
-    coro = handler(**kwargs)
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """Mute these loggers for a moment: a failed first connect is our one error line."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
-        future = asyncio.run_coroutine_threadsafe(coro, served.loop)
-    except RuntimeError:  # the endpoint's loop is closed: its owner is gone
-        coro.close()
-        raise NoEndpoint(f"the endpoint of topic {served.topic!r} has stopped") from None
-    return await asyncio.wrap_future(future)
-
-
-def _unpack_request(body: bytes) -> tuple[str, dict[str, Any]]:
-    request = orjson.loads(body)
-    return request["method"], request["args"]
-
-
-def _run_on(loop: asyncio.AbstractEventLoop, hook: Hook) -> None:
-    def run() -> None:
-        result = hook()
-        if asyncio.iscoroutine(result):
-            loop.create_task(result)
-    try:
-        loop.call_soon_threadsafe(run)
-    except RuntimeError:  # that loop is closed: its owner is gone
-        log.debug("reconnect hook of a closed loop skipped")
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0] if text else type(exc).__name__
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 
@@ -26,6 +26,11 @@ def reply_body(result: Any, error: str | None) -> bytes:
         return orjson.dumps({"error": f"the reply is not JSON-able: {exc}"})
 
 
+def unpack_request(body: bytes) -> tuple[str, dict[str, Any]]:
+    request = orjson.loads(body)
+    return request["method"], request["args"]
+
+
 def unpack_reply(body: bytes, what: str) -> Any:
     reply = orjson.loads(body)
     if "error" in reply:
@@ -42,3 +47,22 @@ def redact(url: str) -> str:
     if parts.port is not None:
         netloc += f":{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def split_prefix(url: str) -> tuple[str, str | None]:
+    """`url` without its `prefix=` query parameter (ours, not aio-pika's), and its value."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefixes = [v for k, v in query if k == "prefix"]
+    if not prefixes:
+        return url, None
+    if not prefixes[-1]:
+        raise BusError(f"empty prefix= in bus URL {redact(url)!r}")
+    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefixes[-1]
+
+
+def reason(exc: BaseException) -> str:
+    """The first line of what `exc` says, for a one-line error."""
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]
