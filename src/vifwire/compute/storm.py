@@ -34,7 +34,13 @@ from typing import Any
 
 from vifwire.compute.connectivity import check_connectivity
 from vifwire.compute.errors import ComputeError, NeutronClientError
-from vifwire.compute.neutron import NeutronClient, TargetNetwork, delete_quietly
+from vifwire.compute.neutron import (
+    DEFAULT_RETRY,
+    NeutronClient,
+    Retry,
+    TargetNetwork,
+    delete_quietly,
+)
 from vifwire.compute.nova_events import VIF_PLUGGED, EventBook, NovaEndpoint
 from vifwire.compute.plug import OvsPlugger
 from vifwire.compute.result import StormResult, VmRecord
@@ -72,6 +78,8 @@ class StormConfig:
     host_netns: str | None = None  # the namespace the private OVS runs in, if any
     netlink_workers: int = 4
     ping_concurrency: int = 16
+    # How long each Neutron call keeps retrying while Neutron is unreachable or 503.
+    neutron_retry: Retry = DEFAULT_RETRY
 
 
 class _Counter:
@@ -109,7 +117,7 @@ class Storm:
             self.book.expect_server(record.vm_uuid)
             record.stage = "port"
             port = await self.neutron.create_port(
-                network.id, project_id=cfg.project_id,
+                network.id, project_id=cfg.project_id, device_id=record.vm_uuid,
                 name=f"vifwire-{self.state.run_id}-{record.index}", **port_extra)
             record.port_id, record.t_port = port["id"], time.time()
             self.book.tracer.mark(Stage.CREATED, record.port_id, t=record.t_port)
@@ -232,7 +240,8 @@ async def run_storm(config: StormConfig) -> StormResult:
     nova = NovaEndpoint(book, config.nova_url)
     try:
         await nova.spawn()  # it starts up while we clean and look around
-        async with NeutronClient(config.neutron_url, config.token) as neutron, \
+        async with NeutronClient(config.neutron_url, config.token,
+                                 retry=config.neutron_retry) as neutron, \
                 OvsPlugger(config.ovs, run_id, tracer) as plugger:
             t = time.monotonic()
             cleaned = await clean_leftovers(config.run_dir, plugger, neutron)
@@ -257,6 +266,7 @@ async def run_storm(config: StormConfig) -> StormResult:
                 t = time.monotonic()
                 await _finish(storm, config.keep)
                 phases["teardown"] = time.monotonic() - t
+                storm.result.neutron_retries = neutron.retries
             phases["total"] = time.monotonic() - started
             return storm.result
     finally:
