@@ -46,6 +46,7 @@ from vifwire.compute.plug import OvsPlugger
 from vifwire.compute.result import StormResult, VmRecord
 from vifwire.compute.state import DONE, KEPT, RunState, clean_leftovers
 from vifwire.compute.vm import NS_PREFIX, Vm, spec_from_port
+from vifwire.nova_token import ensure_token, token_path
 from vifwire.settings import OvsSettings
 from vifwire.trace import NullTracer, Stage, Tracer
 
@@ -237,7 +238,8 @@ async def run_storm(config: StormConfig) -> StormResult:
     phases: dict[str, float] = {}
     executor = ThreadPoolExecutor(config.netlink_workers, thread_name_prefix="vm-netlink")
     book = EventBook(tracer)
-    nova = NovaEndpoint(book, config.nova_url)
+    ensure_token(config.run_dir)  # the stack's notifier reads it too (vifwire.nova_token)
+    nova = NovaEndpoint(book, config.nova_url, token_file=token_path(config.run_dir))
     try:
         await nova.spawn()  # it starts up while we clean and look around
         async with NeutronClient(config.neutron_url, config.token,
