@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import socket
 import sys
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,8 @@ class EventBook:
         self.tracer = tracer or NullTracer()
         self.servers: set[str] = set()
         self.received: dict[tuple[str, str], ReceivedEvent] = {}
+        # Every accepted event, duplicates too (the chaos bench counts them).
+        self.counts: Counter[tuple[str, str]] = Counter()
         self._waiters: dict[tuple[str, str], asyncio.Future[ReceivedEvent]] = {}
         # Tells the endpoint process which instances exist (set by NovaEndpoint).
         self.announce: Callable[[str, str], None] | None = None
@@ -82,6 +85,7 @@ class EventBook:
         if server_uuid not in self.servers:
             return False
         event = ReceivedEvent(name, server_uuid, tag, status, t)
+        self.counts[(name, tag)] += 1
         self.received.setdefault((name, tag), event)  # the first one counts
         if name == VIF_PLUGGED:
             self.tracer.mark(Stage.EVENT_RECEIVED, tag, t=t, status=status)

@@ -81,6 +81,11 @@ class StormConfig:
     ping_concurrency: int = 16
     # How long each Neutron call keeps retrying while Neutron is unreachable or 503.
     neutron_retry: Retry = DEFAULT_RETRY
+    # Instances booted earlier (kept VMs) whose events this storm's Nova accepts too.
+    extra_servers: tuple[str, ...] = ()
+    # Runs after every VM booted (or failed), before the connectivity check: the
+    # chaos bench waits for recovery and inspects the storm here.
+    after_boot: Callable[[Storm], Awaitable[None]] | None = None
 
 
 class _Counter:
@@ -256,10 +261,14 @@ async def run_storm(config: StormConfig) -> StormResult:
             storm.result.phases_s = phases
             storm.result.cleaned = {k: v for k, v in asdict(cleaned).items() if v}
             await nova.started()
+            for server in config.extra_servers:
+                book.expect_server(server)
             try:
                 t = time.monotonic()
                 await storm.boot_all()
                 phases["boot"] = time.monotonic() - t
+                if config.after_boot is not None:
+                    await config.after_boot(storm)
                 if config.check_connectivity:
                     t = time.monotonic()
                     await check_connectivity(storm)
