@@ -20,8 +20,8 @@ once to recover (as an operator or systemd would), and the figures (issue 12):
 * isolation after recovery: the dead-VLAN drop flow is in br-int, and the storm's
   probe VM on a second network with the same CIDR is unreachable from VM 0;
 * time to recover: SIGKILL -> `vifwire up` done, and SIGKILL -> every port ACTIVE;
-  the SIGKILL comes after a random k-th port create (k in 1..VMs) plus up to
-  `--kill-window` s, so it lands anywhere in the boot phase;
+  the SIGKILL comes after a random k-th port create or k-th vif-plugged event
+  plus up to `--kill-window` s, so it lands anywhere in the boot phase;
 * pings lost by the kept pair's continuous ping (-i 0.05) during the trial.
 
 Fault kinds are pluggable (`FAULTS`): the agent alone, a server worker and
@@ -294,9 +294,11 @@ async def trial(bench: Bench, fault: Fault, vms: int, recover_timeout: float,
     unplugged_at_check: Counter[tuple[str, str]] = Counter()
 
     async def inject() -> None:
-        # A random point of the boot phase: after the k-th port create, plus a little.
-        k = random.randint(1, vms)
-        while progress["ports"] < k and not storms:
+        # A random point of the boot phase: after the k-th port create or, for k past
+        # the VM count, the (k - VMs)-th vif-plugged event received, plus a little.
+        k = random.randint(1, 2 * vms)
+        stage, mark = ("ports", k) if k <= vms else ("events", k - vms)
+        while progress[stage] < mark and not storms:
             await asyncio.sleep(0.01)
         await asyncio.sleep(random.uniform(0.0, kill_window_s))
         pid = fault.pid(bench)
@@ -472,7 +474,7 @@ def main() -> int:
                         help="seconds to wait for every port ACTIVE after a fault")
     parser.add_argument("--kill-window", type=float, default=0.3,
                         help="the SIGKILL comes this much (uniform random) after the k-th "
-                             "port create, k uniform random in 1..VMs")
+                             "port create or event received (k random)")
     parser.add_argument("--settle", type=float, default=2.0,
                         help="seconds after recovery to wait for late (duplicate) events")
     parser.add_argument("--seed", type=int, default=None)
