@@ -156,18 +156,24 @@ async def test_storm_rides_out_a_neutron_outage(stack: Settings, ovs: OvsRuntime
 
 
 async def test_a_create_whose_answer_was_lost_is_adopted(stack: Settings) -> None:
-    proxy = FlakyProxy(stack.api_port)
+    """The server made the network, the subnet and the port, but each answer was lost:
+    the retries find them again (by name, by network and CIDR, by device_id)."""
+    proxy = FlakyProxy(stack.api_port, lose_prefix=b"POST /v2.0/")
     await proxy.start()
     try:
         async with NeutronClient(stack.api_url) as direct, \
                 NeutronClient(proxy.url, retry=Retry(budget_s=5)) as neutron:
-            net = await direct.create_network("lost-answer")
-            await direct.create_subnet(net["id"], "10.7.0.0/24")
-            proxy.lose_answers = 1
+            proxy.lose_answers = 3
+            net = await neutron.create_network("lost-answer")
+            subnet = await neutron.create_subnet(net["id"], "10.7.0.0/24")
             port = await neutron.create_port(net["id"], device_id="vm-lost-answer")
-            assert proxy.lost == 1 and neutron.retries == 1
-            ports = await direct.list_ports(network_id=net["id"])
-            assert [p["id"] for p in ports] == [port["id"]]
+            assert proxy.lost == 3 and neutron.retries == 3
+            assert [n["id"] for n in await direct.list_ports(network_id=net["id"])] == \
+                [port["id"]]
+            assert [s["id"] for s in await direct.list_subnets(net["id"])] == [subnet["id"]]
+            networks = (await direct._call("GET", "/networks",
+                                           params={"name": "lost-answer"}))["networks"]
+            assert [n["id"] for n in networks] == [net["id"]]
             assert port["device_id"] == "vm-lost-answer"
             await direct.delete_port(port["id"])
             await direct.delete_network(net["id"])

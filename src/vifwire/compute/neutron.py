@@ -17,7 +17,8 @@ its answer, or got 429/502/503/504 is sent again after an exponential backoff
 then the last error is raised. Every call but a create is idempotent; a create
 whose request may have reached the server is never blindly resent (it could
 make a second port): the client first lists ports by the `device_id` the create
-carried, as Nova finds an instance's ports, and adopts the one it finds.
+carried, as Nova finds an instance's ports, and adopts the one it finds
+(networks by name, subnets by network and CIDR, the same way).
 """
 
 from __future__ import annotations
@@ -175,8 +176,10 @@ class NeutronClient:
         return found[0] if found else None
 
     async def create_network(self, name: str, **extra: Any) -> Resource:
+        """POST a network; a create whose answer was lost is found again by its name."""
         body = {"network": {"name": name, "admin_state_up": True, **extra}}
-        return (await self._call("POST", "/networks", body))["network"]
+        recover = self._finder("/networks", "network", {"name": name})
+        return (await self._call("POST", "/networks", body, recover=recover))["network"]
 
     async def delete_network(self, network_id: str) -> None:
         await self._call("DELETE", f"/networks/{network_id}")
@@ -185,7 +188,8 @@ class NeutronClient:
                             **extra: Any) -> Resource:
         body = {"subnet": {"network_id": network_id, "cidr": cidr, "ip_version": ip_version,
                            **extra}}
-        return (await self._call("POST", "/subnets", body))["subnet"]
+        recover = self._finder("/subnets", "subnet", {"network_id": network_id, "cidr": cidr})
+        return (await self._call("POST", "/subnets", body, recover=recover))["subnet"]
 
     async def list_subnets(self, network_id: str) -> list[Resource]:
         found = await self._call("GET", "/subnets", params={"network_id": network_id})
@@ -203,14 +207,21 @@ class NeutronClient:
         recover = None
         if device_id:
             port["device_id"] = device_id
-
-            async def recover() -> Resource | None:
-                # One try: the loop around it is already retrying.
-                found = (await self._call("GET", "/ports", retry=NO_RETRY, params={
-                    "device_id": device_id, "network_id": network_id}))["ports"]
-                return {"port": found[0]} if found else None
-
+            recover = self._finder("/ports", "port", {"device_id": device_id,
+                                                      "network_id": network_id})
         return (await self._call("POST", "/ports", {"port": port}, recover=recover))["port"]
+
+    def _finder(self, path: str, member: str,
+                filters: dict[str, Any]) -> Callable[[], Awaitable[Resource | None]]:
+        """A create's `recover`: the resource `filters` find, as `{member: resource}`."""
+
+        async def find() -> Resource | None:
+            # One try: the loop around it is already retrying.
+            found = (await self._call("GET", path, retry=NO_RETRY, params=filters))[
+                member + "s"]
+            return {member: found[0]} if found else None
+
+        return find
 
     async def bind_port(self, port_id: str, device_id: str, host: str) -> Resource:
         """Nova's `_update_port`: attach the port to the instance and its host."""
