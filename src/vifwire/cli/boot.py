@@ -202,6 +202,9 @@ def print_summary(summary: dict[str, Any], network: str, console: Console) -> No
                       "network's VM stayed unreachable")
     else:
         table.add_row("connectivity", f"[red]FAILED[/] {summary.get('connectivity')}")
+    if summary.get("neutron_retries"):
+        table.add_row("Neutron calls retried", f"{summary['neutron_retries']} (Neutron was "
+                      "unreachable or busy for a while)")
     if summary.get("error"):
         table.add_row("[red]error[/]", str(summary["error"]))
     for failure in summary.get("failures", [])[:10]:
