@@ -169,7 +169,8 @@ def _storm(settings: Settings, options: BootOptions, neutron_url: str, console: 
             nova_url=settings.nova_url, timeout=options.timeout, keep=options.keep,
             run_dir=settings.run_dir, check_connectivity=options.check_connectivity,
             tracer=tracer, progress=on_progress, ensure_network=ensure_network,
-            host_netns=settings.ovs_netns, watch_active=external and profile_dir is not None)
+            host_netns=settings.ovs_netns, watch_active=external and profile_dir is not None,
+            nova_auth=not external)
         if sampler is not None:
             sampler.start()
         try:
