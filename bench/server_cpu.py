@@ -87,7 +87,7 @@ async def run(database_url: str, ports: int, rounds: int,
             # The notifier would post to Nova; this measures the server alone.
             await services.notifier.stop()
             services.context.wake_notifier = lambda: None
-            services.agents.report({"host": HOST, "agent_type": OVS_AGENT_TYPE,
+            await services.agents.report({"host": HOST, "agent_type": OVS_AGENT_TYPE,
                                     "binary": "vifwire-agent", "topic": "agent",
                                     "configurations": {}, "start_flag": True})
             client = AsgiClient(app)

@@ -66,6 +66,12 @@ class Settings:
     ovs_netns: str | None = None
     # When set, the stack runs under cProfile and dumps <dir>/stack.pstats at exit.
     cprofile_dir: Path | None = None
+    # Database speed-ups on SQLAlchemy internals, each with a plain fallback
+    # (vifwire.db.fast, vifwire.server._db; bench/db_ab.py measures them).
+    db_direct_statements: bool = True
+    db_held_connections: bool = True
+    # Threads running database transactions off the event loop (0: on the loop).
+    db_threads: int = 4
 
     @property
     def ovs(self) -> OvsSettings:

@@ -8,8 +8,17 @@ statement's life in two:
   work on the server's CPU (the "33 % building SQL queries" of the report);
 * execute = before_cursor_execute -> after_cursor_execute: the DBAPI call.
 
-Statements run straight on the driver (`vifwire.db.fast`) bypass those events
-and report themselves through `record`, counted with cache state "prepared".
+Build is measured as the calling thread's CPU time (`time.thread_time`), not
+wall time: in the embedded stack the agent and the notifier run threads in the
+same process, and a statement that waited for the GIL between two clock reads
+used to be charged a whole switch interval (5 ms) of "building". Execute is
+the driver call's wall time (for PostgreSQL it includes the server's work and
+the round trip), with its CPU beside it (`execute_cpu_s`).
+
+Statements run straight on the driver (`vifwire.db.fast`) bypass those events;
+the probe registers itself as the engine's `StatementObserver`
+(`vifwire.db.engine.hooks`) and `Fast` reports them through `record`, counted
+with cache state "prepared".
 
 It also counts the compiled-cache outcome of each statement from
 `ExecutionContext.cache_hit` (hit, miss, caching disabled, no cache key; raw
@@ -23,7 +32,6 @@ from __future__ import annotations
 
 import threading
 import time
-import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +41,8 @@ import orjson
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import default
 
+from vifwire.db.engine import hooks
+
 _CACHE_STATES: dict[Any, str] = {
     default.CACHE_HIT: "hit",
     default.CACHE_MISS: "miss",
@@ -41,13 +51,14 @@ _CACHE_STATES: dict[Any, str] = {
     default.NO_DIALECT_SUPPORT: "no_dialect_support",
 }
 _TOP_STATEMENTS = 20
-_PROBES: weakref.WeakKeyDictionary[Engine, SqlProbe] = weakref.WeakKeyDictionary()
 _MAX_KEYS = 4096
+# What each figure of a snapshot measures (written into it: the report says so).
+CLOCKS = {"build_s": "thread CPU", "execute_s": "wall", "execute_cpu_s": "thread CPU"}
 
 
 @dataclass
 class _Frame:
-    start: float
+    start: float  # thread CPU
     nested: float = 0.0
     build: float | None = None
 
@@ -57,6 +68,7 @@ class _Totals:
     statements: int = 0
     build_s: float = 0.0
     execute_s: float = 0.0
+    execute_cpu_s: float = 0.0
     cache: Counter[str] = field(default_factory=Counter)
     by_statement: dict[str, list[float]] = field(default_factory=dict)
 
@@ -79,42 +91,46 @@ class SqlProbe:
         ]
         for name, fn in self._listeners:
             event.listen(self.engine, name, fn)
-        _PROBES[self.engine] = self
+        hooks(self.engine).observer = self
 
     def remove(self) -> None:
         for name, fn in self._listeners:
             if event.contains(self.engine, name, fn):
                 event.remove(self.engine, name, fn)
-        if _PROBES.get(self.engine) is self:
-            del _PROBES[self.engine]
+        engine_hooks = hooks(self.engine)
+        if engine_hooks.observer is self:
+            engine_hooks.observer = None
 
-    def record(self, statement: str, build_s: float, execute_s: float) -> None:
+    def record(self, statement: str, build_cpu_s: float, execute_s: float,
+               execute_cpu_s: float) -> None:
         """Count a statement run on the driver's cursor, outside SQLAlchemy's events."""
-        self._add(statement, build_s, execute_s, "prepared")
+        self._add(statement, build_cpu_s, execute_s, execute_cpu_s, "prepared")
 
     def _frames(self, conn: Any) -> list[_Frame]:
         stacks: dict[int, list[_Frame]] = self._local.__dict__.setdefault("stacks", {})
         return stacks.setdefault(id(conn), [])
 
     def _before_execute(self, conn: Any, *_args: Any) -> None:
-        self._frames(conn).append(_Frame(time.perf_counter()))
+        self._frames(conn).append(_Frame(time.thread_time()))
 
     def _before_cursor_execute(self, conn: Any, _cursor: Any, _statement: str, _params: Any,
                                _context: Any, _executemany: bool) -> None:
-        now = time.perf_counter()
+        now = time.thread_time()
         frames = self._frames(conn)
         if frames and frames[-1].build is None:
             frames[-1].build = max(now - frames[-1].start - frames[-1].nested, 0.0)
-        self._local.cursor_start = now
+        self._local.cursor_start = (time.perf_counter(), now)
 
     def _after_cursor_execute(self, conn: Any, _cursor: Any, statement: str, _params: Any,
                               context: Any, _executemany: bool) -> None:
-        elapsed = time.perf_counter() - getattr(self._local, "cursor_start", time.perf_counter())
+        wall, cpu = time.perf_counter(), time.thread_time()
+        wall0, cpu0 = getattr(self._local, "cursor_start", (wall, cpu))
         frames = self._frames(conn)
         build = frames[-1].build if frames else None
-        self._add(statement, build or 0.0, elapsed, _cache_state(context))
+        self._add(statement, build or 0.0, wall - wall0, cpu - cpu0, _cache_state(context))
 
-    def _add(self, statement: str, build: float, elapsed: float, state: str) -> None:
+    def _add(self, statement: str, build: float, elapsed: float, elapsed_cpu: float,
+             state: str) -> None:
         key = self._keys.get(statement)
         if key is None:  # compiled statements come back as the same strings
             if len(self._keys) > _MAX_KEYS:  # IN lists of every length: start over
@@ -124,6 +140,7 @@ class SqlProbe:
             t = self._totals
             t.statements += 1
             t.execute_s += elapsed
+            t.execute_cpu_s += elapsed_cpu
             t.build_s += build
             t.cache[state] += 1
             row = t.by_statement.setdefault(key, [0, 0.0, 0.0])
@@ -137,7 +154,7 @@ class SqlProbe:
             return
         frame = frames.pop()
         if frames:
-            frames[-1].nested += time.perf_counter() - frame.start
+            frames[-1].nested += time.thread_time() - frame.start
 
     def snapshot(self) -> dict[str, Any]:
         """Totals so far, as the JSON-ready `sql` section of profile.json."""
@@ -147,13 +164,15 @@ class SqlProbe:
             rows = sorted(t.by_statement.items(), key=lambda kv: kv[1][1] + kv[1][2],
                           reverse=True)[:_TOP_STATEMENTS]
             snap: dict[str, Any] = {"statements": t.statements, "build_s": round(t.build_s, 6),
-                    "execute_s": round(t.execute_s, 6), "cache": cache,
+                    "execute_s": round(t.execute_s, 6),
+                    "execute_cpu_s": round(t.execute_cpu_s, 6), "cache": cache,
                     "top": [{"sql": k, "count": int(v[0]), "build_s": round(v[1], 6),
                              "execute_s": round(v[2], 6)} for k, v in rows]}
         cacheable = cache.get("hit", 0) + cache.get("miss", 0)
         snap["cache_hit_ratio"] = round(cache.get("hit", 0) / cacheable, 4) if cacheable else None
         busy = snap["build_s"] + snap["execute_s"]
         snap["build_share"] = round(snap["build_s"] / busy, 4) if busy else None
+        snap["clocks"] = dict(CLOCKS)
         snap["dialect"] = self.engine.dialect.name
         snap["window"] = [self._started, time.time()]
         return snap
@@ -168,11 +187,6 @@ def _cache_state(context: Any) -> str:
     if context is None or getattr(context, "compiled", None) is None:
         return "raw"
     return _CACHE_STATES.get(getattr(context, "cache_hit", None), "unknown")
-
-
-def probe_of(engine: Engine) -> SqlProbe | None:
-    """The probe installed on `engine`, if any."""
-    return _PROBES.get(engine)
 
 
 def install_sql_probe(engine: Any) -> SqlProbe:
@@ -195,10 +209,12 @@ def merge_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
                 acc[k] += row[k]
     build = sum(s.get("build_s", 0.0) for s in snapshots)
     execute = sum(s.get("execute_s", 0.0) for s in snapshots)
+    execute_cpu = sum(s.get("execute_cpu_s", 0.0) for s in snapshots)
     cacheable = cache.get("hit", 0) + cache.get("miss", 0)
     return {
         "statements": sum(s.get("statements", 0) for s in snapshots),
-        "build_s": round(build, 6), "execute_s": round(execute, 6), "cache": dict(cache),
+        "build_s": round(build, 6), "execute_s": round(execute, 6),
+        "execute_cpu_s": round(execute_cpu, 6), "cache": dict(cache), "clocks": dict(CLOCKS),
         "cache_hit_ratio": round(cache.get("hit", 0) / cacheable, 4) if cacheable else None,
         "build_share": round(build / (build + execute), 4) if build + execute else None,
         "top": sorted(top.values(), key=lambda r: r["build_s"] + r["execute_s"],

@@ -13,22 +13,37 @@ create. A connection the database dropped while it sat idle (a restart, an idle
 timeout) fails its next statement and is invalidated; the work then runs again
 on a new one. A transaction started inside another one (on the same thread)
 gets a pooled connection of its own. `release_connections` closes them all when
-the app stops.
+the app stops. With `held_connections` off (the `db_held_connections` setting)
+each transaction takes a pooled connection and gives it back, SQLAlchemy's
+plain path.
+
+Where threads meet asyncio for the database: `run_transaction` and `run_read`
+are the event loop's way in. They run the same synchronous work on a small
+thread pool per engine (`db_threads`, 4 by default), so a writer that holds the
+SQLite lock (busy timeout 30 s, 20 attempts) or a PostgreSQL that does not
+answer stalls those threads, never the loop that serves every other request
+and agent call. Each pool thread keeps its held connection. The awaiting
+coroutine, if cancelled, still waits for the transaction to end, so whoever
+cancelled it never acts on a transaction whose outcome it does not know.
+`db_threads = 0` runs the work on the loop itself (the A/B baseline).
+The synchronous `transaction` and `read` stay for callers that are not on a loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from vifwire.db.engine import READ_ONLY
+from vifwire.db.engine import READ_ONLY, hooks
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +66,21 @@ def _retryable(exc: DBAPIError) -> bool:
 
 
 class _Held:
-    """The open connections of one engine, one per thread that used it."""
+    """The open connections of one engine, one per thread that used it, and the
+    threads that run its transactions for the event loop."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.by_thread: dict[int, Connection] = {}
+        self.executor: ThreadPoolExecutor | None = None
+
+
+def _held(engine: Engine) -> _Held:
+    held = _HELD.get(engine)
+    if held is None:
+        with _HELD_LOCK:
+            held = _HELD.setdefault(engine, _Held())
+    return held
 
 
 _HELD: weakref.WeakKeyDictionary[Engine, _Held] = weakref.WeakKeyDictionary()
@@ -64,10 +89,11 @@ _HELD_LOCK = threading.Lock()
 
 @contextlib.contextmanager
 def _connection(engine: Engine) -> Iterator[Connection]:
-    held = _HELD.get(engine)
-    if held is None:
-        with _HELD_LOCK:
-            held = _HELD.setdefault(engine, _Held())
+    if not hooks(engine).held_connections:
+        with engine.connect() as own:
+            yield own
+        return
+    held = _held(engine)
     thread = threading.get_ident()
     connection = held.by_thread.get(thread)
     if connection is None or connection.closed or connection.invalidated:
@@ -91,6 +117,9 @@ def release_connections(engine: Engine) -> None:
         return
     with held.lock:
         connections, held.by_thread = list(held.by_thread.values()), {}
+        executor, held.executor = held.executor, None
+    if executor is not None:
+        executor.shutdown(wait=True)
     for connection in connections:
         with contextlib.suppress(Exception):
             connection.close()
@@ -120,3 +149,33 @@ def transaction(engine: Engine, work: Callable[[Connection], T], attempts: int =
 def read(engine: Engine, work: Callable[[Connection], T]) -> T:
     """Run `work` in a read-only transaction (deferred on SQLite: never waits for writers)."""
     return transaction(engine, work, read_only=True)
+
+
+async def run_transaction(engine: Engine, work: Callable[[Connection], T],
+                          attempts: int = ATTEMPTS, read_only: bool = False) -> T:
+    """`transaction` for a coroutine: the work runs on the engine's database
+    threads, the loop stays free meanwhile (see the module doc)."""
+    threads = hooks(engine).threads
+    if threads <= 0:
+        return transaction(engine, work, attempts, read_only)
+    held = _held(engine)
+    executor = held.executor
+    if executor is None:
+        with held.lock:
+            if held.executor is None:
+                held.executor = ThreadPoolExecutor(threads, thread_name_prefix="vifwire-db")
+            executor = held.executor
+    future = asyncio.get_running_loop().run_in_executor(
+        executor, transaction, engine, work, attempts, read_only)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        # The work runs on: let it end (commit or not) before giving up.
+        with contextlib.suppress(Exception):
+            await future
+        raise
+
+
+async def run_read(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """`read` for a coroutine: a read-only `run_transaction`."""
+    return await run_transaction(engine, work, read_only=True)

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from vifwire.db.schema import agents
 from vifwire.messages import AgentState
 from vifwire.server import faults
-from vifwire.server._db import read, transaction
+from vifwire.server._db import read, run_transaction, transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import agent_time, dumps, loads, new_id, utcnow
 from vifwire.server.context import Context
@@ -90,7 +90,7 @@ class AgentService:
         transaction(self.ctx.engine, work)
         self.ctx.liveness.forget()
 
-    def report(self, state: AgentState) -> None:
+    async def report(self, state: AgentState) -> None:
         """Upsert the heartbeat; a racing first insert falls back to the update."""
         now = utcnow()
         key = (agents.c.agent_type == state["agent_type"], agents.c.host == state["host"])
@@ -112,4 +112,4 @@ class AgentService:
                                            if k != "started_at"}))
             except IntegrityError:
                 conn.execute(update(agents).where(*key).values(**values))
-        transaction(self.ctx.engine, work)
+        await run_transaction(self.ctx.engine, work)

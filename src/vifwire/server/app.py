@@ -56,7 +56,10 @@ def create_app(settings: Settings, bus: Bus, tracer: Tracer,
                notifier_backoff_s: float = 0.1) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.effective_database_url)
+        engine = make_engine(settings.effective_database_url,
+                             direct_statements=settings.db_direct_statements,
+                             held_connections=settings.db_held_connections,
+                             threads=settings.db_threads)
         try:
             migrate(engine)
             ctx = Context(engine=engine, settings=settings, bus=bus, tracer=tracer)
