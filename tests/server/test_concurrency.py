@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from vifwire.settings import Settings
 
-from .helpers import running
+from .helpers import Stack, running
 
 MYSQL_ADMIN_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
 PROCESSES = 4
@@ -31,17 +31,20 @@ PORTS_PER_PROCESS = 40
 NETWORKS_PER_PROCESS = 5
 
 
+async def _create(stack: Stack, member: str, body: dict[str, Any]) -> dict[str, Any]:
+    r = await stack.client.post(f"/v2.0/{member}s", json={member: body})
+    assert r.status_code == 201, r.text
+    made: dict[str, Any] = r.json()[member]
+    return made
+
+
 async def _create_ports(settings: Settings, net_id: str, count: int,
                         start: Any) -> list[dict[str, Any]]:
     async with running(settings) as stack:
         await asyncio.to_thread(start.wait)
-
-        async def one() -> dict[str, Any]:
-            r = await stack.client.post("/v2.0/ports", json={"port": {"network_id": net_id}})
-            assert r.status_code == 201, r.text
-            return r.json()["port"]
-
-        return list(await asyncio.gather(*(one() for _ in range(count))))
+        port = {"network_id": net_id}
+        return list(await asyncio.gather(*(_create(stack, "port", port)
+                                           for _ in range(count))))
 
 
 async def test_two_servers_share_ipam(settings: Settings) -> None:
@@ -74,19 +77,10 @@ async def test_two_servers_share_ipam(settings: Settings) -> None:
 async def _one_process(settings: Settings, net_id: str, start: Any) -> dict[str, list[Any]]:
     async with running(settings) as stack:
         await asyncio.to_thread(start.wait)
-
-        async def port() -> dict[str, Any]:
-            r = await stack.client.post("/v2.0/ports", json={"port": {"network_id": net_id}})
-            assert r.status_code == 201, r.text
-            return r.json()["port"]
-
-        async def network() -> dict[str, Any]:
-            r = await stack.client.post("/v2.0/networks", json={"network": {}})
-            assert r.status_code == 201, r.text
-            return r.json()["network"]
-
-        ports = asyncio.gather(*(port() for _ in range(PORTS_PER_PROCESS)))
-        nets = asyncio.gather(*(network() for _ in range(NETWORKS_PER_PROCESS)))
+        ports = asyncio.gather(*(_create(stack, "port", {"network_id": net_id})
+                                 for _ in range(PORTS_PER_PROCESS)))
+        nets = asyncio.gather(*(_create(stack, "network", {})
+                                for _ in range(NETWORKS_PER_PROCESS)))
         made_ports, made_nets = await asyncio.gather(ports, nets)
     return {"ips": [p["fixed_ips"][0]["ip_address"] for p in made_ports],
             "macs": [p["mac_address"] for p in made_ports],
