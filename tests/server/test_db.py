@@ -88,33 +88,50 @@ def test_a_held_postgresql_connection_dropped_by_the_server_is_replaced(
         admin.dispose()
 
 
-async def test_run_transaction_runs_off_the_loop_and_cancel_waits(sqlite_engine: Engine
-                                                                  ) -> None:
+def _hold_write_lock(path: Path) -> sqlite3.Connection:
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
+async def test_sqlite_waits_for_the_lock_off_the_loop_and_cancel_waits(
+        sqlite_engine: Engine, tmp_path: Path) -> None:
+    """Uncontended, a SQLite write runs on the loop (no thread hop); when another
+    writer holds the lock it waits on a database thread, and a cancelled caller
+    still waits for the outcome."""
+    transaction(sqlite_engine, lambda c: c.execute(text("CREATE TABLE t (x INTEGER)")))
     loop_thread = threading.get_ident()
-    assert await run_read(sqlite_engine, lambda c: threading.get_ident()) != loop_thread
-    entered, release = threading.Event(), threading.Event()
-    finished: list[bool] = []
 
-    def slow(conn: Connection) -> None:
-        entered.set()
-        release.wait(30)
-        finished.append(True)
+    def write(conn: Connection) -> int:
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+        return threading.get_ident()
 
-    task = asyncio.create_task(run_transaction(sqlite_engine, slow))
-    await asyncio.to_thread(entered.wait, 30)
-    task.cancel()
-    await asyncio.sleep(0)
-    assert not task.done()  # a cancelled caller still waits for the outcome
-    release.set()
+    assert await run_transaction(sqlite_engine, write) == loop_thread
+    assert await run_read(sqlite_engine, lambda c: threading.get_ident()) == loop_thread
+    holder = _hold_write_lock(tmp_path / "db.sqlite")
+    try:
+        waiting = asyncio.create_task(run_transaction(sqlite_engine, write))
+        await asyncio.sleep(0)  # it tried on the loop, found the lock taken, went to a thread
+        # While it waits, the loop serves: a read does not wait for writers (WAL).
+        assert await run_read(sqlite_engine, lambda c: c.execute(
+            text("SELECT count(*) FROM t")).scalar()) == 1
+        assert not waiting.done()
+        waiting.cancel()
+        await asyncio.sleep(0)
+        assert not waiting.done()  # cancelled, still waiting for the transaction
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
     with pytest.raises(asyncio.CancelledError):
-        await task
-    assert finished == [True]
+        await waiting
+    assert transaction(sqlite_engine, lambda c: c.execute(
+        text("SELECT count(*) FROM t")).scalar()) == 2  # it committed
 
 
 async def test_a_writer_holding_the_sqlite_lock_does_not_stall_the_api(
         tmp_path: Path, held: bool) -> None:
-    """One transaction holds the write lock; a port create waits for it on a
-    database thread, and meanwhile the loop answers other requests."""
+    """Another writer holds the lock; a port create waits for it on a database
+    thread, and meanwhile the loop answers other requests and agent calls."""
     settings = Settings(run_dir=tmp_path, host="server-1", nova_url="http://127.0.0.1:9/v2.1",
                         db_held_connections=held)
     async with running(settings) as stack:
@@ -122,25 +139,17 @@ async def test_a_writer_holding_the_sqlite_lock_does_not_stall_the_api(
         net_id = net["network"]["id"]
         await stack.client.post("/v2.0/subnets", json={"subnet": {
             "network_id": net_id, "ip_version": 4, "cidr": "10.0.0.0/24"}})
-        engine = stack.app.state.services.context.engine
-        entered, release = threading.Event(), threading.Event()
-
-        def hold_the_lock(conn: Connection) -> None:
-            conn.execute(text("UPDATE networks SET name = 'held'"))
-            entered.set()
-            release.wait(30)
-
-        holder = asyncio.create_task(run_transaction(engine, hold_the_lock))
-        await asyncio.to_thread(entered.wait, 30)
-        create = asyncio.create_task(stack.client.post(
-            "/v2.0/ports", json={"port": {"network_id": net_id}}))
-        ready = await stack.client.get("/v2.0/networks")  # served while both wait
-        assert ready.status_code == 200
-        agent_call = await stack.rpc("get_host_ports", host="compute-1")
-        assert agent_call == []
-        assert not create.done() and not holder.done()
-        release.set()
-        await holder
+        holder = _hold_write_lock(tmp_path / "vifwire.sqlite")
+        try:
+            create = asyncio.create_task(stack.client.post(
+                "/v2.0/ports", json={"port": {"network_id": net_id}}))
+            ready = await stack.client.get("/v2.0/networks")  # served while it waits
+            assert ready.status_code == 200
+            assert await stack.rpc("get_host_ports", host="compute-1") == []
+            assert not create.done()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
         created = await create
         assert created.status_code == 201, created.text
 

@@ -31,8 +31,10 @@ from sqlalchemy.engine import make_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-# Connection.info key: the transaction about to begin only reads.
+# Connection.info keys: the transaction about to begin only reads; it must not
+# wait for SQLite's write lock (fail at once with "database is locked").
 READ_ONLY = "vifwire_read_only"
+NO_WAIT = "vifwire_no_wait"
 
 
 class StatementObserver(Protocol):
@@ -111,16 +113,24 @@ def _tune_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         sql = "BEGIN" if connection.info.get(READ_ONLY, False) else "BEGIN IMMEDIATE"
-        if not hooks(engine).direct_statements:
-            connection.exec_driver_sql(sql)
-            return
+        no_wait = connection.info.get(NO_WAIT, False)
+        raw = connection.connection.dbapi_connection
+        if no_wait:  # the one place a write waits for the lock: not this time
+            raw.execute("PRAGMA busy_timeout=0")
         try:
-            connection.connection.dbapi_connection.execute(sql)
-        except connection.dialect.loaded_dbapi.Error as exc:
-            # As SQLAlchemy's own statements do: a busy database ("database is
-            # locked") becomes sqlalchemy.exc.OperationalError, answered as 503.
-            connection._handle_dbapi_exception(exc, sql, (), None, None)
-            raise
+            if not hooks(engine).direct_statements:
+                connection.exec_driver_sql(sql)
+                return
+            try:
+                raw.execute(sql)
+            except connection.dialect.loaded_dbapi.Error as exc:
+                # As SQLAlchemy's own statements do: a busy database ("database is
+                # locked") becomes sqlalchemy.exc.OperationalError, answered as 503.
+                connection._handle_dbapi_exception(exc, sql, (), None, None)
+                raise
+        finally:
+            if no_wait:
+                raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
 
 def alembic_config() -> Config:

@@ -18,15 +18,22 @@ each transaction takes a pooled connection and gives it back, SQLAlchemy's
 plain path.
 
 Where threads meet asyncio for the database: `run_transaction` and `run_read`
-are the event loop's way in. They run the same synchronous work on a small
-thread pool per engine (`db_threads`, 4 by default), so a writer that holds the
-SQLite lock (busy timeout 30 s, 20 attempts) or a PostgreSQL that does not
-answer stalls those threads, never the loop that serves every other request
-and agent call. Each pool thread keeps its held connection. The awaiting
-coroutine, if cancelled, still waits for the transaction to end, so whoever
-cancelled it never acts on a transaction whose outcome it does not know.
-`db_threads = 0` runs the work on the loop itself (the A/B baseline).
-The synchronous `transaction` and `read` stay for callers that are not on a loop.
+are the event loop's way in, the one boundary. Waiting -- for SQLite's write
+lock (busy timeout 30 s, 20 attempts), for a PostgreSQL or MariaDB round trip,
+lock or reconnect -- happens on a small thread pool per engine (`db_threads`,
+4 by default), never on the loop that serves every other request and agent
+call. Each pool thread keeps its held connection. The awaiting coroutine, if
+cancelled, still waits for the transaction to end, so whoever cancelled it
+never acts on a transaction whose outcome it does not know.
+
+SQLite is in-process and a statement is microseconds of CPU; a hop to a thread
+and back costs more than the port create's statements (bench/db_ab.py). So on
+SQLite a transaction first runs on the loop with a write lock taken without
+waiting (`NO_WAIT`: busy timeout 0 for its BEGIN IMMEDIATE); only when another
+writer holds the lock does it go to the pool to wait there. WAL readers never
+wait for writers and stay on the loop. `db_threads = 0` runs everything on the
+loop, waits included (the A/B baseline). The synchronous `transaction` and
+`read` stay for callers that are not on a loop.
 """
 
 from __future__ import annotations
@@ -41,9 +48,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from vifwire.db.engine import READ_ONLY, hooks
+from vifwire.db.engine import NO_WAIT, READ_ONLY, hooks
 
 log = logging.getLogger(__name__)
 
@@ -126,19 +133,23 @@ def release_connections(engine: Engine) -> None:
 
 
 def transaction(engine: Engine, work: Callable[[Connection], T], attempts: int = ATTEMPTS,
-                read_only: bool = False) -> T:
-    """Run `work` in one transaction, again on a retryable error (see `_retryable`)."""
+                read_only: bool = False, no_wait: bool = False) -> T:
+    """Run `work` in one transaction, again on a retryable error (see `_retryable`).
+    `no_wait` (SQLite): if another writer holds the lock, raise at once."""
     for attempt in range(1, attempts + 1):
         try:
             with _connection(engine) as connection:
                 info = connection.info
                 if read_only:
                     info[READ_ONLY] = True
+                if no_wait:
+                    info[NO_WAIT] = True
                 try:
                     with connection.begin():
                         return work(connection)
                 finally:
                     info.pop(READ_ONLY, None)
+                    info.pop(NO_WAIT, None)
         except DBAPIError as exc:
             if attempt == attempts or not _retryable(exc):
                 raise
@@ -158,6 +169,15 @@ async def run_transaction(engine: Engine, work: Callable[[Connection], T],
     threads = hooks(engine).threads
     if threads <= 0:
         return transaction(engine, work, attempts, read_only)
+    if engine.dialect.name == "sqlite":
+        if read_only:
+            return transaction(engine, work, attempts, read_only=True)
+        try:
+            return transaction(engine, work, attempts, no_wait=True)
+        except OperationalError as exc:
+            if not _locked(exc):
+                raise
+        # Another writer holds the lock: wait for it off the loop.
     held = _held(engine)
     executor = held.executor
     if executor is None:
@@ -174,6 +194,10 @@ async def run_transaction(engine: Engine, work: Callable[[Connection], T],
         with contextlib.suppress(Exception):
             await future
         raise
+
+
+def _locked(exc: OperationalError) -> bool:
+    return "locked" in str(exc.orig) or "busy" in str(exc.orig)
 
 
 async def run_read(engine: Engine, work: Callable[[Connection], T]) -> T:
