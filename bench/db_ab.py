@@ -24,8 +24,9 @@ prints, per engine:
    addresses, insert port and address, read back) as one transaction, CPU per
    transaction through SQLAlchemy's AsyncEngine (aiosqlite / psycopg async)
    against the same Core statements on the sync driver run by
-   `run_transaction` (thread pool) and on the loop. aiosqlite is not a
-   dependency: without it the SQLite row is left out.
+   `run_transaction` (thread pool) and on the loop. aiosqlite and greenlet
+   are not dependencies: without them these rows are left out
+   (`.venv/bin/pip install aiosqlite greenlet` to have them).
 """
 
 from __future__ import annotations
@@ -188,7 +189,10 @@ async def async_driver(url: str, count: int, repeats: int) -> dict[str, float] |
     async_url = _async_url(url)
     if async_url is None:
         return None
-    from sqlalchemy.ext.asyncio import create_async_engine
+    try:
+        from sqlalchemy.ext.asyncio import create_async_engine
+    except ImportError:  # SQLAlchemy's asyncio needs greenlet, not a dependency
+        return None
 
     sync_engine = make_engine(url)
     migrate(sync_engine)

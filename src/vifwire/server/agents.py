@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from vifwire.db.schema import agents
 from vifwire.messages import AgentState
 from vifwire.server import faults
-from vifwire.server._db import read, run_transaction, transaction
+from vifwire.server._db import read, run_transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import agent_time, dumps, loads, new_id, utcnow
 from vifwire.server.context import Context
@@ -72,22 +72,22 @@ class AgentService:
             stmt.order_by(agents.c.host, agents.c.agent_type))))
         return [a for a in map(self.render, rows) if matches(a, rest)]
 
-    def update(self, agent_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def update(self, agent_id: str, body: dict[str, Any]) -> dict[str, Any]:
         def work(conn: Connection) -> Any:
             self._get(conn, agent_id)
             values = {k: body[k] for k in ("admin_state_up", "description") if k in body}
             if values:
                 conn.execute(update(agents).where(agents.c.id == agent_id).values(**values))
             return self._get(conn, agent_id)
-        row = transaction(self.ctx.engine, work)
+        row = await run_transaction(self.ctx.engine, work)
         self.ctx.liveness.forget(row.host)
         return self.render(row)
 
-    def delete(self, agent_id: str) -> None:
+    async def delete(self, agent_id: str) -> None:
         def work(conn: Connection) -> None:
             self._get(conn, agent_id)
             conn.execute(delete(agents).where(agents.c.id == agent_id))
-        transaction(self.ctx.engine, work)
+        await run_transaction(self.ctx.engine, work)
         self.ctx.liveness.forget()
 
     async def report(self, state: AgentState) -> None:
