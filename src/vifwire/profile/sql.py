@@ -55,7 +55,8 @@ _CACHE_STATES: dict[Any, str] = {
 _TOP_STATEMENTS = 20
 _MAX_KEYS = 4096
 # What each figure of a snapshot measures (written into it: the report says so).
-CLOCKS = {"build_s": "thread CPU", "execute_s": "wall", "execute_cpu_s": "thread CPU"}
+CLOCKS = {"build_s": "thread CPU", "execute_s": "wall", "execute_cpu_s": "thread CPU",
+          "build_share": "build_s / (build_s + execute_cpu_s)"}
 
 
 @dataclass
@@ -176,8 +177,7 @@ class SqlProbe:
                      "execute_s": round(v[2], 6)} for k, v in rows]}
         cacheable = cache.get("hit", 0) + cache.get("miss", 0)
         snap["cache_hit_ratio"] = round(cache.get("hit", 0) / cacheable, 4) if cacheable else None
-        busy = snap["build_s"] + snap["execute_s"]
-        snap["build_share"] = round(snap["build_s"] / busy, 4) if busy else None
+        snap["build_share"] = _build_share(snap["build_s"], snap["execute_cpu_s"])
         snap["clocks"] = dict(CLOCKS)
         snap["dialect"] = self.engine.dialect.name
         snap["window"] = [self._started, time.time()]
@@ -193,6 +193,13 @@ def _cache_state(context: Any) -> str:
     if context is None or getattr(context, "compiled", None) is None:
         return "raw"
     return _CACHE_STATES.get(getattr(context, "cache_hit", None), "unknown")
+
+
+def _build_share(build_s: float, execute_cpu_s: float) -> float | None:
+    """Of the CPU this process spent on statements, the part spent building them
+    (both thread CPU: the database server's own time is not in it)."""
+    cpu = build_s + execute_cpu_s
+    return round(build_s / cpu, 4) if cpu else None
 
 
 def install_sql_probe(engine: Any) -> SqlProbe:
@@ -222,7 +229,7 @@ def merge_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
         "build_s": round(build, 6), "execute_s": round(execute, 6),
         "execute_cpu_s": round(execute_cpu, 6), "cache": dict(cache), "clocks": dict(CLOCKS),
         "cache_hit_ratio": round(cache.get("hit", 0) / cacheable, 4) if cacheable else None,
-        "build_share": round(build / (build + execute), 4) if build + execute else None,
+        "build_share": _build_share(build, execute_cpu),
         "top": sorted(top.values(), key=lambda r: r["build_s"] + r["execute_s"],
                       reverse=True)[:_TOP_STATEMENTS],
         "dialect": snapshots[0].get("dialect"),
