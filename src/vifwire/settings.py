@@ -74,6 +74,12 @@ class Settings:
     api_workers: int | None = None
     # `vifwire agent`: serve GET /metrics on this port (127.0.0.1); None: no metrics.
     agent_metrics_port: int | None = None
+    # Database speed-ups on SQLAlchemy internals, each with a plain fallback
+    # (vifwire.db.fast, vifwire.server._db; bench/db_ab.py measures them).
+    db_direct_statements: bool = True
+    db_held_connections: bool = True
+    # Threads running database transactions off the event loop (0: on the loop).
+    db_threads: int = 4
 
     @property
     def ovs(self) -> OvsSettings:

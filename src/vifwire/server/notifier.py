@@ -50,7 +50,7 @@ from sqlalchemy import Engine
 
 from vifwire.nova_token import ensure_token
 from vifwire.server import outbox
-from vifwire.server._db import read, transaction
+from vifwire.server._db import run_read, transaction
 from vifwire.server._utils import utcnow
 from vifwire.server.nova_client import NovaClient, NovaUnreachable, NovaUrlError, parse_url
 from vifwire.settings import Settings
@@ -188,7 +188,7 @@ class NovaNotifier:
         """Post every queued event once; False when Nova must be tried again."""
         if self._reload:
             before = self._reload_before
-            stored = read(self._engine, lambda conn: outbox.pending(conn, before))
+            stored = await run_read(self._engine, lambda conn: outbox.pending(conn, before))
             self._reload, self._reload_before = False, None
             # Queued ones keep their place; rows this process already settled
             # but not yet deleted are not posted again.

@@ -28,7 +28,7 @@ from vifwire.db.fast import Fast
 from vifwire.db.schema import ip_allocations, networks, ports, subnets
 from vifwire.messages import FixedIp, PortDetails
 from vifwire.server import faults, ipam, outbox
-from vifwire.server._db import read, transaction
+from vifwire.server._db import read, run_read, run_transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import dumps, iso, loads, new_id, utcnow
 from vifwire.server.context import Context
@@ -350,7 +350,7 @@ class PortService:
         def work(conn: Connection) -> tuple[builtins.list[_Outcome], builtins.list[dict[str, Any]]]:
             done = [self._insert(conn, body) for body in bodies]
             return [outcome for outcome, _ in done], [rendered for _, rendered in done]
-        outcomes, rendered = transaction(self.ctx.engine, work)
+        outcomes, rendered = await run_transaction(self.ctx.engine, work)
         await self._announce(outcomes)
         return rendered
 
@@ -403,7 +403,7 @@ class PortService:
             rendered = render(new, fixed_ips)
             rendered["tags"] = tags_of(conn, [port_id]).get(port_id, [])
             return outcome, rendered
-        outcome, rendered = transaction(self.ctx.engine, work)
+        outcome, rendered = await run_transaction(self.ctx.engine, work)
         await self._announce([outcome])
         return rendered
 
@@ -422,7 +422,7 @@ class PortService:
             delete_tags(conn, [port_id])
             _DELETE_PORT.execute(conn, {"port_id": port_id})
             return outcome
-        outcome = transaction(self.ctx.engine, work)
+        outcome = await run_transaction(self.ctx.engine, work)
         await self._announce([outcome])
 
     async def _announce(self, outcomes: builtins.list[_Outcome]) -> None:
@@ -452,7 +452,7 @@ class PortService:
 
     # -- agent RPC -----------------------------------------------------------
 
-    def host_ports(self, host: str) -> builtins.list[PortDetails]:
+    async def host_ports(self, host: str) -> builtins.list[PortDetails]:
         def work(conn: Connection) -> builtins.list[PortDetails]:
             on_host = (ports.c.binding_host == host) & (ports.c.binding_vif_type == "ovs")
             rows = list(conn.execute(select(ports).where(on_host)))
@@ -468,17 +468,17 @@ class PortService:
                 _sort_ips(found)
             networks = {n: get_network_row(conn, n) for n in {r.network_id for r in rows}}
             return [details(conn, r, networks[r.network_id], ips[r.id]) for r in rows]
-        return read(self.ctx.engine, work)
+        return await run_read(self.ctx.engine, work)
 
-    def host_port(self, host: str, port_id: str) -> PortDetails | None:
+    async def host_port(self, host: str, port_id: str) -> PortDetails | None:
         def work(conn: Connection) -> PortDetails | None:
             row = conn.execute(select(ports).where(
                 ports.c.id == port_id, ports.c.binding_host == host,
                 ports.c.binding_vif_type == "ovs")).first()
             return None if row is None else details(conn, row)
-        return read(self.ctx.engine, work)
+        return await run_read(self.ctx.engine, work)
 
-    def set_status(self, host: str, port_ids: builtins.list[str],
+    async def set_status(self, host: str, port_ids: builtins.list[str],
                    status: str) -> builtins.list[str]:
         """Move ports bound to `host` to `status`; ids now in that status.
 
@@ -507,7 +507,7 @@ class PortService:
                     events += _queued(outbox.enqueue(conn, row, event, revision))
                     flipped.append(row.id)
             return [r.id for r in rows], flipped, events
-        done, flipped, events = transaction(self.ctx.engine, work)
+        done, flipped, events = await run_transaction(self.ctx.engine, work)
         if events:
             self.ctx.send_events(events)
         if status == "ACTIVE":

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, delete, exists, insert, select, update
 
 from vifwire.db.schema import ip_allocations, subnets
 from vifwire.server import faults, ipam
-from vifwire.server._db import read, transaction
+from vifwire.server._db import read, run_transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import dumps, iso, loads, new_id, utcnow
 from vifwire.server.context import Context
@@ -84,10 +84,10 @@ class SubnetService:
         rows = read(self.ctx.engine, lambda conn: list(conn.execute(stmt)))
         return [s for s in map(render, rows) if matches(s, rest)]
 
-    def create(self, bodies: builtins.list[dict[str, Any]]) -> builtins.list[dict[str, Any]]:
+    async def create(self, bodies: builtins.list[dict[str, Any]]) -> builtins.list[dict[str, Any]]:
         def work(conn: Connection) -> builtins.list[dict[str, Any]]:
             return [render(get_row(conn, self._insert(conn, body))) for body in bodies]
-        return transaction(self.ctx.engine, work)
+        return await run_transaction(self.ctx.engine, work)
 
     def _insert(self, conn: Connection, body: dict[str, Any]) -> str:
         network_id = body["network_id"]
@@ -126,7 +126,7 @@ class SubnetService:
         ))
         return subnet_id
 
-    def update(self, subnet_id: str, body: dict[str, Any],
+    async def update(self, subnet_id: str, body: dict[str, Any],
                if_revision: int | None = None) -> dict[str, Any]:
         def work(conn: Connection) -> dict[str, Any]:
             row = get_row(conn, subnet_id)
@@ -155,9 +155,9 @@ class SubnetService:
             conn.execute(update(subnets).where(subnets.c.id == subnet_id).values(
                 **values, updated_at=utcnow(), revision_number=subnets.c.revision_number + 1))
             return render(get_row(conn, subnet_id))
-        return transaction(self.ctx.engine, work)
+        return await run_transaction(self.ctx.engine, work)
 
-    def delete(self, subnet_id: str) -> None:
+    async def delete(self, subnet_id: str) -> None:
         def work(conn: Connection) -> None:
             get_row(conn, subnet_id)
             used = conn.execute(select(exists().where(
@@ -166,4 +166,4 @@ class SubnetService:
                 raise faults.SubnetInUse(subnet_id)
             delete_tags(conn, [subnet_id])
             conn.execute(delete(subnets).where(subnets.c.id == subnet_id))
-        transaction(self.ctx.engine, work)
+        await run_transaction(self.ctx.engine, work)
