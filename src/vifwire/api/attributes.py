@@ -21,7 +21,14 @@ from typing import Any
 from vifwire.server import faults
 
 Converter = Callable[[Any], Any]
-_MAC = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
+# `$` would also match before a trailing newline: the whole string must match.
+_MAC = re.compile(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+INVALID_MACS = {"00:00:00:00:00:00", "ff:ff:ff:ff:ff:ff"}  # neutron-lib's INVALID_MAC_ADDRESSES
+IPV6_MODES = ("dhcpv6-stateful", "dhcpv6-stateless", "slaac")
+# Neutron's defaults for max_allowed_address_pair, max_dns_nameservers,
+# max_subnet_host_routes.
+MAX_ADDRESS_PAIRS = 10
 VNIC_TYPES = {"normal", "direct", "macvtap", "baremetal", "direct-physical",
               "virtio-forwarder", "smart-nic", "vdpa", "remote-managed"}
 Schema = Mapping[str, Any]
@@ -58,27 +65,62 @@ def uuid_str(value: Any) -> str:
 
 
 def integer_or_none(value: Any) -> int | None:
+    """An integer, never a silent truncation: 1.5 and "1.5" are refused, 2.0 is 2.
+
+    Like neutron-lib's validate_integer (float(x) == int(x), no booleans), but a
+    JSON string is not an integer here: the OpenAPI document says integer.
+    """
     if value is None:
         return None
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"'{value}' is not an integer")
-    try:
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"'{value}' is not an integer")
         return int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"'{value}' is not an integer") from None
+    return value
+
+
+def integer_text(value: str) -> int:
+    """An integer from a query string: digits only (no "1.5", "1_000" or " 7")."""
+    if not _INTEGER.fullmatch(value):
+        raise ValueError(f"'{value}' is not an integer")
+    return int(value)
 
 
 def string_or_none(value: Any) -> str | None:
     return None if value is None else string(value)
 
 
-def ip_or_none(value: Any) -> str | None:
-    if value is None:
-        return None
+def ip_address(value: Any) -> str:
+    """A canonical IP address (`2001:DB8::0011` -> `2001:db8::11`).
+
+    A zone suffix (`fe80::1%eth0`) is refused: Neutron's netaddr does not parse
+    one, and kept it would make one address look like many.
+    """
+    text = string(value)
     try:
-        return str(ipaddress.ip_address(string(value)))
+        if "%" in text:
+            raise ValueError
+        return str(ipaddress.ip_address(text))
     except ValueError:
         raise ValueError(f"'{value}' is not a valid IP address") from None
+
+
+def ip_or_none(value: Any) -> str | None:
+    return None if value is None else ip_address(value)
+
+
+def cidr(value: Any) -> str:
+    """A CIDR's syntax (prefix required, no zone); `ipam` checks host bits and size."""
+    text = string(value)
+    try:
+        if "/" not in text or "%" in text:
+            raise ValueError
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"'{value}' is not a valid IP subnet") from None
+    return text
 
 
 def ip_version(value: Any) -> int:
@@ -89,9 +131,16 @@ def ip_version(value: Any) -> int:
 
 
 def mac(value: Any) -> str:
-    if not isinstance(value, str) or not _MAC.match(value):
+    """A unicast MAC, lower case; not all-zero, broadcast or multicast."""
+    if not isinstance(value, str) or not _MAC.fullmatch(value):
         raise ValueError(f"'{value}' is not a valid MAC address")
-    return value.lower()
+    clean = value.lower()
+    if clean in INVALID_MACS:
+        raise ValueError(f"'{value}' is not a valid MAC address")
+    if int(clean[:2], 16) & 1:
+        raise ValueError(f"MAC address {value} is a multicast address, which is not "
+                         "supported")
+    return clean
 
 
 def dict_or_none(value: Any) -> dict[str, Any]:
@@ -129,20 +178,122 @@ def fixed_ip(value: Any) -> dict[str, Any]:
     if "subnet_id" in entry:
         entry["subnet_id"] = uuid_str(entry["subnet_id"])
     if "ip_address" in entry:
-        entry["ip_address"] = ip_or_none(entry["ip_address"])
+        entry["ip_address"] = ip_address(entry["ip_address"])
     if not entry:
         raise ValueError("Exactly one of subnet_id or ip_address is required")
     return entry
+
+
+def fixed_ips_or_none(value: Any) -> list[dict[str, Any]] | None:
+    if value is None:
+        return None
+    entries = list_of(fixed_ip)(value)
+    seen: set[str] = set()
+    for entry in entries:  # neutron-lib's validate_fixed_ips: no address twice
+        address = entry.get("ip_address")
+        if address in seen:
+            raise ValueError(f"Duplicate IP address '{address}'")
+        if address is not None:
+            seen.add(address)
+    return entries
+
+
+def _unique(kind: str, items: list[Any]) -> list[Any]:
+    seen: list[Any] = []
+    for item in items:
+        if item in seen:
+            raise ValueError(f"Duplicate {kind} '{item}'")
+        seen.append(item)
+    return items
+
+
+def nameservers(value: Any) -> list[str]:
+    """neutron-lib's validate_nameservers: unique IP addresses."""
+    found = []
+    for host in list_of(lambda v: v)(value):
+        try:
+            found.append(ip_address(host))
+        except ValueError as exc:
+            raise ValueError(f"'{host}' is not a valid nameserver. {exc}") from None
+    return _unique("nameserver", found)
+
+
+def route_cidr(value: Any) -> str:
+    """neutron-lib's validate_route_cidr: a network address with its prefix, routable."""
+    text = cidr(value)
+    network = ipaddress.ip_network(text, strict=False)
+    if network.network_address != ipaddress.ip_interface(text).ip:
+        raise ValueError(f"'{value}' is not a valid CIDR")
+    if network.is_loopback:
+        raise ValueError(f"'{value}' is not a routable CIDR")
+    return str(network)
+
+
+def host_routes(value: Any) -> list[dict[str, str]]:
+    """neutron-lib's validate_hostroutes: destination CIDR and nexthop IP, unique."""
+    routes = [{"destination": route_cidr(r["destination"]), "nexthop": ip_address(r["nexthop"])}
+              for r in list_of(keys({"destination", "nexthop"}))(value)]
+    return _unique("hostroute", routes)
+
+
+def address_pair(value: Any) -> dict[str, str]:
+    """One allowed address pair, as neutron-lib validates it (the service fills a
+    missing mac_address with the port's)."""
+    if not isinstance(value, dict):
+        raise ValueError(f"'{value}' is not a dictionary")
+    if "ip_address" not in value:
+        raise ValueError("AllowedAddressPair must contain ip_address")
+    unknown = value.keys() - {"ip_address", "mac_address"}
+    if unknown:
+        raise ValueError(f"Unrecognized attribute(s) '{', '.join(sorted(unknown))}'")
+    raw = string(value["ip_address"])
+    if "/" in raw:  # a CIDR: kept as written (host bits too), in canonical form
+        network = ipaddress.ip_network(cidr(raw), strict=False)
+        if network.is_multicast:
+            raise ValueError(f"Subnet {raw} overlaps with multicast range, which is not "
+                             "supported")
+        pair = {"ip_address": str(ipaddress.ip_interface(raw))}
+    else:
+        address = ip_address(raw)
+        if ipaddress.ip_address(address).is_multicast:
+            raise ValueError(f"IP {raw} is a multicast address, which is not supported")
+        pair = {"ip_address": address}
+    if "mac_address" in value:
+        pair["mac_address"] = mac(value["mac_address"])
+    return pair
+
+
+def address_pairs(value: Any) -> list[dict[str, str]]:
+    pairs = list_of(address_pair)(value)
+    if len(pairs) > MAX_ADDRESS_PAIRS:
+        raise ValueError(f"The number of allowed address pair exceeds the maximum "
+                         f"{MAX_ADDRESS_PAIRS}")
+    seen: set[tuple[str | None, str]] = set()
+    for pair in pairs:
+        key = (pair.get("mac_address"), pair["ip_address"])
+        if key in seen:
+            raise ValueError(f"Request contains duplicate address pair: mac_address "
+                             f"{key[0]} ip_address {key[1]}")
+        seen.add(key)
+    return pairs
+
+
+def pools(value: Any) -> list[dict[str, str]]:
+    """neutron-lib's validate_ip_pools: start and end, each an IP address."""
+    return [{"start": ip_address(p["start"]), "end": ip_address(p["end"])}
+            for p in list_of(keys({"start", "end"}))(value)]
+
+
+def ipv6_mode(value: Any) -> str | None:
+    if value is not None and value not in IPV6_MODES:
+        raise ValueError(f"{value} is not in {list(IPV6_MODES)}")
+    return value
 
 
 def vnic_type(value: Any) -> str:
     if value not in VNIC_TYPES:
         raise ValueError(f"'{value}' is not in {sorted(VNIC_TYPES)}")
     return str(value)
-
-
-def fixed_ips_or_none(value: Any) -> list[dict[str, Any]] | None:
-    return None if value is None else list_of(fixed_ip)(value)
 
 
 # JSON schemas of rendered values.
@@ -155,11 +306,12 @@ NULL: Schema = {"type": "null"}
 OBJECT: Schema = {"type": "object"}
 UUID: Schema = {"type": "string", "format": "uuid"}
 STR_LIST: Schema = {"type": "array", "items": STR}
+IPV6_MODE: Schema = {"enum": [*IPV6_MODES, None]}
 
 
-def _pairs(*names: str) -> Schema:
+def _pairs(*names: str, optional: tuple[str, ...] = ()) -> Schema:
     return {"type": "array", "items": {"type": "object", "required": list(names),
-                                       "properties": {n: STR for n in names}}}
+                                       "properties": {n: STR for n in (*names, *optional)}}}
 
 
 SCALAR_TYPES = {"string", "integer", "boolean"}
@@ -220,15 +372,14 @@ SUBNET: dict[str, Attr] = {
     **_COMMON,
     "network_id": Attr(uuid_str, put=False, required=True, schema=UUID),
     "ip_version": Attr(ip_version, put=False, required=True, schema={"enum": [4, 6]}),
-    "cidr": Attr(string, put=False, required=True),
+    "cidr": Attr(cidr, put=False, required=True),
     "gateway_ip": Attr(ip_or_none, schema=STR_OR_NULL),
-    "allocation_pools": Attr(list_of(keys({"start", "end"})), schema=_pairs("start", "end")),
-    "dns_nameservers": Attr(list_of(string), schema=STR_LIST),
-    "host_routes": Attr(list_of(keys({"destination", "nexthop"})),
-                        schema=_pairs("destination", "nexthop")),
+    "allocation_pools": Attr(pools, schema=_pairs("start", "end")),
+    "dns_nameservers": Attr(nameservers, schema=STR_LIST),
+    "host_routes": Attr(host_routes, schema=_pairs("destination", "nexthop")),
     "enable_dhcp": Attr(boolean, schema=BOOL),
-    "ipv6_ra_mode": Attr(string_or_none, put=False, schema=STR_OR_NULL),
-    "ipv6_address_mode": Attr(string_or_none, put=False, schema=STR_OR_NULL),
+    "ipv6_ra_mode": Attr(ipv6_mode, put=False, schema=IPV6_MODE),
+    "ipv6_address_mode": Attr(ipv6_mode, put=False, schema=IPV6_MODE),
     "subnetpool_id": read_only(NULL),
     "service_types": read_only(STR_LIST),
     "segment_id": read_only(NULL),
@@ -244,8 +395,8 @@ PORT: dict[str, Attr] = {
     "device_owner": Attr(string),
     "fixed_ips": Attr(fixed_ips_or_none, schema=_pairs("subnet_id", "ip_address")),
     "security_groups": Attr(list_of(uuid_str), schema={"type": "array", "items": UUID}),
-    "allowed_address_pairs": Attr(list_of(keys({"ip_address"}, {"mac_address"})),
-                                  schema=_pairs("ip_address")),
+    "allowed_address_pairs": Attr(address_pairs, schema=_pairs(
+        "ip_address", optional=("mac_address",))),
     "port_security_enabled": Attr(boolean, schema=BOOL),
     "binding:host_id": Attr(string_or_none, schema=STR),
     "binding:vif_type": read_only(STR),
@@ -275,8 +426,10 @@ INPUT_SCHEMAS: dict[Converter, Schema] = {
     integer_or_none: INT_OR_NULL,
     string_or_none: {"type": ["string", "null"], "maxLength": 255},
     ip_or_none: {"type": ["string", "null"]},
+    cidr: {"type": "string"},
+    ipv6_mode: IPV6_MODE,
     ip_version: {"enum": [4, 6]},
-    mac: {"type": "string", "pattern": _MAC.pattern},
+    mac: {"type": "string", "pattern": f"^{_MAC.pattern}$"},
     dict_or_none: {"type": ["object", "null"]},
     vnic_type: {"enum": sorted(VNIC_TYPES)},
 }

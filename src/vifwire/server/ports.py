@@ -38,6 +38,10 @@ from vifwire.trace import Stage
 
 log = logging.getLogger(__name__)
 
+# The default of Neutron's max_fixed_ips_per_port (Neutron has since dropped the
+# option): without a limit one request could take a whole pool.
+MAX_FIXED_IPS_PER_PORT = 5
+
 COLUMNS = {
     "id": ports.c.id,
     "name": ports.c.name,
@@ -168,6 +172,32 @@ def details(conn: Connection, row: Any, network: Any = None,
         status=row.status)
 
 
+class AddressPairAndPortSecurityRequired(faults.Conflict):
+    type = "AddressPairAndPortSecurityRequired"
+
+    def __init__(self) -> None:
+        super().__init__("Port Security must be enabled in order to have allowed address "
+                         "pairs on a port.")
+
+
+def _pairs(requested: builtins.list[dict[str, str]] | None, mac: str,
+           security: bool) -> builtins.list[dict[str, str]]:
+    """The stored pairs: each with a MAC (the port's when none is given, as Neutron)."""
+    pairs = [{"ip_address": p["ip_address"], "mac_address": p.get("mac_address") or mac}
+             for p in requested or []]
+    if pairs and not security:
+        raise AddressPairAndPortSecurityRequired()
+    return pairs
+
+
+def _normal_ip(text: str) -> str:
+    """A filter's address as stored (canonical); one that is no address matches none."""
+    try:
+        return str(ipam.parse_ip(text))
+    except ipam.IpamError:
+        return text
+
+
 def _queued(event: outbox.Event | None) -> builtins.list[outbox.Event]:
     return [] if event is None else [event]
 
@@ -213,13 +243,18 @@ class PortService:
         filters = dict(filters)
         ip_filters = filters.pop("fixed_ips", [])
         stmt, rest = where(select(ports), COLUMNS, filters)
+        # Like Neutron's _get_ports_query: values of one key OR together (one IN),
+        # the two keys AND (each matched by some address of the port).
+        wanted: dict[str, builtins.list[str]] = defaultdict(builtins.list)
         for value in ip_filters:
-            key, _, wanted = str(value).partition("=")
-            if key not in ("ip_address", "subnet_id") or not wanted:
+            key, _, text = str(value).partition("=")
+            if key not in ("ip_address", "subnet_id") or not text:
                 raise faults.BadRequest(f"Invalid fixed_ips filter {value!r}")
+            wanted[key].append(_normal_ip(text) if key == "ip_address" else text)
+        for key, values in wanted.items():
             stmt = stmt.where(exists().where(and_(
                 ip_allocations.c.port_id == ports.c.id,
-                getattr(ip_allocations.c, key) == wanted)))
+                getattr(ip_allocations.c, key).in_(values))))
         stmt = stmt.order_by(ports.c.created_at, ports.c.id)
 
         def work(conn: Connection) -> builtins.list[dict[str, Any]]:
@@ -229,55 +264,81 @@ class PortService:
     # -- IPAM and binding, inside a transaction ------------------------------
 
     def _allocate(self, conn: Connection, network_id: str, port_id: str,
-                  requested: builtins.list[dict[str, Any]] | None) -> builtins.list[FixedIp]:
-        """Allocate the port's addresses; returns them as rendered in fixed_ips."""
+                  requested: builtins.list[dict[str, Any]] | None,
+                  device_owner: str = "") -> builtins.list[FixedIp]:
+        """Allocate the port's addresses; returns them as rendered in fixed_ips.
+
+        With no request, one address per IP version: from the first subnet of that
+        version that has a free one (Neutron tries each in turn), so the common
+        one-subnet network still costs one candidate query.
+        """
         rows = list(_SUBNETS_OF_NETWORK.execute(conn, {"network_id": network_id}))
-        by_id = {s.id: s for s in rows}
-        wanted: builtins.list[tuple[Any, str | None]] = []
-        if requested is None:
-            for version in (4, 6):
-                first = next((s for s in rows if s.ip_version == version), None)
-                if first is not None:
-                    wanted.append((first, None))
-        else:
-            for entry in requested:
-                subnet_id, address = entry.get("subnet_id"), entry.get("ip_address")
-                if address is not None:
-                    try:
-                        address = ipam.normalize_ip(address)
-                    except ipam.IpamError as exc:
-                        raise faults.InvalidInput(str(exc)) from exc
-                if subnet_id is not None:
-                    subnet = by_id.get(subnet_id)
-                    if subnet is None:
-                        raise faults.InvalidInput(
-                            f"Failed to create port on network {network_id}, because "
-                            f"fixed_ips included invalid subnet {subnet_id}")
-                    if address is not None and not ipam.contains(subnet.cidr, address):
-                        raise faults.InvalidIpForSubnet(address)
-                elif address is not None:
-                    subnet = next((s for s in rows if ipam.contains(s.cidr, address)), None)
-                    if subnet is None:
-                        raise faults.InvalidIpForNetwork(address)
-                else:
-                    raise faults.InvalidInput("Exactly one of subnet_id or ip_address is "
-                                              "required in each fixed_ips entry")
-                wanted.append((subnet, address))
-        chosen: set[tuple[str, str]] = set()
-        for subnet, address in wanted:
-            mine = {ip for sid, ip in chosen if sid == subnet.id}
+        if requested is not None and len(requested) > MAX_FIXED_IPS_PER_PORT and \
+                not device_owner.startswith("network:"):  # Neutron trusts its own ports
+            raise faults.InvalidInput("Exceeded maximum amount of fixed ips per port")
+        wanted = self._wanted(rows, network_id, requested, device_owner)
+        chosen: builtins.list[tuple[str, str]] = []
+        for choices, address in wanted:
+            mine = {ip for _, ip in chosen}
             if address is not None:
+                subnet = choices[0]
                 if address in mine or _IP_TAKEN.execute(
                         conn, {"subnet_id": subnet.id, "ip_address": address}).first():
                     raise faults.IpAddressInUse(network_id, address)
             else:
-                address = self._free_address(conn, subnet, mine)
+                subnet, address = self._first_free(conn, choices, mine)
                 if address is None:
                     raise faults.IpAddressGenerationFailure(network_id)
-            chosen.add((subnet.id, address))
+            chosen.append((subnet.id, address))
             _INSERT_IP.execute(conn, {"subnet_id": subnet.id, "ip_address": address,
                                       "port_id": port_id, "network_id": network_id})
         return _sort_ips([FixedIp(subnet_id=sid, ip_address=ip) for sid, ip in chosen])
+
+    @staticmethod
+    def _wanted(rows: builtins.list[Any], network_id: str,
+                requested: builtins.list[dict[str, Any]] | None,
+                device_owner: str) -> builtins.list[tuple[builtins.list[Any], str | None]]:
+        """(subnets to try in order, address or None) per address to allocate."""
+        if requested is None:
+            by_version = [[s for s in rows if s.ip_version == v] for v in (4, 6)]
+            return [(subnets, None) for subnets in by_version if subnets]
+        wanted: builtins.list[tuple[builtins.list[Any], str | None]] = []
+        by_id = {s.id: s for s in rows}
+        for entry in requested:
+            subnet_id, address = entry.get("subnet_id"), entry.get("ip_address")
+            ip = None
+            if address is not None:
+                try:
+                    ip = ipam.parse_ip(address)
+                except ipam.IpamError as exc:
+                    raise faults.InvalidInput(str(exc)) from exc
+                address = str(ip)
+            if subnet_id is not None:
+                subnet = by_id.get(subnet_id)
+                if subnet is None:
+                    raise faults.InvalidInput(
+                        f"Failed to create port on network {network_id}, because "
+                        f"fixed_ips included invalid subnet {subnet_id}")
+                if ip is not None and not ipam.valid_on_subnet(
+                        ipam.network_of(subnet.cidr), ip, device_owner):
+                    raise faults.InvalidIpForSubnet(address or "")
+            elif ip is not None:
+                subnet = next((s for s in rows if ipam.valid_on_subnet(
+                    ipam.network_of(s.cidr), ip, device_owner)), None)
+                if subnet is None:
+                    raise faults.InvalidIpForNetwork(address or "")
+            else:
+                raise faults.InvalidInput("IP allocation requires subnet_id or ip_address")
+            wanted.append(([subnet], address))
+        return wanted
+
+    def _first_free(self, conn: Connection, subnets: builtins.list[Any],
+                    mine: set[str]) -> tuple[Any, str | None]:
+        for subnet in subnets:
+            address = self._free_address(conn, subnet, mine)
+            if address is not None:
+                return subnet, address
+        return subnets[-1], None
 
     def _free_address(self, conn: Connection, subnet: Any, mine: set[str]) -> str | None:
         """A free address of the subnet: random candidates checked in one query (see
@@ -303,7 +364,7 @@ class PortService:
     def _mac(self, conn: Connection, network_id: str, requested: str | None) -> str:
         if requested is None:
             return "fa:16:3e:" + ":".join(f"{self.rng.randrange(256):02x}" for _ in range(3))
-        mac = requested.lower()
+        mac = requested  # lower case already (attributes.mac)
         taken = conn.execute(select(exists().where(
             ports.c.network_id == network_id, ports.c.mac_address == mac))).scalar()
         if taken:
@@ -329,23 +390,26 @@ class PortService:
         network = get_network_row(conn, body["network_id"])
         port_id = new_id()
         now = utcnow()
+        mac = self._mac(conn, network.id, body.get("mac_address"))
+        security = body.get("port_security_enabled", network.port_security_enabled)
+        pairs = _pairs(body.get("allowed_address_pairs"), mac, security)
         values = dict(
             id=port_id, project_id=body["project_id"], name=body.get("name", ""),
             description=body.get("description", ""), created_at=now, updated_at=now,
             revision_number=1, network_id=network.id,
-            mac_address=self._mac(conn, network.id, body.get("mac_address")),
+            mac_address=mac,
             admin_state_up=body.get("admin_state_up", True), status="DOWN",
             device_id=body.get("device_id", ""), device_owner=body.get("device_owner", ""),
-            port_security_enabled=body.get("port_security_enabled",
-                                           network.port_security_enabled),
+            port_security_enabled=security,
             security_groups=dumps(body.get("security_groups", [])),
-            allowed_address_pairs=dumps(body.get("allowed_address_pairs", [])),
+            allowed_address_pairs=dumps(pairs),
             binding_vnic_type=body.get("binding:vnic_type", "normal"),
             binding_profile=dumps(body.get("binding:profile") or {}),
             **self._binding(conn, body.get("binding:host_id") or ""),
         )
         _INSERT_PORT.execute(conn, values)
-        fixed_ips = self._allocate(conn, network.id, port_id, body.get("fixed_ips"))
+        fixed_ips = self._allocate(conn, network.id, port_id, body.get("fixed_ips"),
+                                   values["device_owner"])
         row = SimpleNamespace(**values)
         bound = details(conn, row, network, fixed_ips) if row.binding_vif_type == "ovs" else None
         return _Outcome(port_id, created=True, bound=bound), render(row, fixed_ips)
@@ -372,18 +436,25 @@ class PortService:
                 "name", "description", "admin_state_up", "device_id", "device_owner",
                 "port_security_enabled") if k in body}
             for key, column in (("security_groups", "security_groups"),
-                                ("allowed_address_pairs", "allowed_address_pairs"),
                                 ("binding:profile", "binding_profile")):
                 if key in body:
                     values[column] = dumps(body[key] or ([] if key != "binding:profile" else {}))
             if "binding:vnic_type" in body:
                 values["binding_vnic_type"] = body["binding:vnic_type"]
-            if "mac_address" in body and body["mac_address"].lower() != row.mac_address:
+            if "mac_address" in body and body["mac_address"] != row.mac_address:
                 values["mac_address"] = self._mac(conn, row.network_id, body["mac_address"])
+            security = body.get("port_security_enabled", row.port_security_enabled)
+            if "allowed_address_pairs" in body:
+                values["allowed_address_pairs"] = dumps(_pairs(
+                    body["allowed_address_pairs"], values.get("mac_address", row.mac_address),
+                    security))
+            elif not security and loads(row.allowed_address_pairs):
+                raise AddressPairAndPortSecurityRequired()
             fixed_ips: builtins.list[FixedIp] | None = None
             if "fixed_ips" in body:
                 _DELETE_IPS.execute(conn, {"port_id": port_id})
-                fixed_ips = self._allocate(conn, row.network_id, port_id, body["fixed_ips"])
+                fixed_ips = self._allocate(conn, row.network_id, port_id, body["fixed_ips"],
+                                           body.get("device_owner", row.device_owner))
             old_host = row.binding_host
             new_host = body.get("binding:host_id", old_host) or ""
             rebind = "binding:host_id" in body and (
