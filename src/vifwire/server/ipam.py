@@ -39,7 +39,8 @@ class Pool(TypedDict):
     end: str
 
 
-def parse_cidr(cidr: str, ip_version: int) -> IPNetwork:
+def parse_cidr(cidr: str, ip_version: int, dhcp: bool = False) -> IPNetwork:
+    """The subnet's network, or IpamError; `dhcp` adds Neutron's DHCP-only refusals."""
     try:
         if "%" in cidr:  # a zone is no part of a subnet
             raise ValueError(cidr)
@@ -55,6 +56,8 @@ def parse_cidr(cidr: str, ip_version: int) -> IPNetwork:
         raise IpamError("0 is not allowed as CIDR prefix length")
     if network.version == 6 and int(network.network_address) == 0:
         raise IpamError("IPv6 subnet '::' is not supported")
+    if dhcp:
+        check_dhcp(network)
     if network.num_addresses < (4 if ip_version == 4 else 2):
         raise IpamError(f"Cidr {cidr} is too small for a subnet")
     return network

@@ -161,9 +161,7 @@ class SubnetService:
         ip_version = body["ip_version"]
         dhcp = body.get("enable_dhcp", True)
         try:
-            network = ipam.parse_cidr(body["cidr"], ip_version)
-            if dhcp:
-                ipam.check_dhcp(network)
+            network = ipam.parse_cidr(body["cidr"], ip_version, dhcp)
             cidr = str(network)
             if "gateway_ip" in body:
                 gateway = body["gateway_ip"]
