@@ -285,13 +285,13 @@ def pools(value: Any) -> list[dict[str, str]]:
 
 
 def ipv6_mode(value: Any) -> str | None:
-    if value is not None and value not in IPV6_MODES:
+    if value is not None and (not isinstance(value, str) or value not in IPV6_MODES):
         raise ValueError(f"{value} is not in {list(IPV6_MODES)}")
     return value
 
 
 def vnic_type(value: Any) -> str:
-    if value not in VNIC_TYPES:
+    if not isinstance(value, str) or value not in VNIC_TYPES:  # a list is unhashable
         raise ValueError(f"'{value}' is not in {sorted(VNIC_TYPES)}")
     return str(value)
 
