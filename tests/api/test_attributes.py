@@ -121,7 +121,7 @@ JSON = st.recursive(
 
 @pytest.mark.parametrize("spec", [a.NETWORK, a.SUBNET, a.PORT, a.AGENT],
                          ids=["network", "subnet", "port", "agent"])
-@hypothesis.settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@hypothesis.settings(max_examples=150, deadline=None, database=None, derandomize=True)
 @hypothesis.given(data=st.data())
 def test_any_json_is_clean_or_a_400(spec: dict[str, a.Attr], data: st.DataObject) -> None:
     """A small fuzz of every converter: whatever JSON arrives, the answer is a clean

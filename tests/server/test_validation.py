@@ -254,3 +254,18 @@ async def test_invalid_subnet_cidrs(stack: Stack) -> None:
     off = (await api.subnet("224.1.0.0/24", enable_dhcp=False)).json()["subnet"]
     await api.refused("PUT", f"/v2.0/subnets/{off['id']}", {"subnet": {"enable_dhcp": True}},
                       "Multicast IP subnet is not supported")
+
+
+async def test_junk_integers_in_headers_and_queries_are_a_400(stack: Stack) -> None:
+    api = Api(stack)
+    net = (await api.c.post("/v2.0/networks", json={"network": {}})).json()["network"]
+    for header in ("revision_number=\u00b2".encode("latin-1"), b"revision_number=" + b"9" * 5000,
+                   b"revision_number=-1", b"revision=1"):
+        r = await api.c.put(f"/v2.0/networks/{net['id']}", json={"network": {"name": "x"}},
+                            headers={"If-Match": header})
+        assert r.status_code == 400, (header, r.text)
+    for query in ("limit=1.5", "limit=1_0", "limit=%205", "limit=" + "9" * 5000,
+                  "mtu=" + "9" * 5000, "revision_number=1.0"):
+        r = await api.c.get(f"/v2.0/networks?{query}")
+        assert r.status_code == 400, (query, r.text)
+        assert r.json()["NeutronError"]["type"] == "HTTPBadRequest"

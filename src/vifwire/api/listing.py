@@ -135,7 +135,7 @@ def _limit(values: list[str]) -> int | None:
         return None
     raw = values[-1]
     try:
-        limit = int(raw)
+        limit = attributes.integer_text(raw)
         if limit < 0:
             raise ValueError
     except ValueError:
