@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from starlette.datastructures import URL
 
-from vifwire.api import attributes
+from vifwire.api import converters
 from vifwire.api.attributes import Attr
 from vifwire.server import faults
 
@@ -63,11 +63,11 @@ def _filter_value(name: str, attr: Attr, value: str) -> Any:
     types = attr.types
     try:
         if "boolean" in types:
-            return attributes.boolean(value)
-        if attr.convert is attributes.mac:  # stored lower case, like Neutron's filter
+            return converters.boolean(value)
+        if attr.convert is converters.mac:  # stored lower case, like Neutron's filter
             return value.lower()
         if "integer" in types or attr.schema.get("enum") == [4, 6]:
-            number = attributes.integer_text(value)
+            number = converters.integer_text(value)
             if not INT_RANGE[0] <= number <= INT_RANGE[1]:
                 raise ValueError(f"'{value}' is out of range")
             return number
@@ -111,7 +111,7 @@ def parse(spec: Mapping[str, Attr], params: list[tuple[str, str]]) -> ListQuery:
     reverse = grouped.get("page_reverse", [])
     if reverse:
         try:
-            query.page_reverse = attributes.boolean(reverse[-1])
+            query.page_reverse = converters.boolean(reverse[-1])
         except ValueError as exc:
             raise _bad(f"Invalid input for page_reverse. Reason: {exc}.") from None
     return query
@@ -135,7 +135,7 @@ def _limit(values: list[str]) -> int | None:
         return None
     raw = values[-1]
     try:
-        limit = attributes.integer_text(raw)
+        limit = converters.integer_text(raw)
         if limit < 0:
             raise ValueError
     except ValueError:

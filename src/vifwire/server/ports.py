@@ -1,4 +1,5 @@
-"""Ports: IPAM, MAC allocation and binding, then the cast to the bound host's agent.
+"""Ports: MAC allocation and binding (addresses: `allocations`), then the cast to the
+bound host's agent.
 
 Each write is one transaction with no awaits inside; casts and trace marks
 happen after commit, so an agent never hears of a port the DB does not hold.
@@ -25,22 +26,19 @@ from sqlalchemy import Connection, and_, bindparam, delete, exists, insert, sele
 
 from vifwire.bus.base import BusError, NoEndpoint, agent_topic
 from vifwire.db.fast import Fast
-from vifwire.db.schema import ip_allocations, networks, ports, subnets
+from vifwire.db.schema import ip_allocations, networks, ports
 from vifwire.messages import FixedIp, PortDetails
 from vifwire.server import faults, ipam, outbox
 from vifwire.server._db import read, transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import dumps, iso, loads, new_id, utcnow
+from vifwire.server.allocations import Allocator, sort_ips
 from vifwire.server.context import Context
 from vifwire.server.networks import get_row as get_network_row
 from vifwire.server.tags import delete_tags, tags_of
 from vifwire.trace import Stage
 
 log = logging.getLogger(__name__)
-
-# The default of Neutron's max_fixed_ips_per_port (Neutron has since dropped the
-# option): without a limit one request could take a whole pool.
-MAX_FIXED_IPS_PER_PORT = 5
 
 COLUMNS = {
     "id": ports.c.id,
@@ -70,19 +68,7 @@ _PORT_AND_SEGMENT = Fast(select(ports, networks.c.network_type, networks.c.segme
     networks, networks.c.id == ports.c.network_id).where(ports.c.id == bindparam("port_id")))
 _IPS_OF_PORT = Fast(select(ip_allocations.c.subnet_id, ip_allocations.c.ip_address).where(
     ip_allocations.c.port_id == bindparam("port_id")))
-_SUBNETS_OF_NETWORK = Fast(select(subnets).where(
-    subnets.c.network_id == bindparam("network_id")).order_by(subnets.c.created_at, subnets.c.id))
-_USED_IPS = Fast(select(ip_allocations.c.ip_address).where(
-    ip_allocations.c.subnet_id == bindparam("subnet_id")))
-_IP_TAKEN = Fast(select(ip_allocations.c.port_id).where(
-    ip_allocations.c.subnet_id == bindparam("subnet_id"),
-    ip_allocations.c.ip_address == bindparam("ip_address")))
-# Which of up to ipam.CANDIDATES addresses are taken; unused slots hold "".
-_TAKEN_AMONG = Fast(select(ip_allocations.c.ip_address).where(
-    ip_allocations.c.subnet_id == bindparam("subnet_id"),
-    ip_allocations.c.ip_address.in_([bindparam(f"c{i}") for i in range(ipam.CANDIDATES)])))
 _INSERT_PORT = Fast(insert(ports))
-_INSERT_IP = Fast(insert(ip_allocations))
 _DELETE_IPS = Fast(delete(ip_allocations).where(ip_allocations.c.port_id == bindparam("port_id")))
 _DELETE_PORT = Fast(delete(ports).where(ports.c.id == bindparam("port_id")))
 _FLIP_STATUS = Fast(update(ports).where(
@@ -147,13 +133,8 @@ def fixed_ips_of(conn: Connection, port_ids: list[str]) -> dict[str, list[FixedI
         for port_id, subnet_id, address in conn.execute(query):
             result[port_id].append(FixedIp(subnet_id=subnet_id, ip_address=address))
     for ips in result.values():
-        _sort_ips(ips)
+        sort_ips(ips)
     return result
-
-
-def _sort_ips(ips: list[FixedIp]) -> list[FixedIp]:
-    ips.sort(key=lambda ip: (":" in ip["ip_address"], ip["ip_address"]))
-    return ips
 
 
 def details(conn: Connection, row: Any, network: Any = None,
@@ -221,6 +202,7 @@ class PortService:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.rng = random.Random()
+        self.addresses = Allocator(self.rng)
 
     # -- reads ---------------------------------------------------------------
 
@@ -262,104 +244,6 @@ class PortService:
         return [p for p in read(self.ctx.engine, work) if matches(p, rest)]
 
     # -- IPAM and binding, inside a transaction ------------------------------
-
-    def _allocate(self, conn: Connection, network_id: str, port_id: str,
-                  requested: builtins.list[dict[str, Any]] | None,
-                  device_owner: str = "") -> builtins.list[FixedIp]:
-        """Allocate the port's addresses; returns them as rendered in fixed_ips.
-
-        With no request, one address per IP version: from the first subnet of that
-        version that has a free one (Neutron tries each in turn), so the common
-        one-subnet network still costs one candidate query.
-        """
-        rows = list(_SUBNETS_OF_NETWORK.execute(conn, {"network_id": network_id}))
-        if requested is not None and len(requested) > MAX_FIXED_IPS_PER_PORT and \
-                not device_owner.startswith("network:"):  # Neutron trusts its own ports
-            raise faults.InvalidInput("Exceeded maximum amount of fixed ips per port")
-        wanted = self._wanted(rows, network_id, requested, device_owner)
-        chosen: builtins.list[tuple[str, str]] = []
-        for choices, address in wanted:
-            mine = {ip for _, ip in chosen}
-            if address is not None:
-                subnet = choices[0]
-                if address in mine or _IP_TAKEN.execute(
-                        conn, {"subnet_id": subnet.id, "ip_address": address}).first():
-                    raise faults.IpAddressInUse(network_id, address)
-            else:
-                subnet, address = self._first_free(conn, choices, mine)
-                if address is None:
-                    raise faults.IpAddressGenerationFailure(network_id)
-            chosen.append((subnet.id, address))
-            _INSERT_IP.execute(conn, {"subnet_id": subnet.id, "ip_address": address,
-                                      "port_id": port_id, "network_id": network_id})
-        return _sort_ips([FixedIp(subnet_id=sid, ip_address=ip) for sid, ip in chosen])
-
-    @staticmethod
-    def _wanted(rows: builtins.list[Any], network_id: str,
-                requested: builtins.list[dict[str, Any]] | None,
-                device_owner: str) -> builtins.list[tuple[builtins.list[Any], str | None]]:
-        """(subnets to try in order, address or None) per address to allocate."""
-        if requested is None:
-            by_version = [[s for s in rows if s.ip_version == v] for v in (4, 6)]
-            return [(subnets, None) for subnets in by_version if subnets]
-        wanted: builtins.list[tuple[builtins.list[Any], str | None]] = []
-        by_id = {s.id: s for s in rows}
-        for entry in requested:
-            subnet_id, address = entry.get("subnet_id"), entry.get("ip_address")
-            ip = None
-            if address is not None:
-                try:
-                    ip = ipam.parse_ip(address)
-                except ipam.IpamError as exc:
-                    raise faults.InvalidInput(str(exc)) from exc
-                address = str(ip)
-            if subnet_id is not None:
-                subnet = by_id.get(subnet_id)
-                if subnet is None:
-                    raise faults.InvalidInput(
-                        f"Failed to create port on network {network_id}, because "
-                        f"fixed_ips included invalid subnet {subnet_id}")
-                if ip is not None and not ipam.valid_on_subnet(
-                        ipam.network_of(subnet.cidr), ip, device_owner):
-                    raise faults.InvalidIpForSubnet(address or "")
-            elif ip is not None:
-                subnet = next((s for s in rows if ipam.valid_on_subnet(
-                    ipam.network_of(s.cidr), ip, device_owner)), None)
-                if subnet is None:
-                    raise faults.InvalidIpForNetwork(address or "")
-            else:
-                raise faults.InvalidInput("IP allocation requires subnet_id or ip_address")
-            wanted.append(([subnet], address))
-        return wanted
-
-    def _first_free(self, conn: Connection, subnets: builtins.list[Any],
-                    mine: set[str]) -> tuple[Any, str | None]:
-        for subnet in subnets:
-            address = self._free_address(conn, subnet, mine)
-            if address is not None:
-                return subnet, address
-        return subnets[-1], None
-
-    def _free_address(self, conn: Connection, subnet: Any, mine: set[str]) -> str | None:
-        """A free address of the subnet: random candidates checked in one query (see
-        `ipam`), widening the draw only when none is free, scanning only a dense pool."""
-        pools = loads(subnet.allocation_pools)
-        exclude = mine | ({subnet.gateway_ip} if subnet.gateway_ip else set())
-        windows = (ipam.WINDOW, None) if ipam.size(pools) > ipam.WINDOW else (None,)
-        for window in windows:
-            candidates = [c for c in ipam.sample(pools, ipam.CANDIDATES, self.rng, window)
-                          if c not in exclude]
-            if not candidates:
-                continue
-            params = {f"c{i}": candidates[i] if i < len(candidates) else ""
-                      for i in range(ipam.CANDIDATES)}
-            taken = set(_TAKEN_AMONG.execute(conn, {"subnet_id": subnet.id, **params})
-                        .scalars())
-            free = [c for c in candidates if c not in taken]
-            if free:
-                return self.rng.choice(free)
-        used = set(_USED_IPS.execute(conn, {"subnet_id": subnet.id}).scalars()) | exclude
-        return ipam.pick(pools, used, self.rng)
 
     def _mac(self, conn: Connection, network_id: str, requested: str | None) -> str:
         if requested is None:
@@ -408,8 +292,8 @@ class PortService:
             **self._binding(conn, body.get("binding:host_id") or ""),
         )
         _INSERT_PORT.execute(conn, values)
-        fixed_ips = self._allocate(conn, network.id, port_id, body.get("fixed_ips"),
-                                   values["device_owner"])
+        fixed_ips = self.addresses.allocate(conn, network.id, port_id, body.get("fixed_ips"),
+                                            values["device_owner"])
         row = SimpleNamespace(**values)
         bound = details(conn, row, network, fixed_ips) if row.binding_vif_type == "ovs" else None
         return _Outcome(port_id, created=True, bound=bound), render(row, fixed_ips)
@@ -453,8 +337,9 @@ class PortService:
             fixed_ips: builtins.list[FixedIp] | None = None
             if "fixed_ips" in body:
                 _DELETE_IPS.execute(conn, {"port_id": port_id})
-                fixed_ips = self._allocate(conn, row.network_id, port_id, body["fixed_ips"],
-                                           body.get("device_owner", row.device_owner))
+                fixed_ips = self.addresses.allocate(
+                    conn, row.network_id, port_id, body["fixed_ips"],
+                    body.get("device_owner", row.device_owner))
             old_host = row.binding_host
             new_host = body.get("binding:host_id", old_host) or ""
             rebind = "binding:host_id" in body and (
@@ -540,7 +425,7 @@ class PortService:
                     .join(ports, ports.c.id == ip_allocations.c.port_id).where(on_host)):
                 ips[port_id].append(FixedIp(subnet_id=subnet_id, ip_address=address))
             for found in ips.values():
-                _sort_ips(found)
+                sort_ips(found)
             networks = {n: get_network_row(conn, n) for n in {r.network_id for r in rows}}
             return [details(conn, r, networks[r.network_id], ips[r.id]) for r in rows]
         return read(self.ctx.engine, work)
