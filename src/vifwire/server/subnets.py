@@ -1,4 +1,11 @@
-"""Subnets: CIDR, gateway and allocation pools, validated by the pure IPAM module."""
+"""Subnets: CIDR, gateway and allocation pools, validated by the pure IPAM module.
+
+Neutron's _validate_subnet rules: with DHCP enabled (the default) no multicast,
+loopback or 0.0.0.0 network and no prefix longer than /30 (IPv4) or /126 (IPv6);
+without it a /127 is taken, its one address being the gateway (an empty pool).
+Nameservers and host routes are counted and must match the IP version; IPv6
+RA and address modes must agree with each other, with DHCP and with a /64.
+"""
 
 from __future__ import annotations
 
