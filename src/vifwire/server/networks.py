@@ -124,7 +124,10 @@ class NetworkService:
 
     def _insert(self, conn: Connection, body: dict[str, Any]) -> str:
         settings = self.ctx.settings
-        network_type = body.get("provider:network_type") or settings.default_network_type
+        # Only an absent type takes the default: "" is a type ML2 does not know.
+        network_type = body.get("provider:network_type")
+        if network_type is None:
+            network_type = settings.default_network_type
         physnet, seg_id = self._segment(conn, network_type, body.get("provider:physical_network"),
                                         body.get("provider:segmentation_id"))
         overhead = TUNNEL_TYPES.get(network_type, 0)
