@@ -25,6 +25,10 @@ class OvsSettings:
     run_dir: Path
     integration_bridge: str = "br-int"
     datapath_type: str = "netdev"
+    # Speed-ups that lean on ovsdbapp/python-ovs internals (off: the plain library
+    # path; bench/agent_ab.py measures both). See vifwire.ovs.bridge / .vifs.
+    loop_results: bool = True  # swap a transaction's result queue for a loop future
+    raw_members: bool = True  # read Bridge.ports as raw UUIDs (no row objects)
 
     @property
     def db_socket(self) -> Path:

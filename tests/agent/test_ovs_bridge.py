@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from vifwire.agent.errors import OvsWriteFailed
-from vifwire.agent.ovs import OvsBridge, PortWrite
+from vifwire.ovs.bridge import OvsBridge
+from vifwire.ovs.model import OvsWriteFailed, PortWrite
 from vifwire.ovs.runtime import OvsRuntime
 
 pytestmark = pytest.mark.ovs

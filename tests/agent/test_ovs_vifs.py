@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 import pytest
 
-from vifwire.agent.model import VifChanges
-from vifwire.agent.monitor import MONITORED, VifIdl
 from vifwire.ovs.idl import open_connection
+from vifwire.ovs.model import VifChanges
 from vifwire.ovs.runtime import OvsRuntime
+from vifwire.ovs.vifs import MONITORED, VifIdl
 
 pytestmark = pytest.mark.ovs
 

@@ -1,0 +1,222 @@
+"""The agent's narrow door to OVSDB, implemented on ovsdbapp.
+
+The agent sees a few verbs: `connect` (which also makes the bridge fail secure
+and starts the VIF stream into `on_changes`), `apply` (tag a port) and `close`.
+OpenFlow rules are `vifwire.ovs.flows`'s business. Every ovsdbapp call runs
+with `check_error=True`.
+
+Threads meet the event loop in `LoopBoundary` and nowhere else: row events
+reach the loop via `post` (call_soon_threadsafe), blocking calls go through
+`blocking` (a worker thread), and a transaction's result comes back as a
+future (`result_future`).
+
+ovsdbapp's connection thread commits one transaction at a time (its queue holds
+one), so per-port writes that arrive while a commit is in flight are gathered
+into the next transaction: one round trip for a burst of VIFs. A failed batch
+falls back to one transaction per port so one vanished port cannot fail its
+neighbours. Transactions are vsctl-like: they return once vswitchd applied the
+change (cur_cfg caught up), so "wired" means the tag is live in the datapath.
+
+Speed-up behind a switch (`OvsSettings.loop_results`, default on): ovsdbapp's
+`commit()` blocks a thread on the transaction's result queue; the fast path
+swaps that queue (`txn.results`, an ovsdbapp internal) for one that resolves a
+loop future, so no worker thread sits between the loop and the connection
+thread. Off, commits go through `blocking(txn.commit)`: plain ovsdbapp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ovsdbapp.backend.ovs_idl import idlutils
+
+from vifwire.ovs.idl import open_connection, open_vswitch_api
+from vifwire.ovs.model import OvsUnavailable, OvsWriteFailed, PortWrite, VifChanges
+from vifwire.ovs.runtime import OvsError
+from vifwire.ovs.vifs import MONITORED, VifIdl
+from vifwire.settings import OvsSettings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_Pending = tuple[PortWrite, "asyncio.Future[None]"]
+
+
+class LoopBoundary:
+    """Where ovsdbapp's threads and the event loop meet (the only place)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """From any thread: run `fn(*args)` on the loop, in call order."""
+        # A closed loop raises RuntimeError: nobody listens any more.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """On the loop: run the blocking `fn(*args)` in a worker thread."""
+        return await asyncio.to_thread(fn, *args)
+
+    def result_future(self) -> tuple[asyncio.Future[Any], _LoopResult]:
+        """A loop future, and a queue-like object whose `put` resolves it."""
+        future: asyncio.Future[Any] = self.loop.create_future()
+        return future, _LoopResult(self, future)
+
+
+class _LoopResult:
+    """Stands in for an ovsdbapp transaction's result queue."""
+
+    def __init__(self, boundary: LoopBoundary, future: asyncio.Future[Any]) -> None:
+        self._boundary, self._future = boundary, future
+
+    def put(self, result: Any, *_args: Any, **_kwargs: Any) -> None:
+        self._boundary.post(_resolve, self._future, result)
+
+
+def _resolve(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+class OvsBridge:
+    def __init__(self, settings: OvsSettings, on_changes: Callable[[VifChanges], None],
+                 timeout: float = 10.0) -> None:
+        self.settings = settings
+        self.timeout = timeout
+        self._on_changes = on_changes
+        self._api: Any = None
+        self._boundary: LoopBoundary | None = None
+        self._pending: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        boundary = self._boundary = LoopBoundary(asyncio.get_running_loop())
+        on_changes = self._on_changes
+
+        def sink(changes: VifChanges) -> None:
+            boundary.post(on_changes, changes)
+
+        remote = self.settings.connection
+        try:
+            conn = await boundary.blocking(lambda: open_connection(
+                remote, MONITORED, timeout=self.timeout, idl_class=VifIdl,
+                bridge=self.settings.integration_bridge, sink=sink,
+                raw_members=self.settings.raw_members))
+            self._api = await boundary.blocking(open_vswitch_api, conn)
+        except OvsError as exc:
+            raise OvsUnavailable(f"Open vSwitch at {remote}: {exc}") from exc
+        name = self.settings.integration_bridge
+        # fail_mode=secure: a vswitchd that (re)starts forwards nothing until the
+        # agent installed its rules (standalone would switch everything NORMAL).
+        # Changing it flushes the bridge's flows; the agent installs them next.
+        await self._execute(
+            self._api.add_br(name, may_exist=True, datapath_type=self.settings.datapath_type),
+            self._api.db_set("Bridge", name, ("fail_mode", "secure")))
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop(),
+                                                              name="ovs:writer")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        for _, future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        if self._api is not None and self._boundary is not None:
+            conn = self._api.ovsdb_connection
+            self._api = None
+            await self._boundary.blocking(conn.stop, self.timeout)
+
+    async def apply(self, write: PortWrite) -> None:
+        """Commit `write` (batched with concurrent ones); raises OvsWriteFailed."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((write, future))
+        self._wake.set()
+        await future
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending, []
+                batch = [(w, f) for w, f in batch if not f.done()]
+                if not batch:
+                    continue
+                try:
+                    await self._commit([w for w, _ in batch])
+                except OvsWriteFailed as exc:
+                    if len(batch) == 1:
+                        _settle(batch[0][1], exc)
+                        continue
+                    for write, future in batch:
+                        try:
+                            await self._commit([write])
+                        except OvsWriteFailed as one:
+                            _settle(future, one)
+                        else:
+                            _settle(future, None)
+                else:
+                    for _, future in batch:
+                        _settle(future, None)
+
+    async def _commit(self, writes: list[PortWrite]) -> None:
+        api = self._api
+        if api is None:
+            raise OvsWriteFailed("not connected to OVSDB")
+        commands = []
+        for w in writes:
+            commands.append(api.db_set("Port", w.name, ("tag", w.tag),
+                                       ("other_config", w.other_config), if_exists=False))
+            if w.clear_keys:
+                commands.append(api.db_remove("Port", w.name, "other_config", *w.clear_keys,
+                                              if_exists=True))
+        names = ", ".join(w.name for w in writes)
+        try:
+            await self._transact(api, commands)
+        except Exception as exc:
+            raise OvsWriteFailed(f"tagging {names} failed: {exc}") from exc
+
+    async def _execute(self, *commands: Any) -> None:
+        try:
+            await self._transact(self._api, list(commands))
+        except Exception as exc:
+            raise OvsUnavailable(f"OVSDB command failed: {exc}") from exc
+
+    async def _transact(self, api: Any, commands: list[Any]) -> None:
+        """Commit `commands` in one transaction of ovsdbapp's connection thread."""
+        assert self._boundary is not None
+        txn = api.create_transaction(check_error=True)
+        for command in commands:
+            txn.add(command)
+        if not self.settings.loop_results:
+            await self._boundary.blocking(txn.commit)
+            return
+        # What commit() would raise, this raises (see the module docstring).
+        done, txn.results = self._boundary.result_future()
+        connection = api.ovsdb_connection
+        try:
+            connection.txns.put(txn, False)
+        except queue.Full:  # another caller's transaction is queued: wait our turn
+            await self._boundary.blocking(connection.queue_txn, txn)
+        result = await asyncio.wait_for(done, txn.timeout)
+        if isinstance(result, idlutils.ExceptionResult):
+            raise result.ex
+
+
+def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
