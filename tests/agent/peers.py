@@ -115,6 +115,14 @@ class Vm:
 
     def create(self) -> None:
         sh("ip", "netns", "add", self.netns)
+        self.link()
+
+    def unlink(self) -> None:
+        """Delete the veth pair (the VIF's device vanishes; its Port row stays)."""
+        sh(*self.switch_side, "ip", "link", "del", self.device)
+
+    def link(self) -> None:
+        """Create the veth pair: host end `device` by the switch, eth0 in the VM."""
         switch = self.switch_side
         sh(*switch, "ip", "link", "add", self.device, "type", "veth", "peer", "name",
            "vwp" + self.tag, "netns", self.netns)

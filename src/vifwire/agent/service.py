@@ -67,6 +67,7 @@ class PortState:
     wired: bool = False  # WIRED was traced for the current VIF
     dropped: bool = False  # a drop flow for the port is installed
     reflow: bool = False  # the device came back: rewrite the drop flow
+    returned: bool = False  # the device came back: make vswitchd reopen it
 
 
 class _Endpoint:
@@ -180,6 +181,10 @@ class OvsAgent:
     def _on_vif_changes(self, changes: VifChanges) -> None:
         if not self._running:
             return
+        if changes.initial and self._synced:
+            # OVSDB came back (ovsdb-server restarted): whatever vswitchd did
+            # meanwhile, put every rule back.
+            self._tasks.append(spawn(self._flows.refresh(), name="agent:flows"))
         if changes.initial:
             for port_id, state in self._ports.items():
                 if port_id not in changes.vifs and state.vif is not None:
@@ -192,7 +197,7 @@ class OvsAgent:
             if vif is None or (state.vif is not None and state.vif.name != vif.name):
                 state.wired = False
             if vif is not None and not vif.lost and state.vif is not None and state.vif.lost:
-                state.reflow = True
+                state.returned = True
             state.vif = vif
             self._kick(port_id)
         self._snapshot.set()
@@ -268,6 +273,10 @@ class OvsAgent:
             state = self._ports.get(port_id)
             if state is None:
                 return
+            if state.returned and not await self._reopen(port_id, state):
+                failures += 1
+                await asyncio.sleep(_backoff(failures))
+                continue
             view = self._view(port_id, state)
             action = plan(view)
             if action.fetch:
@@ -309,6 +318,28 @@ class OvsAgent:
                 self._reporter.want(port_id, action.report)
             self._prune(port_id, state)
             return
+
+    async def _reopen(self, port_id: str, state: PortState) -> bool:
+        """Re-wire a VIF whose device returned, before it is reported up.
+
+        Only the netdev datapath needs it (the kernel one re-adds the new device
+        by itself). The new ofport is chosen here, so a dead-VLAN port gets its
+        drop flow on that number before vswitchd opens the device."""
+        vif = state.vif
+        if vif is None or vif.lost:
+            return True  # gone again: the next return starts over
+        try:
+            if self.ovs_settings.datapath_type == "netdev":
+                ofport = await self._bridge.free_ofport()
+                if _isolated(vif):
+                    await self._flows.put(port_id, [_drop_spec(str(ofport))])
+                    state.dropped = True
+                await self._bridge.reopen(vif.name, ofport)
+        except OvsError as exc:
+            log.warning("port %s: reopening %s: %s", port_id, vif.name, exc)
+            return False
+        state.returned, state.reflow = False, True
+        return True
 
     async def _isolate(self, port_id: str, state: PortState) -> bool:
         """Keep a drop flow exactly while the VIF sits in the dead VLAN.

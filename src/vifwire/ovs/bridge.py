@@ -136,6 +136,33 @@ class OvsBridge:
             self._api = None
             await self._boundary.blocking(conn.stop, self.timeout)
 
+    async def reopen(self, name: str, ofport: int) -> None:
+        """Make vswitchd reopen the device of Interface `name`, as OpenFlow port
+        `ofport` (see `free_ofport`).
+
+        The netdev datapath keeps reading a deleted veth's old socket after a
+        new device of the same name appeared; a changed ofport_request is what
+        makes vswitchd drop the port from the datapath and add it afresh.
+        """
+        try:
+            await self._transact(self._api, [self._api.db_set(
+                "Interface", name, ("ofport_request", ofport), if_exists=False)])
+        except Exception as exc:
+            raise OvsWriteFailed(f"reopening {name} failed: {exc}") from exc
+
+    async def free_ofport(self) -> int:
+        """An OpenFlow port number no Interface has or requests."""
+        assert self._boundary is not None
+        try:
+            rows = await self._boundary.blocking(
+                self._api.db_list("Interface", columns=["ofport", "ofport_request"]).execute,
+                True)
+        except Exception as exc:
+            raise OvsUnavailable(f"listing OpenFlow ports failed: {exc}") from exc
+        used = {n for row in rows for key in ("ofport", "ofport_request")
+                for n in _ints(row[key])}
+        return next(n for n in range(1, 0xFF00) if n not in used)
+
     async def apply(self, write: PortWrite) -> None:
         """Commit `write` (batched with concurrent ones); raises OvsWriteFailed."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -211,6 +238,10 @@ class OvsBridge:
         result = await asyncio.wait_for(done, txn.timeout)
         if isinstance(result, idlutils.ExceptionResult):
             raise result.ex
+
+
+def _ints(value: Any) -> list[int]:
+    return [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, int)]
 
 
 def _settle(future: asyncio.Future[None], error: Exception | None) -> None:

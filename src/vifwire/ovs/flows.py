@@ -131,21 +131,23 @@ class FlowTable:
         delay = RECONNECT_S[0]
         first = True
         while True:
-            proc = await self._spawn("monitor", self._bridge, "watch:!own")
+            # The monitor prints its reply on stdout but the events on stderr.
+            proc = await self._spawn("monitor", self._bridge, "watch:!initial", merged=True)
             try:
                 assert proc.stdout is not None
-                if await proc.stdout.readline():  # the monitor's reply: connected
+                # Its first reply says it is connected (else: an error, vswitchd is down).
+                if (await proc.stdout.readline()).startswith(b"NXST_FLOW_MONITOR reply"):
                     delay = RECONNECT_S[0]
                     if first:
                         first = False
                         self._connected.set()
                     else:
-                        await self._restore_quietly()
+                        await self.refresh()
                     while line := await proc.stdout.readline():
                         if b"event=DELETED" in line and f"cookie={BASE_COOKIE:#x}".encode() \
                                 in line:
                             log.warning("a base flow of %s was deleted: restoring", self._bridge)
-                            await self._restore_quietly()
+                            await self.refresh()
             finally:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
@@ -154,7 +156,8 @@ class FlowTable:
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_S[1])
 
-    async def _restore_quietly(self) -> None:
+    async def refresh(self) -> None:
+        """`restore()`, logging a failure instead of raising it."""
         try:
             await self.restore()
         except OvsWriteFailed as exc:  # vswitchd went away again: the watch sees it
@@ -162,12 +165,14 @@ class FlowTable:
 
     # -- ovs-ofctl ---------------------------------------------------------
 
-    async def _spawn(self, *args: str, stdin: bool = False) -> asyncio.subprocess.Process:
+    async def _spawn(self, *args: str, stdin: bool = False,
+                     merged: bool = False) -> asyncio.subprocess.Process:
         # OVS_RUNDIR in the runtime's env makes ovs-ofctl find "<bridge>.mgmt".
         return await asyncio.create_subprocess_exec(
             "ovs-ofctl", *args, env=self._runtime.env(),
             stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT if merged else asyncio.subprocess.PIPE)
 
     async def _bundle(self, lines: list[str]) -> None:
         proc = await self._spawn("--bundle", "add-flows", self._bridge, "-", stdin=True)

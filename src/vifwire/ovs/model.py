@@ -33,8 +33,8 @@ class Vif:
     other_config: Mapping[str, str] = field(default_factory=dict)  # Port.other_config
     vm_uuid: str | None = None
     iface_status: str | None = None
-    # vswitchd set Interface.ofport to -1: the device (veth, tap) is gone or
-    # unusable. A Port row without a device carries no traffic and is no VIF up.
+    # vswitchd has no usable device (veth, tap) for it: Interface.ofport -1 or
+    # admin_state down. A Port row without a device carries no traffic: not up.
     lost: bool = False
 
 

@@ -20,9 +20,10 @@ Invariants:
   Ports are decoded. A boot storm sends several updates per port; walking every
   port of the bridge for each of them made the agent's cost grow with the
   square of the VMs on the host;
-- a VIF whose Interface.ofport is -1 (vswitchd has no device for it: the veth or
-  tap was deleted) is reported with `lost=True`, and again without when the
-  device returns and vswitchd gives it an ofport.
+- a VIF whose device is gone is reported with `lost=True`, and again without
+  when the device returns: vswitchd shows it as Interface.ofport -1 (it could not
+  open the device, e.g. after a restart) or admin_state "down" (the netdev
+  datapath keeps the ofport of a deleted veth but sees it lose IFF_UP).
 
 Speed-up behind a switch (`raw_members`, OvsSettings.raw_members): the bridge's
 member set is read from python-ovs's private `Row._data` as raw UUIDs; off, it
@@ -42,13 +43,14 @@ from vifwire.ovs.model import Vif, VifChanges
 
 log = logging.getLogger(__name__)
 
-# Only what the agent reads (and writes: Port.tag/other_config; Open_vSwitch cfg
-# counters for ovsdbapp's vsctl-style transactions; Bridge for add_br).
+# Only what the agent reads (and writes: Port.tag/other_config,
+# Interface.ofport_request; Open_vSwitch cfg counters for ovsdbapp's vsctl-style
+# transactions; Bridge for add_br and fail_mode).
 MONITORED = {
     "Open_vSwitch": ["bridges", "cur_cfg", "next_cfg"],
     "Bridge": ["name", "ports", "datapath_type", "fail_mode"],
     "Port": ["name", "interfaces", "tag", "other_config"],
-    "Interface": ["name", "type", "external_ids", "ofport"],
+    "Interface": ["name", "type", "external_ids", "ofport", "admin_state", "ofport_request"],
 }
 
 Sink = Callable[[VifChanges], None]
@@ -174,5 +176,12 @@ class VifIdl(connection.OvsdbIdl):
             vifs.append(Vif(port_id=port_id, name=iface.name, mac=ids.get("attached-mac"),
                             tag=tag, other_config=other_config,
                             vm_uuid=ids.get("vm-uuid"), iface_status=ids.get("iface-status"),
-                            lost=list(iface.ofport) == [-1]))
+                            lost=_lost(iface)))
         return tuple(vifs)
+
+
+def _lost(iface: Any) -> bool:
+    """vswitchd has no usable device for the Interface (see the module docstring)."""
+    # Optional columns read as lists; [] means vswitchd has not said yet (a new
+    # port): that is not a loss, so the plug path never waits for vswitchd.
+    return list(iface.ofport) == [-1] or list(iface.admin_state) == ["down"]
