@@ -162,6 +162,13 @@ class Vm:
                   "-W", "1", ip, check=False)
         return done.returncode == 0
 
+    def dropped(self) -> bool:
+        """A drop flow matches what comes in from the VIF."""
+        out = self.runtime.ofctl("--names", "dump-flows", self.runtime.settings.integration_bridge)
+        names = (f"in_port={self.device} ", f'in_port="{self.device}" ')
+        return any("actions=drop" in line and any(n in line for n in names)
+                   for line in out.splitlines())
+
     def tag_in_ovsdb(self) -> int | None:
         out = self.runtime.vsctl("get", "Port", self.device, "tag").strip()
         return None if out in ("[]", "") else int(out)
