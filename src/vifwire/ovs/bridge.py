@@ -32,6 +32,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ovsdbapp.backend.ovs_idl import transaction
+
 from vifwire.ovs.idl import open_connection, open_vswitch_api
 from vifwire.ovs.model import OvsUnavailable, OvsWriteFailed, PortWrite, VifChanges
 from vifwire.ovs.runtime import OvsError
@@ -94,9 +96,18 @@ class OvsBridge:
         # fail_mode=secure: a vswitchd that (re)starts forwards nothing until the
         # agent installed its rules (standalone would switch everything NORMAL).
         # Changing it flushes the bridge's flows; the agent installs them next.
-        await self._execute(
-            self._api.add_br(name, may_exist=True, datapath_type=self.settings.datapath_type),
-            self._api.db_set("Bridge", name, ("fail_mode", "secure")))
+        # A restarted agent finds it so and writes nothing: every vsctl-style
+        # transaction makes vswitchd reconfigure all ports (about 1 s at 1,000,
+        # during which its main thread forwards no packet of a veth).
+        found = await self._read(self._api.db_find(
+            "Bridge", ("name", "=", name), columns=["fail_mode", "datapath_type"]))
+        ready = bool(found) and _scalar(found[0]["fail_mode"]) == "secure" \
+            and _scalar(found[0]["datapath_type"]) == self.settings.datapath_type
+        if not ready:
+            await self._execute(
+                self._api.add_br(name, may_exist=True,
+                                 datapath_type=self.settings.datapath_type),
+                self._api.db_set("Bridge", name, ("fail_mode", "secure")))
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(),
                                                               name="ovs:writer")
 
@@ -132,9 +143,8 @@ class OvsBridge:
         """An OpenFlow port number no Interface has or requests."""
         assert self._boundary is not None
         try:
-            rows = await self._boundary.blocking(
-                self._api.db_list("Interface", columns=["ofport", "ofport_request"]).execute,
-                True)
+            rows = await self._read(
+                self._api.db_list("Interface", columns=["ofport", "ofport_request"]))
         except Exception as exc:
             raise OvsUnavailable(f"listing OpenFlow ports failed: {exc}") from exc
         used = {n for row in rows for key in ("ofport", "ofport_request")
@@ -197,6 +207,20 @@ class OvsBridge:
         except Exception as exc:
             raise OvsUnavailable(f"OVSDB command failed: {exc}") from exc
 
+    async def _read(self, command: Any) -> Any:
+        """Run a read-only `command` in a plain ovsdbapp transaction: unlike the
+        vsctl-style ones it bumps no next_cfg, so vswitchd does no reconfigure."""
+        assert self._boundary is not None
+        api = self._api
+        txn = transaction.Transaction(api, api.ovsdb_connection, api.ovsdb_connection.timeout,
+                                      check_error=True)
+        txn.add(command)
+        try:
+            await self._boundary.blocking(txn.commit)
+        except Exception as exc:
+            raise OvsUnavailable(f"OVSDB read failed: {exc}") from exc
+        return command.result
+
     async def _transact(self, api: Any, commands: list[Any]) -> None:
         """Commit `commands` in one transaction of ovsdbapp's connection thread."""
         assert self._boundary is not None
@@ -204,6 +228,13 @@ class OvsBridge:
         for command in commands:
             txn.add(command)
         await self._boundary.blocking(txn.commit)
+
+
+def _scalar(value: Any) -> Any:
+    """An optional column's value (the IDL gives [] or [value]), or None."""
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
 
 
 def _ints(value: Any) -> list[int]:
