@@ -139,7 +139,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         plug_all(runtime, netns, names, port_ids, macs)
         vms = [kept_vm(runtime, netns, names[i], f"10.77.0.{i + 1}", macs[i]) for i in (0, 1)]
         await bus.serve(SERVER_TOPIC, peer)
-        agent = OvsAgent(settings, bus, NullTracer(), ovs=runtime.settings)
+        agent = OvsAgent(settings, bus, NullTracer(), ovs=runtime.settings, ovs_timeout=60)
         started = time.perf_counter()
         await agent.start()
         await asyncio.wait_for(peer.all_up.wait(), 120)
@@ -151,7 +151,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.restarts):
             await agent.stop()
             peer.reset()
-            agent = OvsAgent(settings, bus, NullTracer(), ovs=runtime.settings)
+            agent = OvsAgent(settings, bus, NullTracer(), ovs=runtime.settings, ovs_timeout=60)
             started = time.perf_counter()
             await agent.start()
             start_s = time.perf_counter() - started
