@@ -135,8 +135,7 @@ class FlowTable:
             proc = await self._spawn("monitor", self._bridge, "watch:!initial", merged=True)
             try:
                 assert proc.stdout is not None
-                # Its first reply says it is connected (else: an error, vswitchd is down).
-                if (await proc.stdout.readline()).startswith(b"NXST_FLOW_MONITOR reply"):
+                if await _connected(proc.stdout):
                     delay = RECONNECT_S[0]
                     if first:
                         first = False
@@ -179,3 +178,13 @@ class FlowTable:
         _, err = await proc.communicate("\n".join(lines).encode() + b"\n")
         if proc.returncode != 0:
             raise OvsWriteFailed(f"flows of {self._bridge}: {err.decode().strip()}")
+
+
+async def _connected(stdout: asyncio.StreamReader) -> bool:
+    """Whether the monitor got its first reply (it is connected), reading past
+    any warning it logs first; end of file: it failed (vswitchd is down)."""
+    while line := await stdout.readline():
+        if line.startswith(b"NXST_FLOW_MONITOR reply"):
+            return True
+        log.debug("ovs-ofctl monitor: %s", line.decode(errors="replace").strip())
+    return False
