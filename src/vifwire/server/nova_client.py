@@ -229,7 +229,12 @@ class NovaClient:
             self._abandon()
             raise
         if not connection.keep_alive:
-            await self.close()  # so the next post starts on a fresh connection
+            # The next post starts on a fresh connection. Not awaited: the caller
+            # records Nova's answer first (every moment before that is a window
+            # in which a crash makes the post look undelivered).
+            self._connection = None
+            if connection.transport is not None:
+                connection.transport.close()
         return answer
 
     async def _connect(self) -> _Connection:

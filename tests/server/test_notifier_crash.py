@@ -1,0 +1,100 @@
+"""No duplicate Nova event across SIGKILL: a real server process killed mid-storm.
+
+The server (tests/server/crash_server.py, the real app with its notifier and a
+database file) boots ports one at a time while this test kills it with SIGKILL
+at random moments and starts it again, against a real HTTP Nova that records
+every post. At the end every port's network-vif-plugged arrived, and no event
+arrived twice, except possibly the events of the one post that was in flight
+when a kill struck (after Nova acted on it and before the server's commit: the
+window no sender can close alone, see vifwire.server.outbox).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from vifwire.db.engine import make_engine
+from vifwire.db.schema import nova_outbox
+
+from .helpers import FakeNova
+
+CHILD = Path(__file__).with_name("crash_server.py")
+PORTS = 60
+KILLS = 6
+
+
+class _Server:
+    def __init__(self, settings_args: list[str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(CHILD), *settings_args],
+                                     stdout=subprocess.PIPE, text=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def wait_for(self, line: str, timeout: float = 60.0) -> None:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.proc.stdout.readline()
+            if not got:
+                raise AssertionError(f"server exited ({self.proc.wait()}) before {line!r}")
+            if got.strip() == line:
+                return
+        raise AssertionError(f"no {line!r} within {timeout} s")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+
+
+def test_sigkill_mid_storm_sends_no_event_twice(database_url: str, tmp_path: Path,
+                                                nova: FakeNova) -> None:
+    args = [database_url, nova.url, str(tmp_path), str(PORTS)]
+    rng = random.Random()
+    in_flight: list[int] = []  # per kill: how many posts Nova had received by then
+    for _ in range(KILLS):
+        server = _Server(args)
+        try:
+            server.wait_for("ready")
+            posts_before = len(nova.posts)
+            # A kill at a random point of the storm, once it is posting.
+            deadline = time.monotonic() + 10
+            while len(nova.posts) == posts_before and time.monotonic() < deadline:
+                time.sleep(0.001)
+            time.sleep(rng.uniform(0.0, 0.3))
+        finally:
+            server.kill()
+        in_flight.append(len(nova.posts))
+    server = _Server(args)
+    try:
+        server.wait_for("done")
+    finally:
+        server.kill()
+
+    per_event = collections.Counter((e["tag"], e["name"]) for e in nova.events)
+    assert len(per_event) == PORTS  # every port's plugged arrived: none lost
+    assert {name for _, name in per_event} == {"network-vif-plugged"}
+    twice = {key for key, n in per_event.items() if n > 1}
+    # A repeated event was first posted in the last post Nova took before a kill.
+    last_before_kill = {(e["tag"], e["name"]) for n in in_flight if n
+                        for e in nova.posts[n - 1]}
+    assert twice <= last_before_kill, f"duplicates outside the in-flight post: {twice}"
+    assert all(count <= 2 for count in per_event.values())
+    print(f"{KILLS} kills, {len(nova.posts)} posts, duplicates: {len(twice)}",
+          in_flight, [len(p) for p in nova.posts])
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            left = conn.execute(select(func.count()).select_from(nova_outbox)).scalar_one()
+    finally:
+        engine.dispose()
+    assert left == 0
