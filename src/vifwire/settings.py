@@ -66,6 +66,9 @@ class Settings:
     ovs_netns: str | None = None
     # When set, the stack runs under cProfile and dumps <dir>/stack.pstats at exit.
     cprofile_dir: Path | None = None
+    # Speed-up switches (issue 13.2; gains in bench/http_ab.py). Off: the plain path.
+    fast_dispatch: bool = True  # api/dispatch; off: FastAPI routes every request
+    nova_client: str = "httptools"  # server/nova_client; "httpx": httpx.AsyncClient
 
     @property
     def ovs(self) -> OvsSettings:

@@ -94,5 +94,6 @@ def create_app(settings: Settings, bus: Bus, tracer: Tracer,
         for router in tags.ROUTERS:
             app.include_router(router)
         # The collection routes skip FastAPI's middleware and routing.
-        app.route_table = dispatch.route_table(handlers)
+        if settings.fast_dispatch:
+            app.route_table = dispatch.route_table(handlers)
     return app

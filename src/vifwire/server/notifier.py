@@ -58,7 +58,7 @@ from sqlalchemy import Engine
 from vifwire.server import outbox
 from vifwire.server._db import read, transaction
 from vifwire.server._utils import utcnow
-from vifwire.server.nova_client import NovaClient, NovaUnreachable, NovaUrlError, parse_url
+from vifwire.server.nova_client import NovaUnreachable, NovaUrlError, make_client, parse_url
 from vifwire.settings import Settings
 from vifwire.trace import Stage, Tracer
 
@@ -94,7 +94,8 @@ class NovaNotifier:
                  timeout_s: float = 10.0, orphan_check_s: float = ORPHAN_CHECK_S) -> None:
         self._engine = engine
         # Built here, not in the task, so a bad nova_url fails the app's start.
-        self._client = NovaClient(events_url(settings.nova_url), timeout=timeout_s)
+        self._client = make_client(settings.nova_client, events_url(settings.nova_url),
+                                   timeout=timeout_s)
         self._tracer = tracer
         self._min_backoff = min_backoff_s
         self._max_backoff = max_backoff_s
