@@ -32,10 +32,17 @@ commit as soon as its answer is read, before the next post leaves
 (`outbox.Ledger`, which also locks each post's rows on PostgreSQL and MariaDB
 so two processes never post one row at once). A SIGKILL can therefore repeat
 at most the one post in flight when it struck, and only if it struck after Nova
-acted on it and before that commit (well under a millisecond). Nova does not
-dedupe, so that window is the floor for any sender. The cost is one small
-transaction per post; in a storm events queue while a post is in flight, so
-there are fewer posts than VMs.
+acted on it and before that commit. That window is the answer's trip back, the
+loop's other ready work and the commit: about 1-30 ms in a storm on a loaded
+machine, and in a storm the notifier is nearly always in flight, so a kill
+mid-storm often repeats that one post (tests/server/test_notifier_crash.py:
+11 repeated events in 22 kills, every one from the post in flight). Nova does
+not dedupe, and no sender can close this window alone: a kill after Nova acted
+and before any byte of its answer arrived leaves the sender's state exactly as
+a kill before the post did, so it must either repeat or risk losing an event.
+It repeats. The cost is one small transaction per post (~50-90 us of CPU on
+SQLite); in a storm events queue while a post is in flight, so there are fewer
+posts than VMs.
 
 `nova_url` is checked when the notifier is built (and by the stack before it
 starts, see `check_nova_url`): a URL the client cannot use is one clear error
