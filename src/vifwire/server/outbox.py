@@ -12,7 +12,8 @@ The rows Nova accepted leave the table in a commit made as soon as its answer
 is read and before anything else is posted, so a crash (SIGKILL at any point)
 can make the next start repeat at most the one post that was in flight: the
 window between Nova acting on a post and that commit is the only one, and no
-sender can close it alone (Nova does not dedupe; see vifwire.server.notifier). On PostgreSQL and MariaDB,
+sender can close it alone (Nova does not dedupe; see vifwire.server.notifier
+for the measured window). On PostgreSQL and MariaDB,
 where several server processes share the table, each post runs in a
 transaction that first locks its rows with `FOR UPDATE SKIP LOCKED`: a row
 another process is posting (its own, or one it picked up from a dead process)
