@@ -36,7 +36,7 @@ acted on it and before that commit. That window is the answer's trip back, the
 loop's other ready work and the commit: about 1-30 ms in a storm on a loaded
 machine, and in a storm the notifier is nearly always in flight, so a kill
 mid-storm often repeats that one post (tests/server/test_notifier_crash.py:
-11 repeated events in 22 kills, every one from the post in flight). Nova does
+13 repeated events in 22 kills, every one from the post in flight). Nova does
 not dedupe, and no sender can close this window alone: a kill after Nova acted
 and before any byte of its answer arrived leaves the sender's state exactly as
 a kill before the post did, so it must either repeat or risk losing an event.
