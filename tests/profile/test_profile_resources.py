@@ -66,7 +66,7 @@ def test_busy_process_is_on_top(busy_and_idle: tuple[int, int], tmp_path: Path) 
     assert len(busy_samples) >= 5  # <= 250 ms apart over ~1 s
     gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(busy_samples)]
     assert max(gaps) < 0.4
-    assert max(s["cpu_pct"] for s in busy_samples) > 60
+    assert max(s["cpu_pct"] for s in busy_samples) > 50 * truth  # half its mean rate, or more
     assert all(s["rss"] > 0 for s in busy_samples)
     assert {"usr", "sys", "idle", "mem_used", "mem_free"} <= timeline.system[-1].keys()
 

@@ -282,6 +282,7 @@ async def _raw_server(answers: list[tuple[bytes, bool]]) -> tuple[asyncio.Server
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connections.append(1)
+        _HANDLERS.add(asyncio.current_task())  # type: ignore[arg-type]
         while answers and await read_post(reader) is not None:
             answer, hang_up = answers.pop(0)
             writer.write(answer)
@@ -357,6 +358,7 @@ async def test_an_abandoned_post_never_lends_its_answer_to_the_next(kind: str) -
     answered: list[bytes] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _HANDLERS.add(asyncio.current_task())  # type: ignore[arg-type]
         while (body := await read_post(reader)) is not None:
             await asyncio.sleep(0.2 if not answered else 0)  # slow on the first post
             answered.append(body)
