@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import ssl
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -277,13 +277,16 @@ class HttpxNovaClient:
     """NovaClient's interface on httpx (one pooled keep-alive connection)."""
 
     def __init__(self, url: str, timeout: float = 10.0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, token: str | None = None) -> None:
         self._target = parse_url(url)
         self._url = url
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if token is not None:  # Nova's (the emulator's) X-Auth-Token
+            headers["X-Auth-Token"] = token
         self._client = httpx.AsyncClient(
             timeout=timeout, verify=ssl_context or True, trust_env=False,
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-            headers={"Content-Type": "application/json", "Accept": "application/json"})
+            headers=headers)
 
     @property
     def transport(self) -> asyncio.Transport | None:
@@ -309,10 +312,12 @@ NOVA_CLIENTS: dict[str, type[NovaClient] | type[HttpxNovaClient]] = {
 
 
 def make_client(kind: str, url: str, timeout: float = 10.0,
-                ssl_context: ssl.SSLContext | None = None) -> NovaClient | HttpxNovaClient:
-    """The client `Settings.nova_client` names; NovaUrlError for an unknown one."""
+                ssl_context: ssl.SSLContext | None = None,
+                **extra: Any) -> NovaClient | HttpxNovaClient:
+    """The client `Settings.nova_client` names; NovaUrlError for an unknown one.
+    `extra` (e.g. token=...) goes to the client as is."""
     try:
         cls = NOVA_CLIENTS[kind]
     except KeyError:
         raise NovaUrlError(f"nova_client {kind!r} must be one of {sorted(NOVA_CLIENTS)}") from None
-    return cls(url, timeout=timeout, ssl_context=ssl_context)
+    return cls(url, timeout=timeout, ssl_context=ssl_context, **extra)
