@@ -5,7 +5,7 @@ database file) boots ports one at a time while this test kills it with SIGKILL
 at random moments and starts it again, against a real HTTP Nova that records
 every post. At the end every port's network-vif-plugged arrived, and no event
 arrived twice, except possibly the events of the one post that was in flight
-when a kill struck (after Nova acted on it and before the server's commit: the
+when a kill struck, once per kill (after Nova acted on it and before the server's commit: the
 window no sender can close alone, see vifwire.server.outbox).
 """
 
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from vifwire.db.engine import make_engine
 from vifwire.db.schema import nova_outbox
@@ -56,6 +56,17 @@ class _Server:
         self.proc.stdout.close()
 
 
+def _left(database_url: str) -> list[tuple[str, str]]:
+    """(port, event) of the rows still in the outbox."""
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return [(r.tag, r.name) for r in conn.execute(
+                select(nova_outbox.c.tag, nova_outbox.c.name))]
+    finally:
+        engine.dispose()
+
+
 def test_sigkill_mid_storm_sends_no_event_twice(database_url: str, tmp_path: Path,
                                                 nova: FakeNova) -> None:
     args = [database_url, nova.url, str(tmp_path), str(PORTS)]
@@ -79,23 +90,25 @@ def test_sigkill_mid_storm_sends_no_event_twice(database_url: str, tmp_path: Pat
     server = _Server(args)
     try:
         server.wait_for("done")
+        # Rows a dead process's lock still held when this start read them (PostgreSQL
+        # had not yet seen that client die) are skipped, and posted by the orphan check
+        # once they are 10 s old: wait for that, as a live worker would.
+        deadline = time.monotonic() + 40
+        while _left(database_url) and time.monotonic() < deadline:
+            time.sleep(0.2)
     finally:
         server.kill()
 
+    left = _left(database_url)
     per_event = collections.Counter((e["tag"], e["name"]) for e in nova.events)
     assert len(per_event) == PORTS  # every port's plugged arrived: none lost
     assert {name for _, name in per_event} == {"network-vif-plugged"}
+    assert left == []
     twice = {key for key, n in per_event.items() if n > 1}
-    # A repeated event was first posted in the last post Nova took before a kill.
-    last_before_kill = {(e["tag"], e["name"]) for n in in_flight if n
-                        for e in nova.posts[n - 1]}
-    assert twice <= last_before_kill, f"duplicates outside the in-flight post: {twice}"
-    assert all(count <= 2 for count in per_event.values())
-    print(f"{len(in_flight)} kills, {len(nova.posts)} posts, duplicates: {len(twice)}")
-    engine = make_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            left = conn.execute(select(func.count()).select_from(nova_outbox)).scalar_one()
-    finally:
-        engine.dispose()
-    assert left == 0
+    # Each kill may repeat the events of the last post Nova took before it, no more
+    # (an event posted again after one kill can be in flight at the next one too).
+    repeats_allowed = collections.Counter((e["tag"], e["name"]) for n in in_flight if n
+                                          for e in nova.posts[n - 1])
+    beyond = {key: n for key, n in per_event.items() if n - 1 > repeats_allowed[key]}
+    assert not beyond, f"repeated beyond the posts in flight at a kill: {beyond}"
+    print(f"{len(in_flight)} kills, {len(nova.posts)} posts, repeated events: {len(twice)}")
