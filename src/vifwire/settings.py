@@ -84,6 +84,9 @@ class Settings:
     db_held_connections: bool = True
     # Threads running database transactions off the event loop (0: on the loop).
     db_threads: int = 4
+    # Speed-up switches (issue 13.2; gains in bench/http_ab.py). Off: the plain path.
+    fast_dispatch: bool = True  # api/dispatch; off: FastAPI routes every request
+    nova_client: str = "httptools"  # server/nova_client; "httpx": httpx.AsyncClient
 
     @property
     def ovs(self) -> OvsSettings:
