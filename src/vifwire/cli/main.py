@@ -196,10 +196,26 @@ def down(ctx: typer.Context) -> None:
     with _errors():
         stopped = daemon.stop(settings)
         host_runtime(settings).stop()
-        if settings.ovs_netns:
+        kept = _vm_links(settings.ovs_netns) if settings.ovs_netns else []
+        if settings.ovs_netns and not kept:
             subprocess.run(["ip", "netns", "del", settings.ovs_netns], capture_output=True,
                            check=False)
     console.print("vifwire is down" if stopped else "vifwire was not running")
+    if kept:
+        # The namespace is this simulated host's network: deleting it would unplug
+        # the kept VMs (their veths' host ends live in it), as pulling a real
+        # host's cables would. It goes with the last of them.
+        console.print(f"namespace {settings.ovs_netns} kept: it holds {len(kept)} kept "
+                      f"VM interface(s)", highlight=False)
+
+
+def _vm_links(netns: str) -> list[str]:
+    """The VMs' host-side veths (tap<port id>) in `netns`."""
+    done = subprocess.run(["ip", "-n", netns, "-o", "link", "show"], capture_output=True,
+                          text=True, check=False)
+    names = [line.split(":")[1].strip().split("@")[0]
+             for line in done.stdout.splitlines() if line.count(":") >= 2]
+    return [name for name in names if name.startswith("tap")]
 
 
 @app.command()
