@@ -61,6 +61,10 @@ class Settings:
     vlan_range: tuple[int, int] = (1, 4094)
     physical_network: str = "physnet1"
     global_physnet_mtu: int = 1500
+    # Neutron's [ml2] path_mtu (0: unset) and overlay_ip_version: a tunnel network's
+    # MTU is min(global_physnet_mtu, path_mtu) less its headers (vifwire.server.mtu).
+    path_mtu: int = 0
+    overlay_ip_version: int = 4
     # Neutron's [ovs] local_ip: this host's tunnel (VXLAN) address. Unset: one host,
     # no tunnel bridge; set: br-tun with l2population (vifwire.agent.overlay).
     local_ip: str | None = None

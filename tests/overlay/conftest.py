@@ -11,6 +11,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,11 @@ from .rig import Host, Underlay
 
 
 @dataclass
-class Cloud:
+class Server:
+    """The embedded server app on an in-process bus, reached with an HTTP client."""
+
     api: httpx.AsyncClient
     bus: LocalBus
-    underlay: Underlay
-    hosts: dict[str, Host]
 
     async def post(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
         kind = collection.rstrip("s")
@@ -46,11 +47,41 @@ class Cloud:
                                     "ip_version": 4})
         return network
 
-    async def port(self, network: dict[str, Any], host: Host, ip: str) -> dict[str, Any]:
+    async def port(self, network: dict[str, Any], host: str, ip: str) -> dict[str, Any]:
         return await self.post("ports", {
             "network_id": network["id"], "fixed_ips": [{"ip_address": ip}],
-            "binding:host_id": host.name, "device_owner": "compute:nova",
+            "binding:host_id": host, "device_owner": "compute:nova",
             "device_id": str(uuid.uuid4())})
+
+
+@dataclass
+class Cloud(Server):
+    underlay: Underlay
+    hosts: dict[str, Host]
+
+
+@asynccontextmanager
+async def serving(base: Path) -> AsyncIterator[Server]:
+    bus = LocalBus()
+    await bus.start()
+    # Nova is not part of this story: its notifier just fails to post (no listener).
+    settings = Settings(run_dir=base / "server", host="server",
+                        nova_url="http://127.0.0.1:9/v2.1")
+    settings.run_dir.mkdir(parents=True)
+    app = create_app(settings, bus, Tracer("server", None))
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://vifwire") as api:
+                yield Server(api, bus)
+    finally:
+        await bus.stop()
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    async with serving(tmp_path) as running:
+        yield running
 
 
 @pytest.fixture
@@ -60,24 +91,14 @@ async def cloud() -> AsyncIterator[Cloud]:
     rig_id = uuid.uuid4().hex[:5]
     base = Path(f"/tmp/vw-overlay-{os.getpid()}-{rig_id}")
     underlay = Underlay(rig_id, base)
-    bus = LocalBus()
-    await bus.start()
-    # Nova is not part of this story: its notifier just fails to post (no listener).
-    settings = Settings(run_dir=base / "server", host="server",
-                        nova_url="http://127.0.0.1:9/v2.1")
-    settings.run_dir.mkdir(parents=True)
-    app = create_app(settings, bus, Tracer("server", None))
     try:
         underlay.create()
         hosts = {letter: underlay.add_host(letter) for letter in "abc"}
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://vifwire") as api:
-                for host in hosts.values():
-                    await host.start_agent(bus)
-                yield Cloud(api, bus, underlay, hosts)
-                await underlay.destroy()
+        async with serving(base) as running:
+            for host in hosts.values():
+                await host.start_agent(running.bus)
+            yield Cloud(running.api, running.bus, underlay, hosts)
+            await underlay.destroy()  # the agents stop before the server does
     finally:
         await underlay.destroy()
-        await bus.stop()
         shutil.rmtree(base, ignore_errors=True)

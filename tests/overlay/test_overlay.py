@@ -39,7 +39,7 @@ def vms() -> Iterator[list[Vm]]:
 
 async def boot(cloud: Cloud, vms: list[Vm], network: dict[str, Any], host: Host,
                ip: str) -> Vm:
-    port = await cloud.port(network, host, ip)
+    port = await cloud.port(network, host.name, ip)
     vm = Vm(host.runtime, uuid.uuid4().hex[:6], port["id"], port["mac_address"], ip)
     vms.append(vm)
     vm.create()
