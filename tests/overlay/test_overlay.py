@@ -138,3 +138,34 @@ async def test_overlay_between_three_hosts(cloud: Cloud, vms: list[Vm]) -> None:
     # ...and B, whose VIF stays plugged but is no port any more, has no blue left.
     await wait_for(lambda: not overlay(b).tunnels(), what="B drops its tunnel to A")
     assert await eventually_pings(c2.netns, a2.ip), "red still works"
+
+
+async def test_agent_restart_keeps_the_overlay_and_catches_up(cloud: Cloud,
+                                                              vms: list[Vm]) -> None:
+    """A's agent stops; meanwhile B gets a port (the push to A finds nobody). The
+    restarted agent's full sync brings it, and its first write replaces br-tun
+    in one bundle: a ping running through the restart loses nothing."""
+    a, b = cloud.hosts["a"], cloud.hosts["b"]
+    blue = await cloud.network("blue", "10.78.0.0/24")
+    a1 = await boot(cloud, vms, blue, a, "10.78.0.11")
+    b1 = await boot(cloud, vms, blue, b, "10.78.0.12")
+    for vm in (a1, b1):
+        await wait_active(cloud, vm.port_id)
+    await wait_for(lambda: b1.port_id in overlay(a).remote_ports(), what="A learns b1")
+    assert await eventually_pings(a1.netns, b1.ip)
+
+    pinging = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", a1.netns, "ping", "-c", "100", "-i", "0.05", "-W", "1", b1.ip,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    assert a.agent is not None
+    await a.agent.stop()
+    b2 = await boot(cloud, vms, blue, b, "10.78.0.13")
+    await wait_active(cloud, b2.port_id)
+    await a.start_agent(cloud.bus)
+    await wait_for(lambda: b2.port_id in overlay(a).remote_ports(), what="A's sync brings b2")
+    await wait_for(lambda: overlay(a).idle.is_set() and overlay(a).writes > 0,
+                   what="A's br-tun rewritten")
+    assert pinging.returncode is None, "the ping ended before the restart did"
+    out, _ = await pinging.communicate()
+    assert " 0% packet loss" in out.decode(), out.decode()
+    assert await eventually_pings(a1.netns, b2.ip), "b2, learnt at the sync"
