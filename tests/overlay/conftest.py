@@ -10,14 +10,15 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
 
 from vifwire.app import create_app
 from vifwire.bus.local import LocalBus
@@ -25,6 +26,8 @@ from vifwire.settings import Settings
 from vifwire.trace import Tracer
 
 from .rig import Host, Underlay
+
+PG_ADMIN_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
 
 
 @dataclass
@@ -61,11 +64,11 @@ class Cloud(Server):
 
 
 @asynccontextmanager
-async def serving(base: Path) -> AsyncIterator[Server]:
+async def serving(base: Path, database_url: str = "") -> AsyncIterator[Server]:
     bus = LocalBus()
     await bus.start()
     # Nova is not part of this story: its notifier just fails to post (no listener).
-    settings = Settings(run_dir=base / "server", host="server",
+    settings = Settings(run_dir=base / "server", host="server", database_url=database_url,
                         nova_url="http://127.0.0.1:9/v2.1")
     settings.run_dir.mkdir(parents=True)
     app = create_app(settings, bus, Tracer("server", None))
@@ -78,9 +81,31 @@ async def serving(base: Path) -> AsyncIterator[Server]:
         await bus.stop()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest,
+                 unavailable: Callable[[str, object], NoReturn]) -> Iterator[str]:
+    """SQLite in the server's run dir, or a throwaway PostgreSQL database."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    name = f"vifwire_ov_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    try:
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        unavailable("PostgreSQL", exc)
+    try:
+        yield f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    async with serving(tmp_path) as running:
+async def server(tmp_path: Path, database_url: str) -> AsyncIterator[Server]:
+    async with serving(tmp_path, database_url) as running:
         yield running
 
 
