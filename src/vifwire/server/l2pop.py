@@ -10,7 +10,8 @@ own host. All pushes: nothing here is asked for on the plug path.
 
 A host that gets its first ACTIVE port on a network also needs what is already
 there: it is sent the network's remote ports when one of the ports it just
-reported is the smallest id among its ACTIVE ports on that network. Of ports
+reported is the smallest id among its ACTIVE ports on that network (no
+ACTIVE port of that host and network has a smaller one). Of ports
 turning ACTIVE at once in racing transactions, the one with the smallest id
 always sees itself as the smallest after its own commit, so at least one of
 them sends (a spare send is harmless: adds are upserts by port id). An agent
@@ -29,9 +30,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, exists, select
 
 from vifwire.bus.base import BusError, NoEndpoint, agent_topic
+from vifwire.db.fast import Fast
 from vifwire.db.schema import agents, ip_allocations, networks, ports
 from vifwire.messages import FdbEntry, FdbGone, PortDetails
 from vifwire.server._db import read
@@ -43,8 +45,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TUNNELLED = ("vxlan",)
+TUNNELLED = "vxlan"  # the one tunnel type the agent builds
 BOUND = ports.c.binding_vif_type == "ovs"
+
+# The statements of every status report, prebuilt (see vifwire.db.fast).
+_AGENT_CONFIGURATIONS = Fast(select(agents.c.configurations).where(
+    agents.c.agent_type == OVS_AGENT_TYPE, agents.c.host == bindparam("host")))
+_PEERS = Fast(select(agents.c.host, agents.c.configurations).where(
+    agents.c.agent_type == OVS_AGENT_TYPE, agents.c.host != bindparam("host"),
+    exists().where(ports.c.binding_host == agents.c.host,
+                   ports.c.network_id == bindparam("network_id"), BOUND)))
+_PORT_ENTRY = Fast(select(ports.c.id, ports.c.network_id, ports.c.mac_address,
+                          networks.c.network_type, networks.c.segmentation_id)
+                   .join(networks, networks.c.id == ports.c.network_id)
+                   .where(ports.c.id == bindparam("port_id"),
+                          ports.c.binding_host == bindparam("host"), BOUND,
+                          networks.c.network_type == TUNNELLED))
+_ADDRESSES = Fast(select(ip_allocations.c.ip_address).where(
+    ip_allocations.c.port_id == bindparam("port_id")))
+# Is a port of this host and network ACTIVE with a smaller id (see the module doc)?
+_ACTIVE_BELOW = Fast(select(exists().where(
+    ports.c.binding_host == bindparam("host"), ports.c.network_id == bindparam("network_id"),
+    BOUND, ports.c.status == "ACTIVE", ports.c.id < bindparam("port_id"))))
+_TUNNELLED_NETWORK_OF = Fast(select(ports.c.network_id).join(
+    networks, networks.c.id == ports.c.network_id).where(
+    ports.c.id == bindparam("port_id"), networks.c.network_type == TUNNELLED))
 
 
 class Change(Protocol):
@@ -90,38 +115,36 @@ class L2Population:
 
     def _went_up(self, conn: Connection, host: str,
                  port_ids: builtins.list[str]) -> dict[str, builtins.list[FdbEntry]]:
-        tunnel_ips = _tunnel_ips(conn)
-        if host not in tunnel_ips:
+        own_ip = _tunnel_ip_of(conn, host)
+        if own_ip is None:
             return {}  # a host without tunnels: nobody can reach its ports
-        entries = _entries(conn, tunnel_ips, ports.c.id.in_(port_ids),
-                           ports.c.binding_host == host)
-        casts: dict[str, builtins.list[FdbEntry]] = defaultdict(builtins.list)
         by_network: dict[str, builtins.list[FdbEntry]] = defaultdict(builtins.list)
-        for entry in entries:
-            by_network[entry["network_id"]].append(entry)
-            self._networks[entry["port_id"]] = entry["network_id"]
-        reported = set(port_ids)
+        for port_id in port_ids:
+            entry = _entry(conn, port_id, host, own_ip)
+            if entry is not None:
+                by_network[entry["network_id"]].append(entry)
+                self._networks[port_id] = entry["network_id"]
+        casts: dict[str, builtins.list[FdbEntry]] = defaultdict(builtins.list)
         for network_id, announced in by_network.items():
-            for target in _hosts_on(conn, network_id, tunnel_ips, besides=host):
+            peers = _peers(conn, network_id, host)
+            for target in peers:
                 casts[target] += announced
-            first = conn.execute(select(func.min(ports.c.id)).where(
-                ports.c.network_id == network_id, ports.c.binding_host == host, BOUND,
-                ports.c.status == "ACTIVE")).scalar()
-            if first in reported:
-                casts[host] += _entries(conn, tunnel_ips, ports.c.network_id == network_id,
-                                        ports.c.binding_host != host,
-                                        ports.c.status == "ACTIVE")
+            lowest = min(e["port_id"] for e in announced)
+            if peers and not _ACTIVE_BELOW.execute(conn, {
+                    "host": host, "network_id": network_id, "port_id": lowest}).scalar():
+                casts[host] += _network_entries(conn, network_id, peers)
         return {target: found for target, found in casts.items() if found}
 
     def _went_down(self, conn: Connection, host: str,
                    port_ids: builtins.list[str]) -> dict[str, builtins.list[FdbGone]]:
-        tunnel_ips = _tunnel_ips(conn)
-        rows = conn.execute(select(ports.c.id, ports.c.network_id).join(
-            networks, networks.c.id == ports.c.network_id).where(
-            ports.c.id.in_(port_ids), networks.c.network_type.in_(TUNNELLED)))
+        if _tunnel_ip_of(conn, host) is None:
+            return {}  # never announced
         gone: dict[str, builtins.list[FdbGone]] = defaultdict(builtins.list)
-        for port_id, network_id in rows:
-            for target in _hosts_on(conn, network_id, tunnel_ips, besides=host):
+        for port_id in port_ids:
+            network_id = _TUNNELLED_NETWORK_OF.execute(conn, {"port_id": port_id}).scalar()
+            if network_id is None:
+                continue
+            for target in _peers(conn, network_id, host):
                 gone[target].append(FdbGone(port_id=port_id, network_id=network_id, host=host))
         return gone
 
@@ -141,10 +164,9 @@ class L2Population:
 
     async def _withdraw(self, port_id: str, network_id: str | None, host: str) -> None:
         def work(conn: Connection) -> builtins.list[str]:
-            tunnel_ips = _tunnel_ips(conn)
             if network_id is None:
-                return [h for h in tunnel_ips if h != host]
-            return _hosts_on(conn, network_id, tunnel_ips, besides=host)
+                return [h for h in _tunnel_ips(conn) if h != host]
+            return list(_peers(conn, network_id, host))
         gone = FdbGone(port_id=port_id, network_id=network_id, host=host)
         for target in read(self.ctx.engine, work):
             await self._cast(target, "fdb_remove", entries=[gone])
@@ -169,12 +191,38 @@ def _tunnel_ips(conn: Connection) -> dict[str, str]:
     return found
 
 
-def _hosts_on(conn: Connection, network_id: str, tunnel_ips: dict[str, str], *,
-              besides: str) -> builtins.list[str]:
-    """Tunnelling hosts other than `besides` with ports bound on the network."""
-    hosts = conn.execute(select(ports.c.binding_host).distinct().where(
-        ports.c.network_id == network_id, BOUND, ports.c.binding_host != besides)).scalars()
-    return sorted(h for h in hosts if h in tunnel_ips)
+def _tunnel_ip_of(conn: Connection, host: str) -> str | None:
+    configurations = _AGENT_CONFIGURATIONS.execute(conn, {"host": host}).scalar()
+    address = loads(configurations).get("tunneling_ip") if configurations else None
+    return str(address) if address else None
+
+
+def _peers(conn: Connection, network_id: str, host: str) -> dict[str, str]:
+    """host -> tunnel address of the tunnelling hosts other than `host` with ports
+    bound on the network: one EXISTS per agent, on the ports' host index."""
+    found = {}
+    for peer, configurations in _PEERS.execute(conn, {"network_id": network_id, "host": host}):
+        address = loads(configurations).get("tunneling_ip")
+        if address:
+            found[peer] = str(address)
+    return found
+
+
+def _entry(conn: Connection, port_id: str, host: str, local_ip: str) -> FdbEntry | None:
+    row = _PORT_ENTRY.execute(conn, {"port_id": port_id, "host": host}).first()
+    if row is None:
+        return None
+    addresses = sorted(_ADDRESSES.execute(conn, {"port_id": port_id}).scalars())
+    return FdbEntry(port_id=row.id, network_id=row.network_id, network_type=row.network_type,
+                    segmentation_id=row.segmentation_id, mac_address=row.mac_address,
+                    ip_addresses=addresses, host=host, local_ip=local_ip)
+
+
+def _network_entries(conn: Connection, network_id: str,
+                     peers: dict[str, str]) -> builtins.list[FdbEntry]:
+    """The ACTIVE ports of the network on `peers` (the full push to a new host)."""
+    return _entries(conn, peers, ports.c.network_id == network_id,
+                    ports.c.binding_host.in_(list(peers)), ports.c.status == "ACTIVE")
 
 
 def _entries(conn: Connection, tunnel_ips: dict[str, str],
@@ -184,7 +232,7 @@ def _entries(conn: Connection, tunnel_ips: dict[str, str],
     query = (select(ports.c.id, ports.c.network_id, ports.c.mac_address, ports.c.binding_host,
                     networks.c.network_type, networks.c.segmentation_id)
              .join(networks, networks.c.id == ports.c.network_id)
-             .where(BOUND, networks.c.network_type.in_(TUNNELLED), *where))
+             .where(BOUND, networks.c.network_type == TUNNELLED, *where))
     rows = [r for r in conn.execute(query) if r.binding_host in tunnel_ips]
     if not rows:
         return []
