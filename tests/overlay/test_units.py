@@ -131,3 +131,16 @@ async def test_a_remove_only_erases_the_place_it_names() -> None:
     assert set(overlay.remote_ports()) == {"p2"}
     overlay.release("n1")  # the last port of n1 left: its remote ports go too
     assert overlay.remote_ports() == {}
+
+
+def test_plan_memo_reuses_unchanged_rules_only() -> None:
+    local = {"n1": LocalNet(5, 100)}
+    memo: dict[str, Any] = {}
+    first = plan(LOCAL, local, [entry("p2"), entry("p3", mac="fa:16:3e:00:00:03")], memo)
+    again = plan(LOCAL, local, [entry("p2"), entry("p3", mac="fa:16:3e:00:00:33")], memo)
+    assert again.flows["port:p2"] is first.flows["port:p2"]
+    assert "fa:16:3e:00:00:33" in again.flows["port:p3"][0]
+    assert again.flows == plan(LOCAL, local, [entry("p2"),
+                                              entry("p3", mac="fa:16:3e:00:00:33")]).flows
+    plan(LOCAL, {"n1": LocalNet(7, 100)}, [entry("p2")], memo)  # a new VLAN: rebuilt
+    assert set(memo) == {"p2"} and "dl_vlan=7" in memo["p2"][1][0]

@@ -27,7 +27,7 @@ import asyncio
 import logging
 
 from vifwire.agent.tasks import cancel_and_wait, spawn
-from vifwire.agent.tunnels import PATCH_INT, PATCH_TUN, LocalNet, plan
+from vifwire.agent.tunnels import PATCH_INT, PATCH_TUN, LocalNet, Memo, plan
 from vifwire.bus.base import SERVER_TOPIC, Bus, BusError
 from vifwire.messages import FdbEntry, FdbGone, PortDetails
 from vifwire.ovs.runtime import OvsError
@@ -54,6 +54,7 @@ class Overlay:
         self._touched: dict[str, int] = {}  # port id -> _seq of the last cast about it
         self._tunnels: dict[str, str] = {}  # vxlan ports on br-tun: name -> remote ip
         self._flows: dict[str, tuple[str, ...]] | None = None  # None: rewrite them all
+        self._memo: Memo = {}
         self._synced = asyncio.Event()  # the first sync succeeded
         self._dirty = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
@@ -172,7 +173,7 @@ class Overlay:
                 self.idle.set()
 
     async def _reconcile(self) -> None:
-        wanted = plan(self.local_ip, self._local, self._remote.values())
+        wanted = plan(self.local_ip, self._local, self._remote.values(), self._memo)
         changed = False
         for name, remote_ip in wanted.tunnels.items():
             if self._tunnels.get(name) != remote_ip:

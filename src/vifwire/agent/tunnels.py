@@ -24,6 +24,7 @@ rule names it and go only after no rule does: the executor's order.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ class Wanted:
     flows: dict[str, tuple[str, ...]]  # group key -> rules
 
 
+@functools.lru_cache(maxsize=4096)
 def tunnel_name(remote_ip: str) -> str:
     """Neutron's name: "vxlan-" and the remote IPv4 address in hex (fits IFNAMSIZ)."""
     address = ipaddress.ip_address(remote_ip)
@@ -69,11 +71,18 @@ def tunnel_name(remote_ip: str) -> str:
     return f"vxlan-{int(address) & 0xFFFFFFFF:08x}"  # Neutron hashes v6; 32 bits suffice here
 
 
-def plan(local_ip: str, local: Mapping[str, LocalNet],
-         remotes: Iterable[FdbEntry]) -> Wanted:
+# A remote port's rules, by port id, with what they were made from.
+Memo = dict[str, tuple[tuple[object, ...], tuple[str, ...]]]
+
+
+def plan(local_ip: str, local: Mapping[str, LocalNet], remotes: Iterable[FdbEntry],
+         memo: Memo | None = None) -> Wanted:
+    """`memo` (kept by the caller between calls) spares rebuilding the rules of
+    remote ports that did not change: a storm's casts replan thousands of them."""
     flows: dict[str, tuple[str, ...]] = {BASE_KEY: BASE_FLOWS}
     tunnels: dict[str, str] = {}
     flood: dict[str, set[str]] = {network: set() for network in local}
+    seen: Memo = {}
     for entry in remotes:
         net = local.get(entry["network_id"])
         if net is None or entry["local_ip"] == local_ip or entry["network_type"] != "vxlan":
@@ -81,7 +90,16 @@ def plan(local_ip: str, local: Mapping[str, LocalNet],
         name = tunnel_name(entry["local_ip"])
         tunnels[name] = entry["local_ip"]
         flood[entry["network_id"]].add(name)
-        flows[f"port:{entry['port_id']}"] = _port_flows(net, name, entry)
+        port_id = entry["port_id"]
+        made_of = (net, name, entry["mac_address"], tuple(entry["ip_addresses"]))
+        known = memo.get(port_id) if memo is not None else None
+        rules = known[1] if known is not None and known[0] == made_of else \
+            _port_flows(net, name, entry)
+        seen[port_id] = (made_of, rules)
+        flows[f"port:{port_id}"] = rules
+    if memo is not None:
+        memo.clear()
+        memo.update(seen)
     for name in tunnels:
         flows[f"tun:{name}"] = (f"table=0,priority=1,in_port={name},actions=resubmit(,4)",)
     for network, net in local.items():
