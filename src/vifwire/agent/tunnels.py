@@ -93,10 +93,10 @@ def plan(local_ip: str, local: Mapping[str, LocalNet], remotes: Iterable[FdbEntr
         port_id = entry["port_id"]
         made_of = (net, name, entry["mac_address"], tuple(entry["ip_addresses"]))
         known = memo.get(port_id) if memo is not None else None
-        rules = known[1] if known is not None and known[0] == made_of else \
+        port_rules = known[1] if known is not None and known[0] == made_of else \
             _port_flows(net, name, entry)
-        seen[port_id] = (made_of, rules)
-        flows[f"port:{port_id}"] = rules
+        seen[port_id] = (made_of, port_rules)
+        flows[f"port:{port_id}"] = port_rules
     if memo is not None:
         memo.clear()
         memo.update(seen)
