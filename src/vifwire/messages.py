@@ -3,6 +3,7 @@
 Server -> agent, topic `agent.<host>` (casts):
     port_bound(port: PortDetails)      a port was bound to this host (or changed)
     port_unbound(port_id: str)         the port was deleted or bound elsewhere
+    resync()                           read this host's ports again (a cast may be lost)
     fdb_add(entries: list[FdbEntry])   remote ports now ACTIVE on a network this host
                                        has ports on (l2population; upsert by port id)
     fdb_remove(entries: list[FdbGone]) remote ports gone from the host they name

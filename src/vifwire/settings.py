@@ -1,18 +1,19 @@
 """One frozen settings object, built at the CLI edge and passed down.
 
-Nothing reads configuration at import time; every component takes the pieces it
-needs from a `Settings` handed to it.
+Nothing reads configuration at import time (no environment, no file): the CLI
+merges the configuration file (`vifwire.cli.config`), the VIFWIRE_* environment
+and its flags into one `Settings`, and every component takes the pieces it
+needs from the `Settings` handed to it.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 STANDARD_RUN_DIR = Path("/var/run/vifwire")
-DEFAULT_RUN_DIR = Path(os.environ.get("VIFWIRE_RUN_DIR", STANDARD_RUN_DIR))
+DEFAULT_RUN_DIR = STANDARD_RUN_DIR
 # The embedded database must outlive a reboot, and /var/run is a tmpfs on Debian.
 DEFAULT_STATE_DIR = Path("/var/lib/vifwire")
 DATABASE_FILE = "vifwire.sqlite"
@@ -27,6 +28,10 @@ class OvsSettings:
     # Neutron's [ovs] tunnel_bridge: VXLAN tunnels and their flows (used with local_ip).
     tunnel_bridge: str = "br-tun"
     datapath_type: str = "netdev"
+    # Read Bridge.ports as raw UUIDs from python-ovs's private Row._data (off: the
+    # public, row-building path). bench/agent_ab.py: 0.25 vs 11 ms per add-port
+    # at 1,000 ports. See vifwire.ovs.vifs.
+    raw_members: bool = True
 
     @property
     def db_socket(self) -> Path:
@@ -49,6 +54,8 @@ class Settings:
     state_dir: Path | None = None
     # "local" (in-process) or an amqp:// URL for RabbitMQ.
     bus_url: str = "local"
+    # RabbitMQ queue names start with it: several clusters (or tests) share a broker.
+    bus_prefix: str = "vifwire"
     api_host: str = "127.0.0.1"
     api_port: int = 9696
     # Nova's compute API base; the notifier posts to {nova_url}/os-server-external-events.
@@ -75,6 +82,20 @@ class Settings:
     ovs_netns: str | None = None
     # When set, the stack runs under cProfile and dumps <dir>/stack.pstats at exit.
     cprofile_dir: Path | None = None
+    # `vifwire server`: API worker processes; None: the number of cores (1 on the
+    # local bus, which cannot reach another process).
+    api_workers: int | None = None
+    # `vifwire agent`: serve GET /metrics on this port (127.0.0.1); None: no metrics.
+    agent_metrics_port: int | None = None
+    # Database speed-ups on SQLAlchemy internals, each with a plain fallback
+    # (vifwire.db.fast, vifwire.server._db; bench/db_ab.py measures them).
+    db_direct_statements: bool = True
+    db_held_connections: bool = True
+    # Threads running database transactions off the event loop (0: on the loop).
+    db_threads: int = 4
+    # Speed-up switches (issue 13.2; gains in bench/http_ab.py). Off: the plain path.
+    fast_dispatch: bool = True  # api/dispatch; off: FastAPI routes every request
+    nova_client: str = "httptools"  # server/nova_client; "httpx": httpx.AsyncClient
 
     @property
     def ovs(self) -> OvsSettings:

@@ -14,6 +14,7 @@ Messages are plain JSON-able dicts so every transport can serialize them.
 from __future__ import annotations
 
 import abc
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 SERVER_TOPIC = "server"
@@ -53,3 +54,9 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     async def call(self, topic: str, method: str, timeout: float = 30.0, **kwargs: Any) -> Any:
         """Send and return the endpoint's reply; raises BusError on failure or timeout."""
+
+    def on_reconnect(self, callback: Callable[[], Awaitable[None] | None]) -> None:
+        """Run `callback` on the caller's loop each time the bus got its broker back
+        (its queues and consumers restored), so the caller resyncs what it may have
+        missed. The in-process bus never loses its link: it never calls it."""
+        return None

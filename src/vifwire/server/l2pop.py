@@ -36,7 +36,7 @@ from vifwire.bus.base import BusError, NoEndpoint, agent_topic
 from vifwire.db.fast import Fast
 from vifwire.db.schema import agents, ip_allocations, networks, ports
 from vifwire.messages import FdbEntry, FdbGone, PortDetails
-from vifwire.server._db import read
+from vifwire.server._db import run_read
 from vifwire.server._utils import loads
 from vifwire.server.liveness import OVS_AGENT_TYPE
 
@@ -87,7 +87,7 @@ class L2Population:
 
     # -- the full sync -----------------------------------------------------
 
-    def host_fdb(self, host: str) -> builtins.list[FdbEntry]:
+    async def host_fdb(self, host: str) -> builtins.list[FdbEntry]:
         """Every remote ACTIVE port of the vxlan networks `host` has ports on."""
         def work(conn: Connection) -> builtins.list[FdbEntry]:
             tunnel_ips = _tunnel_ips(conn)
@@ -96,7 +96,7 @@ class L2Population:
             mine = select(ports.c.network_id).where(ports.c.binding_host == host, BOUND)
             return _entries(conn, tunnel_ips, ports.c.network_id.in_(mine),
                             ports.c.binding_host != host, ports.c.status == "ACTIVE")
-        return read(self.ctx.engine, work)
+        return await run_read(self.ctx.engine, work)
 
     # -- after a status report ---------------------------------------------
 
@@ -105,11 +105,13 @@ class L2Population:
         if not port_ids:
             return
         if status == "ACTIVE":
-            casts = read(self.ctx.engine, lambda conn: self._went_up(conn, host, port_ids))
+            casts = await run_read(self.ctx.engine,
+                                   lambda conn: self._went_up(conn, host, port_ids))
             for target, entries in casts.items():
                 await self._cast(target, "fdb_add", entries=entries)
         else:
-            gone = read(self.ctx.engine, lambda conn: self._went_down(conn, host, port_ids))
+            gone = await run_read(self.ctx.engine,
+                                  lambda conn: self._went_down(conn, host, port_ids))
             for target, removed in gone.items():
                 await self._cast(target, "fdb_remove", entries=removed)
 
@@ -168,7 +170,7 @@ class L2Population:
                 return [h for h in _tunnel_ips(conn) if h != host]
             return list(_peers(conn, network_id, host))
         gone = FdbGone(port_id=port_id, network_id=network_id, host=host)
-        for target in read(self.ctx.engine, work):
+        for target in await run_read(self.ctx.engine, work):
             await self._cast(target, "fdb_remove", entries=[gone])
 
     async def _cast(self, host: str, method: str, **kwargs: Any) -> None:

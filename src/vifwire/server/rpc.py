@@ -1,7 +1,8 @@
 """The server's bus endpoint (topic `server`): the calls agents make.
 
 Method names and arguments are the contract in `vifwire.messages`. Each method is
-one short synchronous transaction run directly on the loop.
+one short transaction, run off the loop on the database threads
+(`vifwire.server._db.run_transaction`).
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ class AgentRpcEndpoint:
         self._l2pop: L2Population = ports.ctx.l2pop
 
     async def get_host_ports(self, host: str) -> list[PortDetails]:
-        return self._ports.host_ports(host)
+        return await self._ports.host_ports(host)
 
     async def get_port_details(self, host: str, port_id: str) -> PortDetails | None:
-        return self._ports.host_port(host, port_id)
+        return await self._ports.host_port(host, port_id)
 
     async def get_host_fdb(self, host: str) -> list[FdbEntry]:
-        return self._l2pop.host_fdb(host)
+        return await self._l2pop.host_fdb(host)
 
     async def ports_up(self, host: str, port_ids: list[str]) -> list[str]:
         return await self._set_status(host, port_ids, "ACTIVE")
@@ -34,9 +35,9 @@ class AgentRpcEndpoint:
         return await self._set_status(host, port_ids, "DOWN")
 
     async def _set_status(self, host: str, port_ids: list[str], status: str) -> list[str]:
-        done = self._ports.set_status(host, list(port_ids), status)
+        done = await self._ports.set_status(host, list(port_ids), status)
         await self._l2pop.ports_status(host, done, status)  # after the commit
         return done
 
     async def report_state(self, agent: AgentState) -> None:
-        self._agents.report(agent)
+        await self._agents.report(agent)
