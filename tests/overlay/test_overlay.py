@@ -12,6 +12,8 @@ its flows, and the last one the tunnel, away from the other hosts.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -57,6 +59,18 @@ async def wait_active(cloud: Cloud, port_id: str, timeout: float = 15.0) -> None
         while (await cloud.api.get(f"/v2.0/ports/{port_id}")).json()["port"]["status"] \
                 != "ACTIVE":
             await asyncio.sleep(0.02)
+
+
+async def pair(cloud: Cloud, vms: list[Vm], prefix: str) -> tuple[dict[str, Any], Vm, Vm]:
+    """A network with a VM on host A (.11) and one on B (.12), ACTIVE, known to A."""
+    a, b = cloud.hosts["a"], cloud.hosts["b"]
+    network = await cloud.network("blue", f"{prefix}.0/24")
+    a1 = await boot(cloud, vms, network, a, f"{prefix}.11")
+    b1 = await boot(cloud, vms, network, b, f"{prefix}.12")
+    for vm in (a1, b1):
+        await wait_active(cloud, vm.port_id)
+    await wait_for(lambda: b1.port_id in overlay(a).remote_ports(), what="A learns b1")
+    return network, a1, b1
 
 
 def flood_rule(host: Host, vni: int) -> str:
@@ -146,12 +160,7 @@ async def test_agent_restart_keeps_the_overlay_and_catches_up(cloud: Cloud,
     restarted agent's full sync brings it, and its first write replaces br-tun
     in one bundle: a ping running through the restart loses nothing."""
     a, b = cloud.hosts["a"], cloud.hosts["b"]
-    blue = await cloud.network("blue", "10.78.0.0/24")
-    a1 = await boot(cloud, vms, blue, a, "10.78.0.11")
-    b1 = await boot(cloud, vms, blue, b, "10.78.0.12")
-    for vm in (a1, b1):
-        await wait_active(cloud, vm.port_id)
-    await wait_for(lambda: b1.port_id in overlay(a).remote_ports(), what="A learns b1")
+    blue, a1, b1 = await pair(cloud, vms, "10.78.0")
     assert await eventually_pings(a1.netns, b1.ip)
 
     pinging = await asyncio.create_subprocess_exec(
@@ -169,3 +178,26 @@ async def test_agent_restart_keeps_the_overlay_and_catches_up(cloud: Cloud,
     out, _ = await pinging.communicate()
     assert " 0% packet loss" in out.decode(), out.decode()
     assert await eventually_pings(a1.netns, b2.ip), "b2, learnt at the sync"
+
+
+async def test_vswitchd_restart_restores_the_tunnel_bridge(cloud: Cloud, vms: list[Vm]) -> None:
+    """br-tun is fail secure: a restarted vswitchd forwards nothing between hosts
+    until the agent's flow table put every rule back, and then all of it works."""
+    a = cloud.hosts["a"]
+    blue, a1, b1 = await pair(cloud, vms, "10.79.0")
+    await wait_for(overlay(a).idle.is_set, what="A's br-tun written")
+    assert await eventually_pings(a1.netns, b1.ip)
+    restores = overlay(a).bridge.restores
+
+    victim = a.runtime.pid("ovs-vswitchd")
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    await wait_for(lambda: a.runtime.pid("ovs-vswitchd") is None, what="vswitchd gone")
+    a.runtime.start_vswitchd()
+    # br-phy's device is vswitchd's: its tunnel address is the host's to put back.
+    sh("ip", "-n", a.netns, "addr", "replace", f"{a.local_ip}/24", "dev", "br-phy")
+    sh("ip", "-n", a.netns, "link", "set", "br-phy", "up")
+    await wait_for(lambda: overlay(a).bridge.restores > restores, timeout=20,
+                   what="br-tun's rules restored")
+    assert await eventually_pings(a1.netns, b1.ip), "blue across hosts after the restart"
+    assert flood_rule(a, blue["provider:segmentation_id"])

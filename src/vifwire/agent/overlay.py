@@ -71,6 +71,7 @@ class Overlay:
         if self._worker is not None:
             await cancel_and_wait(self._worker)
             self._worker = None
+        await self.bridge.close()
 
     def configurations(self) -> dict[str, object]:
         """What the heartbeat adds (Neutron's keys): the server's l2pop reads them."""

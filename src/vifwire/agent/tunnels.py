@@ -33,7 +33,7 @@ from vifwire.messages import FdbEntry
 
 PATCH_INT = "patch-int"  # br-tun's end of the patch to br-int
 PATCH_TUN = "patch-tun"  # br-int's end
-BASE_KEY = "base"
+BASE_KEY = "base"  # the base rules (vifwire.ovs.flows.BASE)
 
 BASE_FLOWS = (
     f"table=0,priority=1,in_port={PATCH_INT},actions=resubmit(,2)",
