@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from vifwire.agent.overlay import Overlay
 from vifwire.agent.tunnels import BASE_KEY, LocalNet, plan, tunnel_name
 from vifwire.bus.base import SERVER_TOPIC
 from vifwire.bus.local import LocalBus
+from vifwire.cli.config import ConfigError, read_config
 from vifwire.messages import FdbEntry, FdbGone, PortDetails
 from vifwire.server.mtu import network_mtu
 from vifwire.settings import OvsSettings, Settings
@@ -144,3 +146,15 @@ def test_plan_memo_reuses_unchanged_rules_only() -> None:
                                               entry("p3", mac="fa:16:3e:00:00:33")]).flows
     plan(LOCAL, {"n1": LocalNet(7, 100)}, [entry("p2")], memo)  # a new VLAN: rebuilt
     assert set(memo) == {"p2"} and "dl_vlan=7" in memo["p2"][1][0]
+
+
+def test_configuration_file_sets_the_tunnel_address_and_mtu_rule(tmp_path: Path) -> None:
+    path = tmp_path / "vifwire.conf"
+    path.write_text("[ovs]\nlocal_ip = 198.18.0.5\n[ml2]\npath_mtu = 1400\n"
+                    "overlay_ip_version = 6\n")
+    settings = Settings(**read_config(path))
+    assert settings.local_ip == "198.18.0.5"
+    assert network_mtu(settings, "vxlan") == 1400 - 40 - 30
+    path.write_text("[ovs]\nlocal_ip = 198.18.0\n")
+    with pytest.raises(ConfigError, match=r"\[ovs\] local_ip = '198.18.0'"):
+        read_config(path)
