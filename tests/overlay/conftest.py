@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -21,6 +22,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from vifwire.app import create_app
+from vifwire.bus.amqp import AmqpBus
+from vifwire.bus.base import Bus
 from vifwire.bus.local import LocalBus
 from vifwire.settings import Settings
 from vifwire.trace import Tracer
@@ -32,10 +35,10 @@ PG_ADMIN_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
 
 @dataclass
 class Server:
-    """The embedded server app on an in-process bus, reached with an HTTP client."""
+    """The embedded server app on a bus (in-process unless told), with an HTTP client."""
 
     api: httpx.AsyncClient
-    bus: LocalBus
+    bus: Bus
 
     async def post(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
         kind = collection.rstrip("s")
@@ -64,8 +67,9 @@ class Cloud(Server):
 
 
 @asynccontextmanager
-async def serving(base: Path, database_url: str = "") -> AsyncIterator[Server]:
-    bus = LocalBus()
+async def serving(base: Path, database_url: str = "",
+                  bus: Bus | None = None) -> AsyncIterator[Server]:
+    bus = bus or LocalBus()
     await bus.start()
     # Nova is not part of this story: its notifier just fails to post (no listener).
     settings = Settings(run_dir=base / "server", host="server", database_url=database_url,
@@ -109,21 +113,57 @@ async def server(tmp_path: Path, database_url: str) -> AsyncIterator[Server]:
         yield running
 
 
-@pytest.fixture
-async def cloud() -> AsyncIterator[Cloud]:
+@pytest.fixture(scope="session")
+def amqp_vhost(unavailable: Callable[[str, object], NoReturn]) -> Iterator[str]:
+    """A vhost of this session's own on the shared RabbitMQ."""
+    vhost = f"vwov-{uuid.uuid4().hex[:8]}"
+    try:
+        _rabbitmqctl("add_vhost", vhost)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        unavailable("RabbitMQ", exc)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    _rabbitmqctl("delete_vhost", vhost)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(params=["local"])
+async def cloud(request: pytest.FixtureRequest) -> AsyncIterator[Cloud]:
+    """Three hosts; the bus is in-process ("local"), or RabbitMQ ("amqp": the server
+    and each agent with a connection of its own, as separate processes would)."""
     if os.geteuid() != 0 or not shutil.which("ovsdb-server"):
         pytest.skip("needs root and Open vSwitch")
     rig_id = uuid.uuid4().hex[:5]
     base = Path(f"/tmp/vw-overlay-{os.getpid()}-{rig_id}")
     underlay = Underlay(rig_id, base)
+    agent_buses: list[Bus] = []
+    if request.param == "amqp":
+        url, prefix = request.getfixturevalue("amqp_vhost"), f"ov{rig_id}"
+
+        def new_bus() -> Bus:
+            return AmqpBus(url, prefix=prefix)
+    else:
+        shared = LocalBus()
+
+        def new_bus() -> Bus:
+            return shared
     try:
         underlay.create()
         hosts = {letter: underlay.add_host(letter) for letter in "abc"}
-        async with serving(base) as running:
+        async with serving(base, bus=new_bus()) as running:
             for host in hosts.values():
-                await host.start_agent(running.bus)
+                bus = new_bus()
+                if bus is not running.bus:
+                    await bus.start()
+                    agent_buses.append(bus)
+                await host.start_agent(bus)
             yield Cloud(running.api, running.bus, underlay, hosts)
             await underlay.destroy()  # the agents stop before the server does
     finally:
         await underlay.destroy()
+        for bus in agent_buses:
+            await bus.stop()
         shutil.rmtree(base, ignore_errors=True)

@@ -80,6 +80,7 @@ def flood_rule(host: Host, vni: int) -> str:
     return lines[0]
 
 
+@pytest.mark.parametrize("cloud", ["local", "amqp"], indirect=True)
 async def test_overlay_between_three_hosts(cloud: Cloud, vms: list[Vm]) -> None:
     a, b, c = cloud.hosts["a"], cloud.hosts["b"], cloud.hosts["c"]
     blue = await cloud.network("blue", "10.77.0.0/24")
