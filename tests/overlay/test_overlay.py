@@ -165,7 +165,7 @@ async def test_agent_restart_keeps_the_overlay_and_catches_up(cloud: Cloud,
     assert await eventually_pings(a1.netns, b1.ip)
 
     pinging = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", a1.netns, "ping", "-c", "100", "-i", "0.05", "-W", "1", b1.ip,
+        "ip", "netns", "exec", a1.netns, "ping", "-c", "200", "-i", "0.05", "-W", "1", b1.ip,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     assert a.agent is not None
     await a.agent.stop()
