@@ -85,7 +85,7 @@ async def measure(tunnelled: bool, ports: int, host_count: int) -> dict[str, flo
             # The first half: set_status alone; the second: the whole ports_up.
             start = time.process_time()
             for host, port_id in made[:half]:
-                services.ports.set_status(host, [port_id], "ACTIVE")
+                await services.ports.set_status(host, [port_id], "ACTIVE")
             plain = (time.process_time() - start) / half
             start = time.process_time()
             for host, port_id in made[half:]:
