@@ -18,7 +18,7 @@ from .helpers import running
 
 VOLATILE = {"id", "network_id", "subnet_id", "created_at", "updated_at", "revision_number",
             "mac_address", "ip_address", "subnets", "fixed_ips", "request_id",
-            "provider:segmentation_id"}
+            "provider:segmentation_id", "security_groups"}
 
 
 def _shape(value: Any) -> Any:
