@@ -20,7 +20,7 @@ Agent -> server, topic `server`:
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 
 class FixedIp(TypedDict):
@@ -42,6 +42,35 @@ class PortDetails(TypedDict):
     device_id: str
     host: str
     status: str  # the server's current status: DOWN | ACTIVE | BUILD | ERROR
+    # Always sent by the server; NotRequired so older senders (tests, benches) still fit.
+    port_security_enabled: NotRequired[bool]
+    security_groups: NotRequired[list[str]]  # group ids; [] without port security
+
+
+class FirewallRule(TypedDict):
+    """One rule of a port's groups, as an agent filters with it (issue 10 item 3)."""
+
+    security_group_id: str
+    direction: str  # ingress | egress
+    ethertype: str  # IPv4 | IPv6
+    protocol: int | None  # the IP protocol number; None: any
+    port_range_min: int | None  # a port, or an ICMP type
+    port_range_max: int | None  # a port, or an ICMP code
+    remote_ip_prefix: str | None  # normalized (network address)
+    remote_group_id: str | None
+
+
+class PortFirewall(TypedDict):
+    """A port's firewall: its groups' rules and the addresses of the members of the
+    groups those rules name (`vifwire.server.security_groups.port_firewall`; not yet
+    sent to agents)."""
+
+    port_id: str
+    port_security_enabled: bool
+    security_groups: list[str]
+    stateful: bool
+    rules: list[FirewallRule]
+    remote_members: dict[str, dict[str, list[str]]]  # group id -> ethertype -> addresses
 
 
 class AgentState(TypedDict):

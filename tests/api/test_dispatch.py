@@ -17,7 +17,7 @@ from vifwire.settings import Settings
 
 VOLATILE = {"id", "network_id", "subnet_id", "created_at", "updated_at", "revision_number",
             "mac_address", "ip_address", "subnets", "fixed_ips", "request_id",
-            "provider:segmentation_id"}
+            "provider:segmentation_id", "security_groups"}
 
 
 def _shape(value: Any) -> Any:

@@ -90,8 +90,9 @@ async def test_port_defaults_and_crud(stack: Stack) -> None:
     assert port["binding:vif_type"] == "unbound"
     assert port["binding:vif_details"] == {} and port["binding:profile"] == {}
     assert port["binding:vnic_type"] == "normal" and port["binding:host_id"] == ""
-    assert port["security_groups"] == [] and port["allowed_address_pairs"] == []
-    assert port["port_security_enabled"] is True
+    assert port["allowed_address_pairs"] == [] and port["port_security_enabled"] is True
+    default = (await c.get("/v2.0/security-groups", params={"name": "default"})).json()
+    assert port["security_groups"] == [default["security_groups"][0]["id"]]
 
     fixed = await c.post("/v2.0/ports", json={"port": {
         "network_id": net_id, "fixed_ips": [{"ip_address": "10.0.0.50"}],

@@ -163,7 +163,7 @@ async def test_allowed_address_pairs_are_validated_stored_and_returned(stack: St
                       {"port": {"port_security_enabled": False}},
                       kind="AddressPairAndPortSecurityRequired", status=409)
     cleared = await api.c.put(f"/v2.0/ports/{port['id']}", json={"port": {
-        "allowed_address_pairs": [], "port_security_enabled": False}})
+        "allowed_address_pairs": [], "port_security_enabled": False, "security_groups": []}})
     assert cleared.status_code == 200, cleared.text
     assert cleared.json()["port"]["allowed_address_pairs"] == []
 

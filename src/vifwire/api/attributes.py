@@ -36,6 +36,7 @@ from vifwire.api.converters import (
     pools,
     string,
     string_or_none,
+    uuid_list,
     uuid_str,
     vnic_type,
 )
@@ -142,7 +143,7 @@ PORT: dict[str, Attr] = {
     "device_id": Attr(string),
     "device_owner": Attr(string),
     "fixed_ips": Attr(fixed_ips_or_none, schema=_pairs("subnet_id", "ip_address")),
-    "security_groups": Attr(list_of(uuid_str), schema={"type": "array", "items": UUID}),
+    "security_groups": Attr(uuid_list, schema={"type": "array", "items": UUID}),
     "allowed_address_pairs": Attr(address_pairs, schema=_pairs(
         "ip_address", optional=("mac_address",))),
     "port_security_enabled": Attr(boolean, schema=BOOL),

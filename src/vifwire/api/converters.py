@@ -56,6 +56,19 @@ def uuid_str(value: Any) -> str:
     return value
 
 
+def uuid_list(value: Any) -> list[str]:
+    """neutron-lib's uuid_list (None is []): UUIDs, none twice."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"'{value}' is not a list")
+    items = [uuid_str(v) for v in value]
+    twice = sorted({i for i in items if items.count(i) > 1})
+    if twice:
+        raise ValueError(f"Duplicate items in the list: '{', '.join(twice)}'")
+    return items
+
+
 def integer_or_none(value: Any) -> int | None:
     """An integer, never a silent truncation: 1.5 and "1.5" are refused, 2.0 is 2.
 

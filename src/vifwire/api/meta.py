@@ -28,12 +28,17 @@ EXTENSIONS = [
      "Extension that indicates that project_id field is enabled."),
     ("allowed-address-pairs", "Allowed Address Pairs", "Provides allowed address pairs"),
     ("standard-attr-tag", "Tag support for resources with standard attribute: network, "
-     "subnet, port", "Enables to set tag on resources with standard attribute."),
+     "subnet, port, security_group", "Enables to set tag on resources with standard attribute."),
     ("pagination", "Pagination support", "Extension that indicates that pagination is "
      "enabled."),
     ("sorting", "Sorting support", "Extension that indicates that sorting is enabled."),
     ("filter-validation", "Filter parameters validation",
      "Provides validation on filter parameters."),
+    ("security-group", "security-group", "The security groups extension."),
+    ("stateful-security-group", "Stateful security group",
+     "Indicates if the security group is stateful or not"),
+    ("security-groups-normalized-cidr", "Security Group Rule normalized CIDR field",
+     "Add new field with normalized remote_ip_prefix cidr in SG rule"),
 ]
 
 
@@ -59,7 +64,8 @@ async def versions(request: Request) -> JSONResponse:
 @router.get("/v2.0/")
 async def resources(request: Request) -> JSONResponse:
     names = [("network", "networks"), ("subnet", "subnets"), ("port", "ports"),
-             ("agent", "agents")]
+             ("agent", "agents"), ("security_group", "security-groups"),
+             ("security_group_rule", "security-group-rules")]
     return JSONResponse({"resources": [
         {"name": name, "collection": collection,
          "links": _links(request, f"/v2.0/{collection}")} for name, collection in names]})

@@ -142,7 +142,7 @@ IF_MATCH = {"name": "If-Match", "in": "header", "required": False,
 
 
 def _resource_paths(resource: Resource) -> dict[str, Any]:
-    collection, member = resource.collection, resource.member
+    collection, member = resource.key, resource.member  # body keys; paths use .collection
     one = _envelope(member, _ref(resource))
     many = {"type": "object", "required": [collection], "additionalProperties": False,
             "properties": {collection: {"type": "array", "items": _ref(resource)},
@@ -176,7 +176,8 @@ def _resource_paths(resource: Resource) -> dict[str, Any]:
             "responses": _responses({201: _ok("Created (bulk: all or nothing)", {"oneOf": [
                 one, _envelope(collection, {"type": "array", "items": _ref(resource)})]})},
                 404, 409, 503)}
-    return {f"/v2.0/{collection}": base, f"/v2.0/{collection}/{{item_id}}": item}
+    path = f"/v2.0/{resource.collection}"
+    return {path: base, f"{path}/{{item_id}}": item}
 
 
 def _tag_paths(collection: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from vifwire.api import attributes, listing
+from vifwire.api import attributes, listing, sg_attributes
 from vifwire.api.attributes import Attr
 from vifwire.api.responses import JSONResponse
 from vifwire.api.services import ApiServices, CreatableService, ResourceService
@@ -37,6 +37,14 @@ class Resource:
     creator: Callable[[ApiServices], CreatableService] | None = None
     taggable: bool = True  # standard-attr-tag: tag routes, tag filters
     if_match: bool = True  # revision_number constraints on PUT and DELETE
+    # Awaited before a list, with the project it is for (the project_id filter's, else
+    # the request's): security groups make the project's default group on first use.
+    before_list: Callable[[ApiServices, str], Awaitable[None]] | None = None
+
+    @property
+    def key(self) -> str:
+        """The collection's key in bodies: its path with underscores (security_groups)."""
+        return self.collection.replace("-", "_")
 
     @property
     def creatable(self) -> bool:
@@ -112,14 +120,18 @@ class Handlers:
 
 
 def handlers_for(resource: Resource) -> Handlers:
-    collection, member, spec = resource.collection, resource.member, resource.spec
-    pick, if_match = resource.service, resource.if_match
+    collection, member, spec = resource.key, resource.member, resource.spec
+    pick, if_match, before_list = resource.service, resource.if_match, resource.before_list
 
     def service(request: Request) -> ResourceService:
         return pick(request.app.state.services)
 
     async def list_(request: Request) -> Response:
         query = listing.parse(spec, request.query_params.multi_items())
+        if before_list is not None:
+            named = query.filters.get("project_id") or query.filters.get("tenant_id")
+            await before_list(request.app.state.services,
+                              str(named[0]) if named else _project(request))
         svc = service(request)
         items = svc.list(query.filters)
         if query.tag_filters:
@@ -219,10 +231,28 @@ def _agents(services: ApiServices) -> ResourceService:
     return services.agents
 
 
+def _security_groups(services: ApiServices) -> CreatableService:
+    return services.security_groups
+
+
+def _security_group_rules(services: ApiServices) -> CreatableService:
+    return services.security_group_rules
+
+
+async def _default_group(services: ApiServices, project_id: str) -> None:
+    await services.ensure_default_security_group(project_id)
+
+
 RESOURCES = (
     Resource("networks", "network", attributes.NETWORK, _networks, _networks),
     Resource("subnets", "subnet", attributes.SUBNET, _subnets, _subnets),
     Resource("ports", "port", attributes.PORT, _ports, _ports),
     # Agents have no revision_number: If-Match is not theirs to honour.
     Resource("agents", "agent", attributes.AGENT, _agents, taggable=False, if_match=False),
+    Resource("security-groups", "security_group", sg_attributes.SECURITY_GROUP,
+             _security_groups, _security_groups, before_list=_default_group),
+    # Neutron tags groups, not rules.
+    Resource("security-group-rules", "security_group_rule", sg_attributes.SECURITY_GROUP_RULE,
+             _security_group_rules, _security_group_rules, taggable=False,
+             before_list=_default_group),
 )

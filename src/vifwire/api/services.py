@@ -75,5 +75,14 @@ class ApiServices(Protocol):
     def agents(self) -> ResourceService: ...
 
     @property
+    def security_groups(self) -> CreatableService: ...
+
+    @property
+    def security_group_rules(self) -> CreatableService: ...
+
+    @property
     def tags(self) -> TagsService: ...
+
+    async def ensure_default_security_group(self, project_id: str) -> None:
+        """Make the project's `default` security group if it has none yet."""
 

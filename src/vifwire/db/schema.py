@@ -7,7 +7,16 @@ Invariants the database itself enforces (so several server processes can race):
   segment_physnet, segmentation_id). `segment_physnet` is "" rather than NULL for
   tunnel types because NULLs never collide in a unique constraint;
 - one Nova event per port transition: the outbox key names the transition;
-- a tag appears once per resource: PK (resource_id, tag).
+- a tag appears once per resource: PK (resource_id, tag);
+- one default security group per project: PK default_security_groups.project_id
+  (two servers making it at once: the loser retries and finds the winner's);
+- a group bound to a port cannot be deleted: FK from security_group_port_bindings
+  (no ON DELETE), while the binding goes with its port (ON DELETE CASCADE), as
+  do a group's rules and the rules that name it as their remote group.
+
+`ports.security_groups` keeps the port's group ids as rendered (orjson, in the
+order asked for); `security_group_port_bindings` holds the same pairs, written in
+the same transaction, for what must be indexed: groups in use, members of a group.
 
 JSON-ish attributes (pools, dns servers, vif details...) are Text holding orjson.
 Timestamps are naive UTC datetimes.
@@ -158,4 +167,52 @@ nova_outbox = Table(
     Column("tag", ID, nullable=False),
     Column("status", String(32), nullable=False),
     Column("created_at", DateTime, nullable=False),
+)
+
+security_groups = Table(
+    "security_groups",
+    metadata,
+    Column("id", ID, primary_key=True),
+    *_standard(),
+    Column("stateful", Boolean, nullable=False),
+)
+
+# Which group is each project's `default` (Neutron's default_security_group table).
+default_security_groups = Table(
+    "default_security_groups",
+    metadata,
+    Column("project_id", String(255), primary_key=True),
+    Column("security_group_id", ID, ForeignKey("security_groups.id", ondelete="CASCADE"),
+           nullable=False),
+)
+
+security_group_rules = Table(
+    "security_group_rules",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("project_id", String(255), nullable=False),
+    Column("description", String(255), nullable=False, default=""),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Column("revision_number", Integer, nullable=False, default=0),
+    Column("security_group_id", ID, ForeignKey("security_groups.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("remote_group_id", ID, ForeignKey("security_groups.id", ondelete="CASCADE"),
+           nullable=True),
+    Column("direction", String(16), nullable=False),
+    Column("ethertype", String(8), nullable=False),
+    Column("protocol", String(40), nullable=True),
+    Column("port_range_min", Integer, nullable=True),
+    Column("port_range_max", Integer, nullable=True),
+    Column("remote_ip_prefix", String(255), nullable=True),
+    Index("ix_security_group_rules_security_group_id", "security_group_id"),
+    Index("ix_security_group_rules_remote_group_id", "remote_group_id"),
+)
+
+security_group_port_bindings = Table(
+    "security_group_port_bindings",
+    metadata,
+    Column("port_id", ID, ForeignKey("ports.id", ondelete="CASCADE"), primary_key=True),
+    Column("security_group_id", ID, ForeignKey("security_groups.id"), primary_key=True),
+    Index("ix_security_group_port_bindings_security_group_id", "security_group_id"),
 )

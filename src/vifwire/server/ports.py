@@ -28,7 +28,7 @@ from vifwire.bus.base import BusError, NoEndpoint, agent_topic
 from vifwire.db.fast import Fast
 from vifwire.db.schema import ip_allocations, networks, ports
 from vifwire.messages import FixedIp, PortDetails
-from vifwire.server import faults, ipam, outbox
+from vifwire.server import faults, ipam, outbox, security_groups
 from vifwire.server._db import read, run_read, run_transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import dumps, iso, loads, new_id, utcnow
@@ -59,7 +59,8 @@ COLUMNS = {
     "revision_number": ports.c.revision_number,
 }
 # Changes an agent must hear about even when the host stays the same.
-AGENT_VISIBLE = {"admin_state_up", "fixed_ips", "mac_address"}
+AGENT_VISIBLE = {"admin_state_up", "fixed_ips", "mac_address", "security_groups",
+                 "port_security_enabled", "allowed_address_pairs"}
 
 _PORT_BY_ID = Fast(select(ports).where(ports.c.id == bindparam("port_id")))
 # The port and what `details` needs of its network, in one statement (for updates).
@@ -150,7 +151,8 @@ def details(conn: Connection, row: Any, network: Any = None,
         physical_network=network.segment_physnet or None, mtu=network.mtu,
         admin_state_up=row.admin_state_up, fixed_ips=fixed_ips,
         device_owner=row.device_owner, device_id=row.device_id, host=row.binding_host,
-        status=row.status)
+        status=row.status, port_security_enabled=row.port_security_enabled,
+        security_groups=loads(row.security_groups))
 
 
 class AddressPairAndPortSecurityRequired(faults.Conflict):
@@ -271,23 +273,30 @@ class PortService:
         port_id = new_id()
         now = utcnow()
         mac = self._mac(conn, network.id, body.get("mac_address"))
-        security = body.get("port_security_enabled", network.port_security_enabled)
+        device_owner = body.get("device_owner", "")
+        # Neutron's ML2: a trusted (network:*) port has no port security; any other
+        # takes its network's unless it says.
+        security = not security_groups.trusted(device_owner) and body.get(
+            "port_security_enabled", network.port_security_enabled)
         pairs = _pairs(body.get("allowed_address_pairs"), mac, security)
+        groups = security_groups.new_port_groups(conn, body["project_id"],
+                                                 body.get("security_groups"), security,
+                                                 device_owner)
         values = dict(
             id=port_id, project_id=body["project_id"], name=body.get("name", ""),
             description=body.get("description", ""), created_at=now, updated_at=now,
             revision_number=1, network_id=network.id,
             mac_address=mac,
             admin_state_up=body.get("admin_state_up", True), status="DOWN",
-            device_id=body.get("device_id", ""), device_owner=body.get("device_owner", ""),
-            port_security_enabled=security,
-            security_groups=dumps(body.get("security_groups", [])),
+            device_id=body.get("device_id", ""), device_owner=device_owner,
+            port_security_enabled=security, security_groups=dumps(groups),
             allowed_address_pairs=dumps(pairs),
             binding_vnic_type=body.get("binding:vnic_type", "normal"),
             binding_profile=dumps(body.get("binding:profile") or {}),
             **self._binding(conn, body.get("binding:host_id") or ""),
         )
         _INSERT_PORT.execute(conn, values)
+        security_groups.bind(conn, port_id, groups)
         fixed_ips = self.addresses.allocate(conn, network.id, port_id, body.get("fixed_ips"),
                                             values["device_owner"])
         row = SimpleNamespace(**values)
@@ -315,10 +324,8 @@ class PortService:
             values: dict[str, Any] = {k: body[k] for k in (
                 "name", "description", "admin_state_up", "device_id", "device_owner",
                 "port_security_enabled") if k in body}
-            for key, column in (("security_groups", "security_groups"),
-                                ("binding:profile", "binding_profile")):
-                if key in body:
-                    values[column] = dumps(body[key] or ([] if key != "binding:profile" else {}))
+            if "binding:profile" in body:
+                values["binding_profile"] = dumps(body["binding:profile"] or {})
             if "binding:vnic_type" in body:
                 values["binding_vnic_type"] = body["binding:vnic_type"]
             if "mac_address" in body and body["mac_address"] != row.mac_address:
@@ -330,6 +337,11 @@ class PortService:
                     security))
             elif not security and loads(row.allowed_address_pairs):
                 raise AddressPairAndPortSecurityRequired()
+            groups = security_groups.updated_port_groups(conn, row, body.get("security_groups"),
+                                                         security)
+            if groups is not None:
+                values["security_groups"] = dumps(groups)
+                security_groups.bind(conn, port_id, groups, replace=True)
             fixed_ips: builtins.list[FixedIp] | None = None
             if "fixed_ips" in body:
                 _DELETE_IPS.execute(conn, {"port_id": port_id})

@@ -30,6 +30,8 @@ from vifwire.server.networks import NetworkService
 from vifwire.server.notifier import NovaNotifier
 from vifwire.server.ports import PortService
 from vifwire.server.rpc import AgentRpcEndpoint
+from vifwire.server.security_groups import SecurityGroupService
+from vifwire.server.sg_rules import RuleService
 from vifwire.server.subnets import SubnetService
 from vifwire.server.tags import TagService
 from vifwire.settings import Settings
@@ -98,13 +100,21 @@ class Services:
     notifier: NovaNotifier
     endpoint: AgentRpcEndpoint
     context: Context
+    security_groups: Tagged
+    security_group_rules: RuleService
+    groups: SecurityGroupService  # untagged: what `ensure_default_security_group` calls
+
+    async def ensure_default_security_group(self, project_id: str) -> None:
+        await self.groups.ensure_default(project_id)
 
 
 def build(ctx: Context, notifier: NovaNotifier) -> Services:
     tags = TagService(ctx)
     ports, agents = PortService(ctx), AgentService(ctx)
+    groups = SecurityGroupService(ctx)
     return Services(Tagged(NetworkService(ctx), tags), Tagged(SubnetService(ctx), tags),
-                    ports, agents, tags, notifier, AgentRpcEndpoint(ports, agents), ctx)
+                    ports, agents, tags, notifier, AgentRpcEndpoint(ports, agents), ctx,
+                    Tagged(groups, tags), RuleService(ctx), groups)
 
 
 @asynccontextmanager

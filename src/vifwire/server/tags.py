@@ -16,17 +16,19 @@ from typing import Any
 from sqlalchemy import Connection, Select, Table, bindparam, delete, insert, select, update
 
 from vifwire.db.fast import Fast
-from vifwire.db.schema import networks, ports, subnets, tags
+from vifwire.db.schema import networks, ports, security_groups, subnets, tags
 from vifwire.server import faults
 from vifwire.server._db import read, run_transaction
 from vifwire.server._utils import utcnow
 from vifwire.server.context import Context
+from vifwire.server.sg_faults import SecurityGroupNotFound
 
 # Which table holds each taggable collection; the API validates the tags themselves.
 _TABLES: dict[str, tuple[Table, type[faults.NotFound]]] = {
     "networks": (networks, faults.NetworkNotFound),
     "subnets": (subnets, faults.SubnetNotFound),
     "ports": (ports, faults.PortNotFound),
+    "security-groups": (security_groups, SecurityGroupNotFound),
 }
 
 
