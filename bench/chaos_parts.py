@@ -1,7 +1,9 @@
 """The chaos bench's parts: its private stack, the faults, the kept VMs and their ping.
 
-A `Fault` names a process to SIGKILL (`pid`) or says why it cannot run here
-(`unavailable`); add a kind by adding one to `FAULTS`. The kept pair is
+A `Fault` names a process to SIGKILL (`pid`), kills it and brings it back
+(`recover`), or says why it cannot run here (`unavailable`); add a kind by adding
+one to `FAULTS`. The distributed kinds (agent, server worker, RabbitMQ) run on
+tests/distributed's `Cluster`, started by `start_cluster`. The kept pair is
 plugged as os-vif does but without a storm's run tag, so no storm's leftover
 cleanup takes it, and is removed by `remove_kept_pair` by name.
 """
@@ -10,13 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import random
 import re
 import signal
 import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from vifwire.cli import daemon
@@ -47,6 +53,7 @@ class Bench:
     cli_options: list[str]
     kept: list[dict[str, Any]] = field(default_factory=list)  # port, vm uuid, Vm
     network_id: str = ""
+    cluster: Any = None  # tests/distributed's Cluster, for the distributed faults
 
     @property
     def runtime(self) -> OvsRuntime:
@@ -85,15 +92,26 @@ class Bench:
 
 @dataclass(frozen=True)
 class Fault:
-    """A process to SIGKILL; `pid` finds it, `unavailable` says why it cannot run."""
+    """A process to SIGKILL: `pid` finds it, `kill` kills it, `recover` brings the
+    part back as an operator or systemd would; `unavailable` says why it cannot run.
+    `distributed`: it needs the distributed stack (`Bench.cluster`)."""
 
     name: str
+    distributed: bool = False
 
     def unavailable(self, bench: Bench) -> str | None:
         return None
 
     def pid(self, bench: Bench) -> int | None:
         raise NotImplementedError
+
+    async def kill(self, bench: Bench, pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    async def recover(self, bench: Bench, pid: int) -> tuple[int, str]:
+        """(0, "") once the part is back; else an exit code and what went wrong."""
+        return await bench.acli("up")
 
 
 @dataclass(frozen=True)
@@ -108,27 +126,77 @@ class OvsFault(Fault):
         return bench.runtime.pid(self.name)
 
 
+async def _in_thread(step: Callable[[], object]) -> tuple[int, str]:
+    try:
+        await asyncio.to_thread(step)
+    except Exception as exc:  # the cluster's error names the process and its log
+        return 1, str(exc)[-400:]
+    return 0, ""
+
+
 @dataclass(frozen=True)
-class DistributedFault(Fault):
-    """Needs the distributed mode (separate `vifwire agent`, server workers, RabbitMQ)."""
+class AgentFault(Fault):
+    """`vifwire agent` SIGKILLed, then started again (OVS and the flows stay)."""
 
-    needs: str = ""
+    def pid(self, bench: Bench) -> int | None:
+        return bench.cluster.agent_pid()
 
-    def unavailable(self, bench: Bench) -> str | None:
-        probe = bench.cli("agent", "--help", timeout=30)
-        if probe.returncode != 0:
-            return (f"skipped: needs {self.needs}; this build has no `vifwire agent` "
-                    "command (distributed mode)")
-        return (f"skipped: needs {self.needs}; `vifwire agent` exists but this bench does "
-                "not start a distributed stack yet (add it in Bench.start)")
+    async def recover(self, bench: Bench, pid: int) -> tuple[int, str]:
+        cluster = bench.cluster
+
+        def restart() -> None:
+            cluster.agent.wait()
+            cluster.start_agent()
+
+        return await _in_thread(restart)
+
+
+@dataclass(frozen=True)
+class WorkerFault(Fault):
+    """One `vifwire server` worker SIGKILLed; its supervisor starts another."""
+
+    def pid(self, bench: Bench) -> int | None:
+        workers = bench.cluster.worker_pids()
+        return random.choice(workers) if workers else None
+
+    async def recover(self, bench: Bench, pid: int) -> tuple[int, str]:
+        return await _in_thread(lambda: bench.cluster.wait_worker_restarted(pid))
+
+
+@dataclass(frozen=True)
+class BrokerFault(Fault):
+    """The private RabbitMQ node SIGKILLed (its whole process group), then started."""
+
+    def pid(self, bench: Bench) -> int | None:
+        return bench.cluster.broker.process.pid if bench.cluster.broker.process else None
+
+    async def kill(self, bench: Bench, pid: int) -> None:
+        await asyncio.to_thread(bench.cluster.kill_broker)
+
+    async def recover(self, bench: Bench, pid: int) -> tuple[int, str]:
+        return await _in_thread(bench.cluster.start_broker)
 
 
 FAULTS: dict[str, Fault] = {f.name: f for f in (
     StackFault("stack"), OvsFault("ovsdb-server"), OvsFault("ovs-vswitchd"),
-    DistributedFault("agent", needs="an agent process apart from the server"),
-    DistributedFault("server-worker", needs="several API/RPC worker processes"),
-    DistributedFault("rabbitmq", needs="a private RabbitMQ bus (bus_url amqp://)"),
+    AgentFault("agent", distributed=True), WorkerFault("server-worker", distributed=True),
+    BrokerFault("rabbitmq", distributed=True),
 )}
+
+
+def start_cluster(base: Path, workers: int) -> Any:
+    """The distributed stack of tests/distributed (PostgreSQL database, private
+    RabbitMQ node, `vifwire server --workers N`, `vifwire agent`), started."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from distributed.cluster import Cluster  # type: ignore[import-not-found]
+
+    cluster = Cluster(base, workers=workers)
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
 
 
 # the kept pair and its continuous ping
