@@ -45,6 +45,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -98,6 +99,17 @@ async def wait_active(neutron: NeutronClient, port_ids: list[str], timeout: floa
         if active == len(port_ids) or time.monotonic() > deadline:
             return active
         await asyncio.sleep(0.2)
+
+
+async def wait_outbox_empty(bench: Bench, timeout: float) -> bool:
+    """Distributed mode: wait until the shared outbox is empty, so a row a dead
+    worker left (posted by another's orphan check after ORPHAN_CHECK_S) is counted."""
+    deadline = time.monotonic() + timeout
+    while await asyncio.to_thread(bench.cluster.outbox_rows):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.2)
+    return True
 
 
 def event_figures(counts: Counter[tuple[str, str]], unplugged_counts: Counter[tuple[str, str]],
@@ -164,6 +176,8 @@ async def trial(bench: Bench, fault: Fault, vms: int, recover_timeout: float,
             network_id=storm.target.id) for f in p.get("fixed_ips", []))
         out["duplicate_ips"] = sum(n - 1 for n in ips.values() if n > 1)
         out["dead_vlan_drop_flow"] = bench.dead_vlan_drop_present()
+        if bench.cluster is not None:  # every event settled: none can be posted again
+            out["outbox_empty"] = await wait_outbox_empty(bench, recover_timeout)
         await asyncio.sleep(settle_s)  # late duplicates (an outbox replayed on restart)
         # Unplugged events from here on are the teardown's; plugged ones still count.
         unplugged_at_check.update({k: v for k, v in storm.book.counts.items()
@@ -311,6 +325,8 @@ def per_fault(trials: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "recover_s_max": max(recover) if recover else None,
             "pings_lost": [t["ping"]["lost"] for t in runs],
         }
+        if any("outbox_empty" in t for t in runs):
+            table[name]["outbox_settled"] = sum(bool(t.get("outbox_empty")) for t in runs)
     return table
 
 
@@ -330,6 +346,8 @@ def print_tables(table: dict[str, dict[str, Any]], skipped: dict[str, str]) -> N
         print(f"  {'kill -> part back (s, max)':<28} {row['up_s_max']}")
         print(f"  {'kill -> all ACTIVE (s, max)':<28} {row['recover_s_max']}")
         print(f"  {'pings lost (kept pair)':<28} {row['pings_lost']}")
+        if "outbox_settled" in row:
+            print(f"  {'outbox empty after (trials)':<28} {row['outbox_settled']}/{n}")
     for name, reason in skipped.items():
         print(f"\n== SIGKILL {name}: {reason}")
 
@@ -358,10 +376,12 @@ def main() -> int:
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     random.seed(seed)
     started = datetime.now(UTC)
+    load_start = os.getloadavg()
     results = asyncio.run(run(args))
     table = per_fault(results["trials"])
     document = {"bench": "chaos", "started": started.isoformat(), "seed": seed,
                 "vms": args.vms, "repeats": args.repeats, "argv": sys.argv[1:],
+                "load_average": {"start": load_start, "end": os.getloadavg()},
                 "summary": table, **results}
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"chaos-{started.strftime('%Y%m%dT%H%M%SZ')}.json"

@@ -196,6 +196,15 @@ class Cluster:
     def start_broker(self) -> None:
         self.broker.start()
 
+    def outbox_rows(self) -> int:
+        """Nova events not yet settled (none left: no process can post one again)."""
+        engine = create_engine(self.settings.database_url)
+        try:
+            with engine.connect() as conn:
+                return int(conn.execute(text("SELECT count(*) FROM nova_outbox")).scalar_one())
+        finally:
+            engine.dispose()
+
     # helpers
 
     def _answers(self, path: str) -> bool:

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from vifwire.compute.nova_events import VIF_PLUGGED
 from vifwire.compute.storm import Storm, StormConfig, run_storm
@@ -35,15 +34,6 @@ async def wait_for(what: str, done: Callable[[], object], timeout: float) -> Non
     while not await asyncio.to_thread(done):
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.1)
-
-
-def outbox_rows(cluster: Cluster) -> int:
-    engine = create_engine(cluster.settings.database_url)
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(text("SELECT count(*) FROM nova_outbox")).scalar_one())
-    finally:
-        engine.dispose()
 
 
 async def storm_with_fault(cluster: Cluster, fault: Callable[[], None]) -> dict[str, object]:
@@ -78,7 +68,7 @@ async def storm_with_fault(cluster: Cluster, fault: Callable[[], None]) -> dict[
         while any(v != "ACTIVE" for v in (await statuses()).values()):
             assert time.monotonic() < deadline, f"ports not ACTIVE: {await statuses()}"
             await asyncio.sleep(0.2)
-        await wait_for("an empty outbox", lambda: outbox_rows(cluster) == 0, SETTLE_TIMEOUT_S)
+        await wait_for("an empty outbox", lambda: cluster.outbox_rows() == 0, SETTLE_TIMEOUT_S)
         seen["ports"] = ports
         seen["statuses"] = await statuses()
         seen["plugged"] = {p: storm.book.counts[(VIF_PLUGGED, p)] for p in ports}
