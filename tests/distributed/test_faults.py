@@ -136,3 +136,17 @@ async def test_server_worker_killed_mid_storm(cluster: Cluster) -> None:
     seen = await storm_with_fault(cluster, kill_a_worker)
     check_every_port_once(seen)
     assert killed and killed[0] not in cluster.worker_pids()
+
+
+async def test_agent_killed_mid_storm(cluster: Cluster) -> None:
+    """`vifwire agent` SIGKILLed mid-storm and started again: it re-reads OVS and the
+    server, wires what it missed, and reports no port a second time."""
+    first = cluster.agent_pid()
+
+    def restart_agent() -> None:
+        cluster.kill_agent()
+        cluster.start_agent()
+
+    seen = await storm_with_fault(cluster, restart_agent)
+    check_every_port_once(seen)
+    assert cluster.agent_pid() not in (None, first)
