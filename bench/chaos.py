@@ -21,8 +21,10 @@ once to recover (as an operator or systemd would), and the figures (issue 12):
   probe VM on a second network with the same CIDR is unreachable from VM 0;
 * time to recover: SIGKILL -> the part back (`vifwire up` done, the agent or
   broker started again, the worker restarted), and SIGKILL -> every port ACTIVE;
-  the SIGKILL comes after a random k-th port create or k-th vif-plugged event
-  plus up to `--kill-window` s, so it lands anywhere in the boot phase;
+  the SIGKILL comes once k VMs (k < VMs, random) passed a random stage of their
+  boot (port created, bound, VM made, plugged, vif-plugged received), plus up to
+  `--kill-window` s, so it lands anywhere in the boot phase; the table counts
+  the trials killed before the storm's last event;
 * pings lost by the kept pair's continuous ping (-i 0.05) during the trial.
 
 Fault kinds are pluggable (`FAULTS`). `stack`, `ovsdb-server` and `ovs-vswitchd`
@@ -79,6 +81,7 @@ from vifwire.nova_token import ensure_token
 from vifwire.settings import Settings
 
 RESULTS = Path(__file__).parent / "results"
+KILL_STAGES = ("ports", "bound", "vms", "plugged", "events")
 
 
 # one trial
@@ -141,14 +144,21 @@ async def trial(bench: Bench, fault: Fault, vms: int, recover_timeout: float,
     progress: Counter[str] = Counter()
     unplugged_at_check: Counter[tuple[str, str]] = Counter()
 
+    # A random point of the boot phase: once `mark` VMs passed a random stage (port
+    # created, bound, VM made, plugged, vif-plugged received), mark < VMs so some
+    # VM is still short of it, plus up to kill_window_s.
+    stage, mark = random.choice(KILL_STAGES), random.randint(1, max(1, vms - 1))
+    reached = asyncio.Event()
+
+    def on_progress(passed: str, done: int, total: int) -> None:
+        progress.update([passed])
+        if passed == stage and done >= mark:
+            reached.set()
+
     async def inject() -> None:
-        # A random point of the boot phase: after the k-th port create or, for k past
-        # the VM count, the (k - VMs)-th vif-plugged event received, plus a little.
-        k = random.randint(1, 2 * vms)
-        stage, mark = ("ports", k) if k <= vms else ("events", k - vms)
-        while progress[stage] < mark and not storms:
-            await asyncio.sleep(0.01)
+        await reached.wait()  # or the boot ended (after_boot sets it)
         await asyncio.sleep(random.uniform(0.0, kill_window_s))
+        kill["stage"], kill["mark"] = stage, mark
         pid = fault.pid(bench)
         if pid is None:
             kill["error"] = f"no {fault.name} process to kill"
@@ -165,6 +175,7 @@ async def trial(bench: Bench, fault: Fault, vms: int, recover_timeout: float,
 
     async def after_boot(storm: Storm) -> None:
         storms.append(storm)
+        reached.set()  # the chosen point never came (a VM failed): kill now
         await injector  # recovery has begun (or finished) before we judge
         ports = [r.port_id for r in storm.result.vms if r.port_id]
         t0 = time.monotonic()
@@ -188,7 +199,7 @@ async def trial(bench: Bench, fault: Fault, vms: int, recover_timeout: float,
         run_dir=s.run_dir, nova_url=s.nova_url, timeout=recover_timeout + 60,
         ns_prefix=bench.ns_prefix, host_netns=s.ovs_netns,
         extra_servers=tuple(k["vm_uuid"] for k in bench.kept), after_boot=after_boot,
-        progress=lambda stage, done, total: progress.update([stage]))
+        progress=on_progress)
     ping = ContinuousPing(bench)
     await ping.start()
     injector = asyncio.create_task(inject(), name="chaos:inject")
@@ -324,6 +335,9 @@ def per_fault(trials: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "up_s_max": max(up) if up else None,
             "recover_s_max": max(recover) if recover else None,
             "pings_lost": [t["ping"]["lost"] for t in runs],
+            # killed while some VM still waited for its vif-plugged event
+            "killed_mid_storm": sum(t["kill"].get("wired_before", t["vms"]) < t["vms"]
+                                    for t in runs),
         }
         if any("outbox_empty" in t for t in runs):
             table[name]["outbox_settled"] = sum(bool(t.get("outbox_empty")) for t in runs)
@@ -338,6 +352,7 @@ def print_tables(table: dict[str, dict[str, Any]], skipped: dict[str, str]) -> N
     for name, row in table.items():
         n = row["trials"]
         print(f"\n== SIGKILL {name}: {n} trial(s)")
+        print(f"  {'killed before last event':<28} {row['killed_mid_storm']}/{n}")
         print(f"  {'every port ACTIVE':<28} {row['all_ports_active']}/{n}")
         for key in TARGET_ZERO:
             print(f"  {key.replace('_', ' '):<28} {row[key]:<8} (target 0)")
@@ -360,9 +375,9 @@ def main() -> int:
                         help=f"comma-separated, from {', '.join(FAULTS)}")
     parser.add_argument("--recover-timeout", type=float, default=60.0,
                         help="seconds to wait for every port ACTIVE after a fault")
-    parser.add_argument("--kill-window", type=float, default=0.3,
-                        help="the SIGKILL comes this much (uniform random) after the k-th "
-                             "port create or event received (k random)")
+    parser.add_argument("--kill-window", type=float, default=0.05,
+                        help="the SIGKILL comes up to this much (uniform random) after k "
+                             "VMs passed a random stage of their boot (k < VMs, random)")
     parser.add_argument("--settle", type=float, default=2.0,
                         help="seconds after recovery to wait for late (duplicate) events")
     parser.add_argument("--workers", type=int, default=2,
