@@ -213,7 +213,8 @@ async def trial(bench: Bench, fault: Fault, vms: int, recover_timeout: float,
     summary = result.to_dict()
     storm_ports = [r.port_id for r in result.vms if r.port_id]
     out.update({
-        "kill": {k: v for k, v in kill.items() if k != "t"},
+        "kill": {**{k: v for k, v in kill.items() if k != "t"},
+                 **({"at": round(kill["t"], 3)} if "t" in kill else {})},
         "killed_after_s": round(kill["t"] - t_start, 3) if "t" in kill else None,
         "wired": summary["plugged"], "failures": summary["failures"][:5],
         "storm_error": summary["error"], "neutron_retries": summary["neutron_retries"],
@@ -243,6 +244,9 @@ async def run_trials(bench: Bench, names: list[str], args: argparse.Namespace,
     """The kept pair, then `--repeats` trials of each fault on `bench`'s stack."""
     try:
         await boot_kept_pair(bench)
+        results.setdefault("kept_first_ping_s", []).append(bench.kept_first_ping_s)
+        print(f"kept pair: first reply {bench.kept_first_ping_s} s after both "
+              "vif-plugged events", flush=True)
         for name in names:
             fault = FAULTS[name]
             reason = fault.unavailable(bench)
@@ -292,7 +296,7 @@ async def run_distributed(names: list[str], args: argparse.Namespace,
     """PostgreSQL (a database of our own), a private RabbitMQ node, `vifwire server
     --workers N` and `vifwire agent` with OVS in its own namespace."""
     base = Path(tempfile.mkdtemp(prefix="vifwire-chaosdist-"))
-    cluster = await asyncio.to_thread(start_cluster, base, args.workers)
+    cluster = await asyncio.to_thread(start_cluster, base, args.workers, args.logs)
     try:
         ensure_token(cluster.settings.run_dir)
         bench = Bench(cluster.settings, cluster.id[:6], [], cluster=cluster)
@@ -334,6 +338,10 @@ def per_fault(trials: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "isolation_ok": sum(bool(t["isolation_ok"]) for t in runs),
             "up_s_max": max(up) if up else None,
             "recover_s_max": max(recover) if recover else None,
+            # what the rest of the stack adds once the killed part is back
+            "back_to_active_s_max": max((t["recover_s"] - t["kill"]["up_s"] for t in runs
+                                         if t.get("recover_s") is not None
+                                         and "up_s" in t["kill"]), default=None),
             "pings_lost": [t["ping"]["lost"] for t in runs],
             # killed while some VM still waited for its vif-plugged event
             "killed_mid_storm": sum(t["kill"].get("wired_before", t["vms"]) < t["vms"]
@@ -360,6 +368,8 @@ def print_tables(table: dict[str, dict[str, Any]], skipped: dict[str, str]) -> N
         print(f"  {'cross-network ping fails':<28} {row['isolation_ok']}/{n}")
         print(f"  {'kill -> part back (s, max)':<28} {row['up_s_max']}")
         print(f"  {'kill -> all ACTIVE (s, max)':<28} {row['recover_s_max']}")
+        back = row["back_to_active_s_max"]
+        print(f"  {'back -> all ACTIVE (s, max)':<28} {None if back is None else round(back, 3)}")
         print(f"  {'pings lost (kept pair)':<28} {row['pings_lost']}")
         if "outbox_settled" in row:
             print(f"  {'outbox empty after (trials)':<28} {row['outbox_settled']}/{n}")
@@ -382,6 +392,9 @@ def main() -> int:
                         help="seconds after recovery to wait for late (duplicate) events")
     parser.add_argument("--workers", type=int, default=2,
                         help="server workers of the distributed stack (default 2)")
+    parser.add_argument("--logs", type=Path, default=None,
+                        help="distributed kinds: keep the server's and the agents' logs "
+                             "(agents at INFO) in this directory")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args()
     args.faults = [f for f in args.faults.split(",") if f]

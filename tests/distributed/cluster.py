@@ -69,7 +69,8 @@ def _children(pid: int) -> list[int]:
 class Cluster:
     """One host's distributed stack: database, private broker, server workers, agent."""
 
-    def __init__(self, base: Path, workers: int = 2) -> None:
+    def __init__(self, base: Path, workers: int = 2, verbose: bool = False,
+                 keep_logs: Path | None = None) -> None:
         self.id = uuid.uuid4().hex[:8]
         self.base = base
         self.run_dir = base / "run"
@@ -91,6 +92,8 @@ class Cluster:
         self.server: subprocess.Popen[bytes] | None = None
         self.agent: subprocess.Popen[bytes] | None = None
         self.agent_starts = 0
+        self.verbose = verbose  # -v: INFO logs (each port's VLAN decisions)
+        self.keep_logs = keep_logs  # copied there at stop
         self._db_made = False
 
     # the environment every vifwire process of this cluster gets
@@ -139,7 +142,7 @@ class Cluster:
         """Start the agent; returns once it says it is running (OVS up, bus consumed)."""
         self.agent_starts += 1
         log = self.logs / f"agent-{self.agent_starts}.log"
-        self.agent = self._spawn(["agent"], log)
+        self.agent = self._spawn(["-v", "agent"] if self.verbose else ["agent"], log)
         line = AGENT_RUNNING.format(host=self.host)
         agent = self.agent
         wait_until("the agent", lambda: agent.poll() is not None or line in log.read_text(
@@ -166,6 +169,8 @@ class Cluster:
         if self._db_made:
             with contextlib.suppress(Exception):
                 self._admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        if self.keep_logs is not None:
+            shutil.copytree(self.logs, self.keep_logs, dirs_exist_ok=True)
         shutil.rmtree(self.broker_dir, ignore_errors=True)
         shutil.rmtree(self.base, ignore_errors=True)
 
