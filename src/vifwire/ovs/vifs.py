@@ -33,11 +33,8 @@ sleep gives the core away: the initial dump of 1,000 ports took 3 s wall for
 GIL switch interval still lets the event loop's thread run during a long dump.
 
 Speed-up behind a switch (`raw_members`, OvsSettings.raw_members): the bridge's
-member set is read from python-ovs's private `Row._data` as raw UUIDs, and each
-stale Port's VIFs from its and its Interfaces' `_data` (committed values, no
-Row attribute machinery: it was half the CPU of a 1,000-port initial dump); off,
-both are read through the public Row attributes (`bridge.ports`,
-`port.interfaces`, ...), which build a Row per reference.
+member set is read from python-ovs's private `Row._data` as raw UUIDs; off, it
+is read through the public `bridge.ports`, which builds a Row per member.
 """
 
 from __future__ import annotations
@@ -175,8 +172,6 @@ class VifIdl(connection.OvsdbIdl):
         return set()
 
     def _vifs_of(self, port: Any) -> tuple[Vif, ...]:
-        if self._raw_members:
-            return self._vifs_of_raw(port)
         if port.name == self._bridge:
             return ()
         tag = port.tag[0] if port.tag else None
@@ -191,43 +186,12 @@ class VifIdl(connection.OvsdbIdl):
             vifs.append(Vif(port_id=port_id, name=iface.name, mac=ids.get("attached-mac"),
                             tag=tag, other_config=other_config,
                             vm_uuid=ids.get("vm-uuid"), iface_status=ids.get("iface-status"),
-                            lost=_lost(list(iface.ofport), list(iface.admin_state))))
-        return tuple(vifs)
-
-    def _vifs_of_raw(self, port: Any) -> tuple[Vif, ...]:
-        """`_vifs_of` from the rows' committed data (Datum values), no Row objects."""
-        data = port._data
-        if data["name"].as_scalar() == self._bridge:
-            return ()
-        tags = data["tag"].as_list()
-        tag = tags[0] if tags else None
-        other_config = _map(data["other_config"])
-        rows = self.tables["Interface"].rows
-        vifs = []
-        for uuid in data["interfaces"].as_list():
-            iface = rows.get(uuid)
-            if iface is None:
-                continue
-            self._owner[uuid] = port.uuid
-            idata = iface._data
-            ids = _map(idata["external_ids"])
-            port_id = ids.get("iface-id")
-            if not port_id or idata["type"].as_scalar() == "patch":
-                continue
-            vifs.append(Vif(port_id=port_id, name=idata["name"].as_scalar(),
-                            mac=ids.get("attached-mac"), tag=tag, other_config=other_config,
-                            vm_uuid=ids.get("vm-uuid"), iface_status=ids.get("iface-status"),
-                            lost=_lost(idata["ofport"].as_list(),
-                                       idata["admin_state"].as_list())))
+                            lost=_lost(iface)))
         return tuple(vifs)
 
 
-def _map(datum: Any) -> dict[str, str]:
-    return {key.value: value.value for key, value in datum.values.items()}
-
-
-def _lost(ofport: list[int], admin_state: list[str]) -> bool:
+def _lost(iface: Any) -> bool:
     """vswitchd has no usable device for the Interface (see the module docstring)."""
     # Optional columns read as lists; [] means vswitchd has not said yet (a new
     # port): that is not a loss, so the plug path never waits for vswitchd.
-    return ofport == [-1] or admin_state == ["down"]
+    return list(iface.ofport) == [-1] or list(iface.admin_state) == ["down"]
