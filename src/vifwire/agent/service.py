@@ -12,11 +12,11 @@ nothing triggers a global resync.
 Start order matters: OVSDB first (its initial snapshot gives the VLAN hints
 that keep tags stable, and `connect` makes the bridge fail secure), then the
 OpenFlow rules (`_flows`: NORMAL, the dead-VLAN drop and the drop flow of every
-VIF already in the dead VLAN, in one bundle, so a restart never opens a gap),
-serving our topic (so no bind is missed), the first heartbeat, and the full
-sync from the server. Workers
-only run after the sync, so the sync's answer spares a lookup per VIF. Casts
-received while a sync or lookup is in flight win over its (older) answer,
+VIF already in the dead VLAN, in one bundle, so a restart never opens a gap;
+the OpenFlow watch they need connects while the IDL loads), serving our topic
+(so no bind is missed), the first heartbeat, and the full sync from the server.
+Workers only run after the sync, so the sync's answer spares a lookup per VIF.
+Casts received while a sync or lookup is in flight win over its (older) answer,
 tracked with `_cast_seq`.
 
 Isolation survives Open vSwitch: `_flows` (vifwire.ovs.flows) holds every rule
@@ -127,13 +127,15 @@ class OvsAgent:
 
     async def start(self) -> None:
         self._running = True
+        # The OpenFlow watch connects (another process) while the IDL loads.
+        watch = spawn(self._flows.start(), name="agent:flows-watch")
         try:
             await self._bridge.connect()
             try:
                 await asyncio.wait_for(self._snapshot.wait(), self._bridge.timeout)
             except TimeoutError as exc:
                 raise AgentError("no initial snapshot from OVSDB") from exc
-            await self._install_flows()
+            await self._install_flows(watch)
             if self.overlay is not None:
                 await self.overlay.start()
             self._vlans.hint(_recovered_vlans(p.vif for p in self._ports.values()))
@@ -141,6 +143,7 @@ class OvsAgent:
             self._bus.on_reconnect(self.resync)
         except BaseException as exc:  # e.g. the bus is unreachable: let go of OVS too
             self._running = False
+            await cancel_and_wait(watch)
             if self.overlay is not None:
                 await self.overlay.stop()
             await self._flows.stop()
@@ -171,8 +174,9 @@ class OvsAgent:
         log.debug("stopped")
         self.tracer.flush()
 
-    async def _install_flows(self) -> None:
-        """All of the agent's rules from its state, in one bundle, then keep them."""
+    async def _install_flows(self, watch: asyncio.Task[None]) -> None:
+        """All of the agent's rules from its state, in one bundle, then keep them
+        (`watch`: the flow table's start, begun before the snapshot)."""
         self._flows.base(BASE_FLOWS)
         for port_id, state in self._ports.items():
             if _isolated(state.vif):
@@ -180,7 +184,7 @@ class OvsAgent:
                 self._flows.stage(port_id, [_drop_spec(state.vif.name)])
                 state.dropped = True
         try:
-            await asyncio.wait_for(self._flows.start(), self._bridge.timeout)
+            await asyncio.wait_for(watch, self._bridge.timeout)
         except TimeoutError as exc:
             raise OvsUnavailable("no OpenFlow connection to "
                                  f"{self.ovs_settings.integration_bridge}") from exc

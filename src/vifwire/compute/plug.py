@@ -12,6 +12,14 @@ the same two commands go through one ovsdbapp transaction (`check_error=True`),
 plus `external_ids:vifwire-run=<run id>` so ports of a crashed run can be found
 and removed later.
 
+Isolated at plug, as os-vif's `isolate_vif` option does for the ML2/OVS agent:
+a new Port is added with `tag=4095`, the agent's dead VLAN, in the same
+transaction. Untagged, NORMAL would switch the new VIF as a trunk (every VLAN)
+until the agent's tag arrived; the agent re-tags it with its network's local
+VLAN. A Port that already exists (a re-plug) keeps its tag: resetting a wired
+port to 4095 would cut its traffic until the agent noticed (os-vif fixed the
+same bug on nova-compute restarts).
+
 Design: one `OvsPlugger` per storm holds one IDL connection (ovsdbapp runs it on
 its own thread), monitoring only the columns the plug reads. Transactions block
 until ovs-vswitchd has applied them, so they run in the plugger's own small
@@ -39,12 +47,14 @@ from vifwire.settings import OvsSettings
 from vifwire.trace import NullTracer, Stage, Tracer
 
 RUN_KEY = "vifwire-run"
+# Neutron's dead VLAN: NORMAL switches the port with nothing the agent wired.
+DEAD_VLAN = 4095
 # Only what add-port/del-port/db-set and the vswitchd reload wait read: the IDL
 # then skips the statistics vswitchd keeps writing into every Interface row.
 MONITORED = {
     "Open_vSwitch": ["bridges", "cur_cfg", "next_cfg"],
     "Bridge": ["name", "ports"],
-    "Port": ["name", "interfaces"],
+    "Port": ["name", "interfaces", "tag"],
     "Interface": ["name", "external_ids", "ofport", "mtu_request"],
 }
 
@@ -127,8 +137,11 @@ class OvsPlugger:
     def _plug_sync(self, tap: str, external_ids: dict[str, str],
                    mtu: int | None) -> tuple[float, float]:
         api = self.api
+        fresh = not self._has_port(tap)
         txn = api.create_transaction(check_error=True)
         txn.add(api.add_port(self.bridge, tap, may_exist=True))
+        if fresh:
+            txn.add(api.db_set("Port", tap, ("tag", DEAD_VLAN)))
         columns: list[tuple[str, Any]] = [("external_ids", external_ids)]
         if mtu:
             columns.append(("mtu_request", mtu))
@@ -144,6 +157,13 @@ class OvsPlugger:
         # ovsdbapp stamps that moment as `start_time`, just before sending it.
         t_plug: float = getattr(txn, "start_time", None) or t_submit
         return t_plug, t_submit
+
+    def _has_port(self, tap: str) -> bool:
+        api = self.api
+        # The connection thread mutates the IDL's rows under this lock; a lookup
+        # walks them.
+        with api.ovsdb_connection.lock:
+            return api.lookup("Port", tap, default=None) is not None
 
     async def plug(self, port_id: str, mac: str, vm_uuid: str, mtu: int | None = None) -> float:
         """Add tap<port_id[:11]> to the bridge as os-vif does; returns the plug time."""

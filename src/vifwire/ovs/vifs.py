@@ -25,6 +25,13 @@ Invariants:
   open the device, e.g. after a restart) or admin_state "down" (the netdev
   datapath keeps the ofport of a deleted veth but sees it lose IFF_UP).
 
+Not yielding per row: python-ovs calls the `cooperative_yield()` hook once per
+row update, a no-op by default; ovsdbapp's IDL makes it `time.sleep(0)` for
+eventlet. Nothing here runs under eventlet, and on a loaded host every such
+sleep gives the core away: the initial dump of 1,000 ports took 3 s wall for
+0.6 s of CPU, most of it in 2,000 sleeps (bench/agent_restart.py). Python's
+GIL switch interval still lets the event loop's thread run during a long dump.
+
 Speed-up behind a switch (`raw_members`, OvsSettings.raw_members): the bridge's
 member set is read from python-ovs's private `Row._data` as raw UUIDs; off, it
 is read through the public `bridge.ports`, which builds a Row per member.
@@ -72,6 +79,9 @@ class VifIdl(connection.OvsdbIdl):
         self._stale: set[Any] = set()  # Port uuids to decode again
         self._bridge_changed = False
         self._session_seqno: int | None = None
+
+    def cooperative_yield(self) -> None:
+        """No yield per row update (python-ovs's default; see the module docstring)."""
 
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         table = row._table.name
