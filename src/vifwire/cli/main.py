@@ -165,7 +165,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [daemon.StackError, StartupError, OvsError, BusError,
                                          NovaUrlError, httpx.HTTPError, OSError]
     for module, name in (("vifwire.compute", "ComputeError"), ("vifwire.agent", "AgentError"),
-                         ("vifwire.profile.sampler_process", "SamplerError")):
+                         ("vifwire.profile.sampler_process", "SamplerError"),
+                         ("vifwire.cluster", "ClusterError")):
         errors.extend(_optional_error(module, name))
     return tuple(errors)
 
@@ -248,6 +249,10 @@ def _print_profile(directory: Path) -> None:
     Console().print(f"report: {directory / REPORT_FILE}  data: {directory / PROFILE_FILE}",
                     highlight=False)
 
+
+from vifwire.cli.cluster import app as cluster_app  # noqa: E402  (after the commands it uses)
+
+app.add_typer(cluster_app, name="cluster")
 
 if __name__ == "__main__":
     sys.exit(app())

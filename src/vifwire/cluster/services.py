@@ -1,0 +1,163 @@
+"""The rig's private database and broker: each its own server under the rig dir.
+
+A rig never touches the machine's shared PostgreSQL, MariaDB or RabbitMQ: it
+starts its own instance on a free port with its data, sockets, logs and pid
+file under `<rig dir>/<service>/`, so it can be killed or restarted (issue 9's
+fault tests) without disturbing anyone else, and `down` stops it by its pid.
+
+- PostgreSQL: `initdb` + `pg_ctl start` as the `postgres` user (the server
+  refuses root), trust auth for `root` on 127.0.0.1 only, fsync off (a rig's
+  data is disposable). The pid is the postmaster's, from `postmaster.pid`.
+- MariaDB: `mariadb-install-db` + `mariadbd` as `mysql`, root without a
+  password on 127.0.0.1, no binary log.
+- RabbitMQ: `rabbitmq-server` (the script under /usr/lib/rabbitmq/bin, not the
+  /usr/sbin wrapper that su's to the rabbitmq user) with its own node name,
+  ports, Mnesia and log dirs, an empty plugin list (no management listener to
+  collide on) and HOME in the rig dir, so its Erlang cookie is its own. It
+  registers its node name with the machine's epmd like any Erlang node.
+
+Each `start_*` returns the `Process` to record and the URL clients use.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from vifwire.cluster.state import ClusterError, Process
+
+RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+START_TIMEOUT_S = 90.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _run(argv: list[str], what: str, timeout: float = 120.0, **kwargs: object) -> str:
+    if shutil.which(argv[0]) is None and not Path(argv[0]).exists():
+        raise ClusterError(f"{what}: {argv[0]} is not installed")
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              check=False, **kwargs)  # type: ignore[call-overload]
+    except subprocess.TimeoutExpired as exc:
+        raise ClusterError(f"{what}: {argv[0]} timed out after {timeout:.0f}s") from exc
+    if done.returncode != 0:
+        reason = (done.stderr or done.stdout).strip().splitlines()
+        raise ClusterError(f"{what}: {' '.join(argv[:2])} failed: "
+                           f"{reason[-1] if reason else done.returncode}")
+    return str(done.stdout)
+
+
+def _give(path: Path, user: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.chown(path, user)
+
+
+def _wait_port(port: int, process: Process, log: Path, what: str) -> None:
+    from vifwire.cluster.state import running
+
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            probe.settimeout(0.5)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if not running(process):
+            raise ClusterError(f"{what} exited while starting: {tail(log)}")
+        time.sleep(0.1)
+    raise ClusterError(f"{what} did not listen on 127.0.0.1:{port} in {START_TIMEOUT_S:.0f}s")
+
+
+def tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return f"(no log at {path})"
+    return " | ".join(line.strip() for line in text[-lines:]) or f"(empty log {path})"
+
+
+def start_postgresql(base: Path) -> tuple[Process, str]:
+    data, log, port = base / "data", base / "postgresql.log", free_port()
+    _give(base, "postgres")
+    as_pg = ["runuser", "-u", "postgres", "--"]
+    if not (data / "PG_VERSION").exists():
+        _run([*as_pg, "initdb", "-D", str(data), "-U", "root", "--auth=trust", "-E", "UTF8",
+              "--no-sync"], "PostgreSQL", cwd=str(base))
+    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off " \
+              "-c synchronous_commit=off -c max_connections=300"
+    _run([*as_pg, "pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", options,
+          "start"], "PostgreSQL", cwd=str(base))
+    pid = int((data / "postmaster.pid").read_text().split()[0])
+    # SIGINT is its "fast" shutdown: SIGTERM would wait for every client to leave.
+    process = Process("postgresql", pid, "postgres", str(log), stop_signal=signal.SIGINT)
+    _run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "root", "-d", "postgres", "-q",
+          "-c", "CREATE DATABASE vifwire"], "PostgreSQL")
+    return process, f"postgresql+psycopg://root@127.0.0.1:{port}/vifwire"
+
+
+def start_mariadb(base: Path) -> tuple[Process, str]:
+    data, log, port = base / "data", base / "error.log", free_port()
+    _give(base, "mysql")
+    if not (data / "mysql").exists():
+        _run(["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=mysql",
+              "--auth-root-authentication-method=normal", "--skip-test-db"], "MariaDB")
+    daemon = subprocess.Popen(
+        ["mariadbd", "--no-defaults", f"--datadir={data}", "--user=mysql", f"--port={port}",
+         "--bind-address=127.0.0.1", f"--socket={base / 'mysqld.sock'}",
+         f"--pid-file={base / 'mariadbd.pid'}", f"--log-error={log}", "--skip-log-bin",
+         "--innodb-buffer-pool-size=128M", "--innodb-flush-log-at-trx-commit=2",
+         "--max-connections=300"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    process = Process("mariadb", daemon.pid, "mariadbd", str(log))
+    _wait_port(port, process, log, "MariaDB")
+    _run(["mariadb", "-h", "127.0.0.1", "-P", str(port), "-u", "root", "-e",
+          "CREATE DATABASE vifwire"], "MariaDB")
+    return process, f"mysql+pymysql://root@127.0.0.1:{port}/vifwire"
+
+
+def rabbitmq_env(base: Path, node: str, port: int, dist_port: int) -> dict[str, str]:
+    return {**os.environ, "HOME": str(base), "RABBITMQ_NODENAME": node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1", "RABBITMQ_NODE_PORT": str(port),
+            "RABBITMQ_DIST_PORT": str(dist_port), "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(base / "log"), "RABBITMQ_PID_FILE": str(base / "rabbit.pid"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(base / "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": str(base / "rabbitmq-env.conf")}
+
+
+def start_rabbitmq(base: Path, rig_id: str) -> tuple[list[Process], str]:
+    """The node and its launcher script (both recorded: the script outlives nothing)."""
+    server = RABBITMQ_BIN / "rabbitmq-server"
+    if not server.exists():
+        raise ClusterError("RabbitMQ is not installed (apt-get install rabbitmq-server)")
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "enabled_plugins").write_text("[].\n")
+    port, dist_port = free_port(), free_port()
+    env = rabbitmq_env(base, f"vifwire-{rig_id}@localhost", port, dist_port)
+    log = base / "rabbitmq-server.log"
+    with log.open("ab") as out:
+        launcher = subprocess.Popen([str(server)], env=env, cwd=str(base), stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+    processes = [Process("rabbitmq-launcher", launcher.pid, "rabbitmq-server", str(log))]
+    pid_file = base / "rabbit.pid"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        if launcher.poll() is not None or time.monotonic() > deadline:
+            raise ClusterError(f"RabbitMQ did not start: {tail(log)}")
+        time.sleep(0.1)
+    processes.append(Process("rabbitmq", int(pid_file.read_text().strip()), "beam",
+                             str(log)))
+    _run([str(RABBITMQ_BIN / "rabbitmqctl"), "wait", "--timeout", str(int(START_TIMEOUT_S)),
+          str(pid_file)], "RabbitMQ", timeout=START_TIMEOUT_S + 10, env=env, cwd=str(base))
+    return processes, f"amqp://guest:guest@127.0.0.1:{port}/"
