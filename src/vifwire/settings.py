@@ -1,18 +1,19 @@
 """One frozen settings object, built at the CLI edge and passed down.
 
-Nothing reads configuration at import time; every component takes the pieces it
-needs from a `Settings` handed to it.
+Nothing reads configuration at import time (no environment, no file): the CLI
+merges the configuration file (`vifwire.cli.config`), the VIFWIRE_* environment
+and its flags into one `Settings`, and every component takes the pieces it
+needs from the `Settings` handed to it.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 STANDARD_RUN_DIR = Path("/var/run/vifwire")
-DEFAULT_RUN_DIR = Path(os.environ.get("VIFWIRE_RUN_DIR", STANDARD_RUN_DIR))
+DEFAULT_RUN_DIR = STANDARD_RUN_DIR
 # The embedded database must outlive a reboot, and /var/run is a tmpfs on Debian.
 DEFAULT_STATE_DIR = Path("/var/lib/vifwire")
 DATABASE_FILE = "vifwire.sqlite"
@@ -47,6 +48,8 @@ class Settings:
     state_dir: Path | None = None
     # "local" (in-process) or an amqp:// URL for RabbitMQ.
     bus_url: str = "local"
+    # RabbitMQ queue names start with it: several clusters (or tests) share a broker.
+    bus_prefix: str = "vifwire"
     api_host: str = "127.0.0.1"
     api_port: int = 9696
     # Nova's compute API base; the notifier posts to {nova_url}/os-server-external-events.
@@ -66,6 +69,11 @@ class Settings:
     ovs_netns: str | None = None
     # When set, the stack runs under cProfile and dumps <dir>/stack.pstats at exit.
     cprofile_dir: Path | None = None
+    # `vifwire server`: API worker processes; None: the number of cores (1 on the
+    # local bus, which cannot reach another process).
+    api_workers: int | None = None
+    # `vifwire agent`: serve GET /metrics on this port (127.0.0.1); None: no metrics.
+    agent_metrics_port: int | None = None
 
     @property
     def ovs(self) -> OvsSettings:

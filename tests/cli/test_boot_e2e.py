@@ -80,12 +80,15 @@ def test_boot_storm_json_and_profile(cli: Cli, tmp_path: Path) -> None:
     # Torn down: the stack the run started is gone, and so are the VMs.
     assert "stack: stopped" in cli("status").stdout
     assert vm_namespaces() == before
+    # The --ovs-netns namespace this boot made for its own stack went with it (issue 12.11).
+    assert not Path(f"/run/netns/{cli.netns}").exists()
 
 
 def test_kept_vms_survive_a_restart_of_everything(cli: Cli) -> None:
     assert cli("up").returncode == 0
     done = cli("boot", "--count", "2", "--keep", "--json", "--no-connectivity")
     assert done.returncode == 0, done.stderr
+    assert Path(f"/run/netns/{cli.netns}").exists()  # `up` made it: boot leaves it alone
     ports = [vm["port_id"] for vm in json.loads(done.stdout)["records"]]
     tags = {p: cli.vsctl("get", "Port", f"tap{p[:11]}", "tag") for p in ports}
     assert all(tag.isdigit() and tag != "4095" for tag in tags.values())

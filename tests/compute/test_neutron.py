@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from vifwire.compute.errors import NeutronClientError, NotFound
-from vifwire.compute.neutron import NeutronClient, delete_quietly
+from vifwire.compute.neutron import NO_RETRY, NeutronClient, delete_quietly
 
 
 def _closed_port() -> int:
@@ -19,7 +19,7 @@ def _closed_port() -> int:
 
 async def test_unreachable_neutron_is_one_clear_line() -> None:
     url = f"http://127.0.0.1:{_closed_port()}"
-    async with NeutronClient(url) as neutron:
+    async with NeutronClient(url, retry=NO_RETRY) as neutron:
         with pytest.raises(NeutronClientError, match=f"Neutron at {url} is unreachable"):
             await neutron.find_network("demo")
 

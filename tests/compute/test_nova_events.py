@@ -7,12 +7,16 @@ import contextlib
 import os
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
+from orjson import dumps as orjson_dumps
 
 from vifwire.compute.errors import ComputeError, EventTimeout
 from vifwire.compute.nova_events import VIF_PLUGGED, EventBook, NovaEndpoint, split_nova_url
+from vifwire.compute.nova_server import MAX_BODY_BYTES
+from vifwire.nova_token import ensure_token, token_path
 from vifwire.trace import Stage, Tracer
 
 
@@ -20,16 +24,24 @@ def _event(server: str, port: str, name: str = VIF_PLUGGED) -> dict[str, str]:
     return {"name": name, "server_uuid": server, "tag": port, "status": "completed"}
 
 
+def _auth(endpoint: NovaEndpoint) -> dict[str, str]:
+    if endpoint.token_file is None:
+        return {}
+    return {"X-Auth-Token": endpoint.token_file.read_text().strip()}
+
+
 async def _post(endpoint: NovaEndpoint, events: list[dict[str, str]]) -> httpx.Response:
     async with httpx.AsyncClient() as client:
         return await client.post(f"{endpoint.url}/os-server-external-events",
-                                 json={"events": events})
+                                 json={"events": events}, headers=_auth(endpoint))
 
 
 @pytest.fixture
-async def endpoint() -> NovaEndpoint:
+async def endpoint(tmp_path: Path) -> NovaEndpoint:
     book = EventBook(Tracer("compute", None))
-    async with NovaEndpoint(book, "http://127.0.0.1:0/v2.1") as ep:
+    ensure_token(tmp_path)
+    async with NovaEndpoint(book, "http://127.0.0.1:0/v2.1",
+                            token_file=token_path(tmp_path)) as ep:
         yield ep
 
 
@@ -112,12 +124,109 @@ async def test_vif_deleted_is_accepted_but_is_not_a_plug(endpoint: NovaEndpoint)
 
 
 async def test_bad_request(endpoint: NovaEndpoint) -> None:
-    async with httpx.AsyncClient() as client:
+    server = str(uuid.uuid4())
+    endpoint.book.expect_server(server)
+    async with httpx.AsyncClient(headers=_auth(endpoint)) as client:
         url = f"{endpoint.url}/os-server-external-events"
-        assert (await client.post(url, json={"events": []})).status_code == 400
-        assert (await client.post(url, json={"events": [{"name": "bogus",
-                                                         "server_uuid": "x"}]})).status_code == 400
+
+        async def code(body: object) -> int:
+            return (await client.post(url, json=body)).status_code
+
+        assert await code({"events": []}) == 400
+        assert await code({"events": [{"name": "bogus", "server_uuid": server}]}) == 400
+        assert await code({"events": [_event("not-a-uuid", "p")]}) == 400
+        assert await code({"events": [{**_event(server, "p"), "tag": 5}]}) == 400
+        assert await code({"events": [{**_event(server, "p"), "tag": "t" * 256}]}) == 400
+        assert await code({"events": [{**_event(server, "p"), "extra": 1}]}) == 400
+        # One bad event refuses the whole post: the good one before it is not taken.
+        assert await code({"events": [_event(server, "good"), {"name": "bogus"}]}) == 400
         assert (await client.post(url, content=b"{")).status_code == 400
+    assert endpoint.book.received == {}
+
+
+async def test_events_need_the_run_token(endpoint: NovaEndpoint) -> None:
+    """A forged "failed" event, without the token or with a wrong one, fails no VM."""
+    server, port = str(uuid.uuid4()), str(uuid.uuid4())
+    endpoint.book.expect_server(server)
+    forged = {"events": [{**_event(server, port), "status": "failed"}]}
+    url = f"{endpoint.url}/os-server-external-events"
+    async with httpx.AsyncClient() as client:
+        for headers in ({}, {"X-Auth-Token": "guess"}, {"X-Auth-Token": ""}):
+            response = await client.post(url, json=forged, headers=headers)
+            assert response.status_code == 401
+            assert response.json()["error"]["code"] == 401
+        assert (await client.get(f"{endpoint.url}/")).status_code == 200  # versions: open
+    assert (await _post(endpoint, [_event(server, port)])).status_code == 200
+    event = await endpoint.book.wait(VIF_PLUGGED, port, timeout=1)
+    assert event.status == "completed"
+    assert oct(endpoint.token_file.stat().st_mode & 0o777) == "0o600"  # type: ignore[union-attr]
+
+
+async def test_an_oversized_post_is_refused_unread(endpoint: NovaEndpoint) -> None:
+    """Nova's limit (114,688 bytes): 413 on a declared 300 MB length before a byte of
+    the body is sent, and on a chunked body as soon as it passes the limit; the
+    endpoint's memory does not grow with the post."""
+    server = str(uuid.uuid4())
+    endpoint.book.expect_server(server)
+    pid = endpoint.pid
+    assert pid is not None
+    rss_before = _rss_kib(pid)
+    token = _auth(endpoint)["X-Auth-Token"]
+    head = (f"POST /v2.1/os-server-external-events HTTP/1.1\r\nHost: nova\r\n"
+            f"X-Auth-Token: {token}\r\nContent-Type: application/json\r\n")
+    declared = await _raw_exchange(endpoint, (head + "Content-Length: 314572800\r\n\r\n")
+                                   .encode(), b"")
+    assert declared.startswith(b"HTTP/1.1 413 "), declared[:80]
+    chunked_head = (head + "Transfer-Encoding: chunked\r\n\r\n").encode()
+    chunk = b" " * (64 * 1024)
+    # Two chunks pass the limit: the answer is 413 without the rest being awaited.
+    over = await _raw_exchange(endpoint, chunked_head, b"%x\r\n%s\r\n" % (len(chunk), chunk) * 2)
+    assert over.startswith(b"HTTP/1.1 413 "), over[:80]
+    assert b'"overLimit"' in over
+    # 32 MB streamed: cut off early (the 413 may be lost to the reset of a close with
+    # unread data, as with any server), and never held in memory.
+    streamed = await _raw_exchange(endpoint, chunked_head,
+                                   b"%x\r\n%s\r\n" % (len(chunk), chunk) * 512)
+    assert streamed == b"" or streamed.startswith(b"HTTP/1.1 413 ")
+    # Just under the limit is fine (a large but valid batch).
+    batch = [_event(server, f"p{i}") for i in range(1000)]
+    while len(orjson_dumps({"events": batch})) > MAX_BODY_BYTES:
+        batch.pop()
+    assert (await _post(endpoint, batch)).status_code == 200
+    assert _rss_kib(pid) - rss_before < 20 * 1024
+
+
+async def _raw_exchange(endpoint: NovaEndpoint, head: bytes, body: bytes) -> bytes:
+    """Send a request head (and as much of `body` as the server takes); its answer."""
+    reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
+    async def read_all() -> bytes:  # the server closes after a 413
+        data = b""
+        with contextlib.suppress(ConnectionError):
+            while chunk := await reader.read(65536):
+                data += chunk
+        return data
+
+    answer = asyncio.create_task(read_all())  # read while sending: it may cut us off
+    try:
+        writer.write(head)
+        for start in range(0, len(body), 65536):
+            if answer.done():
+                break
+            with contextlib.suppress(ConnectionError):
+                writer.write(body[start:start + 65536])
+                await writer.drain()
+        return await asyncio.wait_for(answer, 10)
+    finally:
+        answer.cancel()
+        writer.transport.abort()
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
 
 
 async def test_port_in_use_is_a_clear_error(endpoint: NovaEndpoint) -> None:

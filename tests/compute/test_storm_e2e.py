@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 
 from vifwire.compute.errors import ComputeError
-from vifwire.compute.neutron import NeutronClient
+from vifwire.compute.neutron import NeutronClient, Retry
 from vifwire.compute.state import RunState
 from vifwire.compute.storm import StormConfig, run_storm
 from vifwire.compute.vm import list_namespaces
@@ -26,6 +26,8 @@ from vifwire.trace import Tracer
 app_module = pytest.importorskip("vifwire.app")
 agent_module = pytest.importorskip("vifwire.agent.service")
 from vifwire.bus.local import LocalBus  # noqa: E402
+
+from .tcp_proxy import FlakyProxy  # noqa: E402
 
 pytestmark = pytest.mark.ovs
 
@@ -116,3 +118,64 @@ async def test_missing_network_is_a_clear_error(stack: Settings, ovs: OvsRuntime
                          ovs=ovs.settings, run_dir=stack.run_dir, nova_url=stack.nova_url)
     with pytest.raises(ComputeError, match="network 'nope' not found"):
         await run_storm(config)
+
+
+async def test_storm_rides_out_a_neutron_outage(stack: Settings, ovs: OvsRuntime, short_id: str,
+                                                host_netns: str) -> None:
+    """Neutron refuses connections for 2 s mid-storm, and the answers of three port
+    creates are lost after the server made the ports: every VM still ends wired
+    with exactly one port (none leaks: after teardown the network has none)."""
+    count = int(os.environ.get("VIFWIRE_STORM_COUNT", "12"))
+    proxy = FlakyProxy(stack.api_port)
+    await proxy.start()
+    proxy.lose_answers = 3
+    outages: list[asyncio.Task[None]] = []
+
+    def on_progress(stage: str, done: int, total: int) -> None:
+        if stage == "ports" and done == total // 3 and not outages:
+            outages.append(asyncio.get_running_loop().create_task(proxy.outage(2.0)))
+
+    config = StormConfig(
+        neutron_url=proxy.url, network="demo", count=count, host=stack.host, ovs=ovs.settings,
+        run_dir=stack.run_dir, nova_url=stack.nova_url, timeout=60, ensure_network=True,
+        ns_prefix=f"vwo{short_id}-", host_netns=host_netns, progress=on_progress)
+    try:
+        result = await run_storm(config)
+        if outages:
+            await outages[0]
+    finally:
+        await proxy.stop()
+    summary = result.to_dict()
+    assert proxy.lost == 3 and outages, "the faults were not injected"
+    assert summary["neutron_retries"] > 0
+    assert summary["plugged"] == count, summary["failures"]
+    assert summary["connectivity_ok"], summary["connectivity"]
+    assert summary["teardown_errors"] == []
+    async with NeutronClient(stack.api_url) as neutron:
+        assert await neutron.list_ports(network_id=result.network_id) == []
+
+
+async def test_a_create_whose_answer_was_lost_is_adopted(stack: Settings) -> None:
+    """The server made the network, the subnet and the port, but each answer was lost:
+    the retries find them again (by name, by network and CIDR, by device_id)."""
+    proxy = FlakyProxy(stack.api_port, lose_prefix=b"POST /v2.0/")
+    await proxy.start()
+    try:
+        async with NeutronClient(stack.api_url) as direct, \
+                NeutronClient(proxy.url, retry=Retry(budget_s=5)) as neutron:
+            proxy.lose_answers = 3
+            net = await neutron.create_network("lost-answer")
+            subnet = await neutron.create_subnet(net["id"], "10.7.0.0/24")
+            port = await neutron.create_port(net["id"], device_id="vm-lost-answer")
+            assert proxy.lost == 3 and neutron.retries == 3
+            assert [n["id"] for n in await direct.list_ports(network_id=net["id"])] == \
+                [port["id"]]
+            assert [s["id"] for s in await direct.list_subnets(net["id"])] == [subnet["id"]]
+            networks = (await direct._call("GET", "/networks",
+                                           params={"name": "lost-answer"}))["networks"]
+            assert [n["id"] for n in networks] == [net["id"]]
+            assert port["device_id"] == "vm-lost-answer"
+            await direct.delete_port(port["id"])
+            await direct.delete_network(net["id"])
+    finally:
+        await proxy.stop()

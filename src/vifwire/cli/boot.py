@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from vifwire.cli import daemon
+from vifwire.compute.namespaces import NETNS_DIR
 from vifwire.ovs.runtime import host_runtime
 from vifwire.settings import Settings
 from vifwire.trace import make_tracer, write_events
@@ -44,20 +46,39 @@ class BootOptions:
 
 
 @contextlib.contextmanager
-def embedded_stack(settings: Settings) -> Iterator[bool]:
-    """Yield with OVS and the stack running; stop only what this run started."""
+def embedded_stack(settings: Settings, keep_netns: bool = False) -> Iterator[bool]:
+    """Yield with OVS and the stack running; stop only what this run started.
+
+    That includes the `--ovs-netns` namespace when this run created it (removed by
+    its name, after the switch in it stopped), unless `keep_netns`: kept VMs' host
+    ends live in it.
+    """
     runtime = host_runtime(settings)
+    created_netns = settings.ovs_netns is not None and not netns_exists(settings.ovs_netns)
     started_ovs = not runtime.running()
-    runtime.start()
-    started_stack = daemon.stack_pid(settings) is None
     try:
-        daemon.start(settings)
-        yield started_stack
+        runtime.start()
+        started_stack = daemon.stack_pid(settings) is None
+        try:
+            daemon.start(settings)
+            yield started_stack
+        finally:
+            if started_stack:
+                daemon.stop(settings)
+            if started_ovs:
+                runtime.stop()
     finally:
-        if started_stack:
-            daemon.stop(settings)
-        if started_ovs:
-            runtime.stop()
+        if created_netns and started_ovs and not keep_netns:
+            assert settings.ovs_netns is not None
+            delete_netns(settings.ovs_netns)
+
+
+def netns_exists(name: str) -> bool:
+    return os.path.exists(os.path.join(NETNS_DIR, name))
+
+
+def delete_netns(name: str) -> None:
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
 
 
 def run_boot(settings: Settings, options: BootOptions, console: Console) -> dict[str, Any]:
@@ -71,7 +92,7 @@ def run_boot(settings: Settings, options: BootOptions, console: Console) -> dict
         stack_settings = settings
         if options.cprofile and profile_dir is not None:
             stack_settings = settings.with_(cprofile_dir=profile_dir)
-        with embedded_stack(stack_settings) as started:
+        with embedded_stack(stack_settings, keep_netns=options.keep) as started:
             if options.cprofile and not started:
                 console.print("note: the running stack was started without --cprofile; "
                               "only the compute emulator is cProfiled", highlight=False)
@@ -148,7 +169,8 @@ def _storm(settings: Settings, options: BootOptions, neutron_url: str, console: 
             nova_url=settings.nova_url, timeout=options.timeout, keep=options.keep,
             run_dir=settings.run_dir, check_connectivity=options.check_connectivity,
             tracer=tracer, progress=on_progress, ensure_network=ensure_network,
-            host_netns=settings.ovs_netns, watch_active=external and profile_dir is not None)
+            host_netns=settings.ovs_netns, watch_active=external and profile_dir is not None,
+            nova_auth=not external)
         if sampler is not None:
             sampler.start()
         try:
@@ -181,6 +203,9 @@ def print_summary(summary: dict[str, Any], network: str, console: Console) -> No
                       "network's VM stayed unreachable")
     else:
         table.add_row("connectivity", f"[red]FAILED[/] {summary.get('connectivity')}")
+    if summary.get("neutron_retries"):
+        table.add_row("Neutron calls retried", f"{summary['neutron_retries']} (Neutron was "
+                      "unreachable or busy for a while)")
     if summary.get("error"):
         table.add_row("[red]error[/]", str(summary["error"]))
     for failure in summary.get("failures", [])[:10]:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -44,22 +45,28 @@ def stack_pid(settings: Settings) -> int | None:
     return pid
 
 
+def agents(settings: Settings, timeout: float = 2.0,
+           **filters: str) -> list[dict[str, Any]] | None:
+    """The server's agents list; None when the API does not answer."""
+    try:
+        response = httpx.get(f"{settings.api_url}/v2.0/agents", params=filters, timeout=timeout)
+        listed = response.json().get("agents") if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return listed if isinstance(listed, list) else None
+
+
 def agent_alive(settings: Settings, timeout: float = 2.0) -> bool:
     """True when the API answers and lists this host's agent alive."""
-    try:
-        response = httpx.get(f"{settings.api_url}/v2.0/agents", params={"host": settings.host},
-                             timeout=timeout)
-    except httpx.HTTPError:
-        return False
-    if response.status_code != 200:
-        return False
-    return any(agent.get("alive") for agent in response.json().get("agents", []))
+    listed = agents(settings, timeout, host=settings.host) or []
+    return any(agent.get("alive") for agent in listed)
 
 
 def stack_args(settings: Settings) -> list[str]:
     args = ["--run-dir", str(settings.run_dir), "--host", settings.host,
             "--api-port", str(settings.api_port), "--nova-url", settings.nova_url,
-            "--bus-url", settings.bus_url]
+            "--bus-url", settings.bus_url, "--bus-prefix", settings.bus_prefix,
+            "--api-host", settings.api_host]
     if settings.database_url:
         args += ["--database-url", settings.database_url]
     if settings.state_dir is not None:

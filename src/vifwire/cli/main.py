@@ -18,52 +18,79 @@ from rich.console import Console
 from rich.markup import escape
 
 from vifwire.cli import daemon
-from vifwire.settings import DEFAULT_RUN_DIR, Settings
+from vifwire.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Neutron-compatible networking that wires a booting VM's port in ms.")
 console = Console(stderr=True)
 
-RunDir = Annotated[Path, typer.Option("--run-dir", envvar="VIFWIRE_RUN_DIR",
-                                      help="Where OVS, sockets and logs live.")]
+RunDir = Annotated[Path | None, typer.Option("--run-dir", envvar="VIFWIRE_RUN_DIR",
+                                             help="Where OVS, sockets and logs live. "
+                                                  "(default /var/run/vifwire)")]
 
 
 @app.callback()
 def main(
     ctx: typer.Context,
-    run_dir: RunDir = DEFAULT_RUN_DIR,
+    config_file: Annotated[Path | None, typer.Option(
+        envvar="VIFWIRE_CONFIG_FILE",
+        help="INI configuration file (default /etc/vifwire/vifwire.conf, if present); "
+             "the environment and flags override it.")] = None,
+    run_dir: RunDir = None,
     state_dir: Annotated[Path | None, typer.Option(
         envvar="VIFWIRE_STATE_DIR",
         help="Where the embedded database lives (it must survive reboots). "
              "Default: /var/lib/vifwire, or the run dir when another --run-dir is given.")]
     = None,
-    host: Annotated[str, typer.Option(envvar="VIFWIRE_HOST", help="This compute host's name.")]
-    = "",
-    api_port: Annotated[int, typer.Option(envvar="VIFWIRE_API_PORT")] = 9696,
-    nova_url: Annotated[str, typer.Option(envvar="VIFWIRE_NOVA_URL",
-                                          help="Nova API base for external events.")]
-    = "http://127.0.0.1:8774/v2.1",
-    database_url: Annotated[str, typer.Option(
+    host: Annotated[str | None, typer.Option(envvar="VIFWIRE_HOST",
+                                             help="This compute host's name.")] = None,
+    api_host: Annotated[str | None, typer.Option(
+        envvar="VIFWIRE_API_HOST", help="Address the API listens on. (default 127.0.0.1)")]
+    = None,
+    api_port: Annotated[int | None, typer.Option(
+        envvar="VIFWIRE_API_PORT", help="Port the API listens on (default 9696).")] = None,
+    nova_url: Annotated[str | None, typer.Option(
+        envvar="VIFWIRE_NOVA_URL",
+        help="Nova API base for external events. (default http://127.0.0.1:8774/v2.1)")]
+    = None,
+    database_url: Annotated[str | None, typer.Option(
         envvar="VIFWIRE_DATABASE_URL", help="SQLAlchemy URL; default SQLite in the state dir.")]
-    = "",
-    bus_url: Annotated[str, typer.Option(envvar="VIFWIRE_BUS_URL")] = "local",
+    = None,
+    bus_url: Annotated[str | None, typer.Option(
+        envvar="VIFWIRE_BUS_URL", help="'local' (in-process) or amqp://user:pass@host:5672/ "
+                                       "(default local)")] = None,
+    bus_prefix: Annotated[str | None, typer.Option(
+        envvar="VIFWIRE_BUS_PREFIX", help="RabbitMQ queue-name prefix, so several clusters "
+                                          "share one broker. (default vifwire)")] = None,
     trace_dir: Annotated[Path | None, typer.Option(envvar="VIFWIRE_TRACE_DIR")] = None,
     cprofile_dir: Annotated[Path | None, typer.Option(hidden=True)] = None,
     ovs_netns: Annotated[str | None, typer.Option(
         envvar="VIFWIRE_OVS_NETNS", help="Run this host's OVS in a network namespace.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
+    from vifwire.cli.config import ConfigError, read_config
+
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not verbose:
         # Libraries log what we already report as one clear line.
-        for noisy in ("ovsdbapp", "ovs", "pyroute2", "httpx"):
+        for noisy in ("ovsdbapp", "ovs", "pyroute2", "httpx", "aiormq", "aio_pika"):
             logging.getLogger(noisy).setLevel(logging.CRITICAL)
-    settings = Settings(run_dir=run_dir, state_dir=state_dir, api_port=api_port,
-                        nova_url=nova_url.rstrip("/"), database_url=database_url,
-                        bus_url=bus_url, trace_dir=trace_dir, cprofile_dir=cprofile_dir,
-                        ovs_netns=ovs_netns)
-    ctx.obj = settings.with_(host=host) if host else settings
+    try:
+        values = read_config(config_file)
+    except ConfigError as exc:
+        fail(str(exc))
+    if config_file is not None:
+        # What this process spawns (the stack of `up`) reads the same file.
+        os.environ["VIFWIRE_CONFIG_FILE"] = str(config_file.resolve())
+    flags = {"run_dir": run_dir, "state_dir": state_dir, "host": host, "api_host": api_host,
+             "api_port": api_port, "nova_url": nova_url and nova_url.rstrip("/"),
+             "database_url": database_url, "bus_url": bus_url, "bus_prefix": bus_prefix,
+             "trace_dir": trace_dir,
+             "cprofile_dir": cprofile_dir, "ovs_netns": ovs_netns}
+    # Precedence: flag, then environment (click reads both into the flag), then file.
+    values.update({name: value for name, value in flags.items() if value not in (None, "")})
+    ctx.obj = Settings(**values)
 
 
 def fail(message: str) -> None:
@@ -87,18 +114,73 @@ def stack(ctx: typer.Context) -> None:
     settings: Settings = ctx.obj
     logging.getLogger().setLevel(logging.INFO)
     with _errors(), profiled("stack", settings.cprofile_dir):
+        private_files(settings)
         run_forever(settings)
+
+
+@app.command()
+def server(
+    ctx: typer.Context,
+    workers: Annotated[int | None, typer.Option(
+        min=1, envvar="VIFWIRE_API_WORKERS",
+        help="API worker processes. Default: one per core (1 on the local bus).")] = None,
+) -> None:
+    """Run the API server alone, in worker processes sharing the database and the bus."""
+    from vifwire.distributed import run_server
+
+    settings: Settings = ctx.obj
+    if workers is not None:
+        settings = settings.with_(api_workers=workers)
+    with _errors():
+        private_files(settings)
+        raise typer.Exit(run_server(settings))
+
+
+@app.command()
+def agent(
+    ctx: typer.Context,
+    metrics_port: Annotated[int | None, typer.Option(
+        min=1, max=65535, envvar="VIFWIRE_AGENT_METRICS_PORT",
+        help="Serve GET /metrics on 127.0.0.1:PORT.")] = None,
+) -> None:
+    """Run this host's Open vSwitch agent (--host NAME) on the bus until SIGTERM."""
+    from vifwire.distributed import run_agent
+
+    settings: Settings = ctx.obj
+    if metrics_port is not None:
+        settings = settings.with_(agent_metrics_port=metrics_port)
+    require_root()
+    with _errors():
+        private_files(settings)
+        run_agent(settings)
+
+
+db_app = typer.Typer(no_args_is_help=True, help="The database schema.")
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Upgrade the database schema to this vifwire's (Alembic head)."""
+    from vifwire.stack import upgrade_database
+
+    settings: Settings = ctx.obj
+    with _errors():
+        private_files(settings)
+        revision = upgrade_database(settings.effective_database_url)
+    print(f"database schema is at {revision}")
 
 
 @app.command()
 def up(ctx: typer.Context) -> None:
     """Start Open vSwitch and the embedded stack (SQLite + in-process bus) in the background."""
-    from vifwire.server.notifier import check_nova_url
+    from vifwire.stack import check_settings
 
     settings: Settings = ctx.obj
     require_root()
     with _errors():
-        check_nova_url(settings.nova_url)  # before OVS starts: the stack would refuse it
+        private_files(settings)
+        check_settings(settings)  # before OVS starts: the stack would refuse it
         _start_ovs(settings)
         pid = daemon.start(settings)
     console.print(f"vifwire is up: API {settings.api_url}, host {settings.host}, pid {pid}, "
@@ -122,16 +204,30 @@ def down(ctx: typer.Context) -> None:
 
 @app.command()
 def status(ctx: typer.Context) -> None:
-    """Show whether Open vSwitch, the stack and this host's agent are running."""
+    """Show OVS, the stack, the API, and every host's agent with its last heartbeat."""
     from vifwire.ovs.runtime import host_runtime
 
     settings: Settings = ctx.obj
     pid = daemon.stack_pid(settings)
     print(f"ovs:   {'running' if host_runtime(settings).running() else 'stopped'}")
     print(f"stack: {f'running (pid {pid})' if pid else 'stopped'} {settings.api_url}")
-    print(f"agent: {'alive' if pid and daemon.agent_alive(settings) else 'not alive'} "
+    listed_agents = daemon.agents(settings)
+    print(f"api:   {'answering' if listed_agents is not None else 'not answering'} at "
+          f"{settings.api_url}")
+    agents = listed_agents or []
+    here = [a for a in agents if a.get("host") == settings.host]
+    print(f"agent: {'alive' if any(a.get('alive') for a in here) else 'not alive'} "
           f"on host {settings.host}")
-    raise typer.Exit(0 if pid else 3)
+    for listed in sorted(agents, key=lambda a: str(a.get("host"))):
+        print(f"  {listed.get('host')}: {'alive' if listed.get('alive') else 'DOWN'}, "
+              f"last heartbeat {listed.get('heartbeat_timestamp') or 'never'}")
+    raise typer.Exit(0 if pid or listed_agents is not None else 3)
+
+
+def private_files(settings: Settings) -> None:
+    from vifwire.stack import private_files as tighten
+
+    tighten(settings)
 
 
 def _start_ovs(settings: Settings) -> None:
@@ -159,11 +255,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     from vifwire.bus import BusError
     from vifwire.ovs.runtime import OvsError
-    from vifwire.server.nova_client import NovaUrlError
     from vifwire.stack import StartupError
 
     errors: list[type[BaseException]] = [daemon.StackError, StartupError, OvsError, BusError,
-                                         NovaUrlError, httpx.HTTPError, OSError]
+                                         httpx.HTTPError, OSError]
     for module, name in (("vifwire.compute", "ComputeError"), ("vifwire.agent", "AgentError"),
                          ("vifwire.profile.sampler_process", "SamplerError"),
                          ("vifwire.cluster", "ClusterError")):

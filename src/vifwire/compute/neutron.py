@@ -9,13 +9,24 @@ subnet. Resources are plain dicts as Neutron returns them.
 Every non-2xx answer raises `NeutronClientError` carrying the server's
 `NeutronError` message (`NotFound` for 404); a refused connection or a timeout
 raises it too, naming the URL, so the CLI prints one clear line.
+
+Retries, as Nova's keystoneauth session does them (`connect_retries` and
+`status_code_retries`): a call that could not connect, lost its connection or
+its answer, or got 429/502/503/504 is sent again after an exponential backoff
+(0.5 s doubling, capped), until `Retry.budget_s` (30 s by default) is spent;
+then the last error is raised. Every call but a create is idempotent; a create
+whose request may have reached the server is never blindly resent (it could
+make a second port): the client first lists ports by the `device_id` the create
+carried, as Nova finds an instance's ports, and adopts the one it finds
+(networks by name, subnets by network and CIDR, the same way).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
+import random
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,14 +42,44 @@ NOVA_DEVICE_OWNER = "compute:nova"
 # requests wait for a slot here, where waiting is free, and its pool never
 # queues; a dozen-odd connections keep a server on a small host just as busy.
 MAX_CONNECTIONS = 16
+# keystoneauth retries 429 and 503; a proxy or load balancer in front of a
+# restarting server answers 502 or 504 for the same outage.
+RETRIABLE_STATUS = frozenset({429, 502, 503, 504})
 
 
-def _skip_sniffio_probe() -> None:
-    """httpcore runs `import sniffio` on every request; when it is not installed,
-    each failed import searches sys.path again (~70 stat calls). A None entry makes
-    the failure immediate, which is exactly what "not installed" means."""
-    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-        sys.modules["sniffio"] = None  # type: ignore[assignment]
+@dataclass(frozen=True)
+class Retry:
+    """How long a call keeps trying (keystoneauth's backoff: 0.5 s doubling)."""
+
+    budget_s: float = 30.0  # total time after the first failure; 0: never retry
+    first_delay_s: float = 0.5
+    max_delay_s: float = 5.0
+
+    def delays(self) -> Callable[[], float | None]:
+        """The next sleep before a retry, or None once the budget is spent."""
+        deadline = time.monotonic() + self.budget_s
+        delay = self.first_delay_s
+
+        def next_delay() -> float | None:
+            nonlocal delay
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            # A little jitter, so 50 VMs that failed together do not retry together.
+            sleep = min(delay * random.uniform(0.8, 1.2), self.max_delay_s, left)
+            delay = min(delay * 2, self.max_delay_s)
+            return sleep
+
+        return next_delay
+
+
+DEFAULT_RETRY = Retry()
+NO_RETRY = Retry(budget_s=0)
+
+
+def _maybe_sent(exc: httpx.TransportError) -> bool:
+    """Whether the request may have reached the server (so a resend may repeat it)."""
+    return not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
 
 
 @dataclass
@@ -61,9 +102,11 @@ class TargetNetwork:
 class NeutronClient:
     def __init__(self, url: str, token: str | None = None, timeout: float = 60.0,
                  max_connections: int = MAX_CONNECTIONS,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        _skip_sniffio_probe()
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 retry: Retry | None = None) -> None:
         self.url = url.rstrip("/")
+        self.retry = retry or DEFAULT_RETRY
+        self.retries = 0  # calls sent again, over this client's life (for reports)
         headers = {"Accept": "application/json"}
         if token:
             headers["X-Auth-Token"] = token
@@ -83,13 +126,42 @@ class NeutronClient:
         await self._http.aclose()
 
     async def _call(self, method: str, path: str, body: Resource | None = None,
-                    params: dict[str, Any] | None = None) -> Resource:
-        try:
-            async with self._slots:
-                response = await self._http.request(method, path, json=body, params=params)
-        except httpx.TransportError as exc:
-            raise NeutronClientError(
-                f"Neutron at {self.url} is unreachable ({type(exc).__name__}: {exc})") from exc
+                    params: dict[str, Any] | None = None,
+                    recover: Callable[[], Awaitable[Resource | None]] | None = None,
+                    retry: Retry | None = None) -> Resource:
+        """One call, retried within the budget.
+
+        `recover` (for a create) runs before a resend when the previous attempt
+        may have reached the server; a resource it returns is the answer.
+        """
+        next_delay = (retry or self.retry).delays()
+        maybe_done = False
+        while True:
+            if maybe_done and recover is not None:
+                try:
+                    found = await recover()
+                except NeutronClientError:
+                    found = None  # still unreachable: the resend below fails the same way
+                if found is not None:
+                    return found
+            try:
+                async with self._slots:
+                    response = await self._http.request(method, path, json=body, params=params)
+            except httpx.TransportError as exc:
+                error = NeutronClientError(
+                    f"Neutron at {self.url} is unreachable ({type(exc).__name__}: {exc})")
+                maybe_done = maybe_done or _maybe_sent(exc)
+                cause: Exception | None = exc
+            else:
+                if response.status_code not in RETRIABLE_STATUS:
+                    break
+                error, cause = _error(method, path, response), None
+                maybe_done = True  # a 503 may come from a server that committed first
+            delay = next_delay()
+            if delay is None:
+                raise error from cause
+            self.retries += 1
+            await asyncio.sleep(delay)
         if response.status_code >= 300:
             raise _error(method, path, response)
         if response.status_code == 204 or not response.content:
@@ -104,8 +176,10 @@ class NeutronClient:
         return found[0] if found else None
 
     async def create_network(self, name: str, **extra: Any) -> Resource:
+        """POST a network; a create whose answer was lost is found again by its name."""
         body = {"network": {"name": name, "admin_state_up": True, **extra}}
-        return (await self._call("POST", "/networks", body))["network"]
+        recover = self._finder("/networks", "network", {"name": name})
+        return (await self._call("POST", "/networks", body, recover=recover))["network"]
 
     async def delete_network(self, network_id: str) -> None:
         await self._call("DELETE", f"/networks/{network_id}")
@@ -114,7 +188,8 @@ class NeutronClient:
                             **extra: Any) -> Resource:
         body = {"subnet": {"network_id": network_id, "cidr": cidr, "ip_version": ip_version,
                            **extra}}
-        return (await self._call("POST", "/subnets", body))["subnet"]
+        recover = self._finder("/subnets", "subnet", {"network_id": network_id, "cidr": cidr})
+        return (await self._call("POST", "/subnets", body, recover=recover))["subnet"]
 
     async def list_subnets(self, network_id: str) -> list[Resource]:
         found = await self._call("GET", "/subnets", params={"network_id": network_id})
@@ -123,11 +198,30 @@ class NeutronClient:
     # ports, as Nova drives them
 
     async def create_port(self, network_id: str, project_id: str | None = None,
-                          **extra: Any) -> Resource:
+                          device_id: str | None = None, **extra: Any) -> Resource:
+        """POST a port. With `device_id`, a create whose answer was lost is found
+        again by it before any resend, so a retry never makes a second port."""
         port: Resource = {"network_id": network_id, "admin_state_up": True, **extra}
         if project_id:
             port["tenant_id"] = project_id
-        return (await self._call("POST", "/ports", {"port": port}))["port"]
+        recover = None
+        if device_id:
+            port["device_id"] = device_id
+            recover = self._finder("/ports", "port", {"device_id": device_id,
+                                                      "network_id": network_id})
+        return (await self._call("POST", "/ports", {"port": port}, recover=recover))["port"]
+
+    def _finder(self, path: str, member: str,
+                filters: dict[str, Any]) -> Callable[[], Awaitable[Resource | None]]:
+        """A create's `recover`: the resource `filters` find, as `{member: resource}`."""
+
+        async def find() -> Resource | None:
+            # One try: the loop around it is already retrying.
+            found = (await self._call("GET", path, retry=NO_RETRY, params=filters))[
+                member + "s"]
+            return {member: found[0]} if found else None
+
+        return find
 
     async def bind_port(self, port_id: str, device_id: str, host: str) -> Resource:
         """Nova's `_update_port`: attach the port to the instance and its host."""

@@ -16,6 +16,8 @@ them keyed by `(name, tag)` with their receipt stamps; `wait(name, tag)`
 returns that stamp, whether the event arrived before or after the wait began
 (an early event is never lost). The process is stopped and reaped by
 `stop()`, and exits by itself if the storm's end of the socket closes.
+Given a token file (`vifwire.nova_token`), the process accepts only posts
+carrying that token; the storm always gives its run dir's.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ import asyncio
 import contextlib
 import socket
 import sys
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -60,6 +64,8 @@ class EventBook:
         self.tracer = tracer or NullTracer()
         self.servers: set[str] = set()
         self.received: dict[tuple[str, str], ReceivedEvent] = {}
+        # Every accepted event, duplicates too (the chaos bench counts them).
+        self.counts: Counter[tuple[str, str]] = Counter()
         self._waiters: dict[tuple[str, str], asyncio.Future[ReceivedEvent]] = {}
         # Tells the endpoint process which instances exist (set by NovaEndpoint).
         self.announce: Callable[[str, str], None] | None = None
@@ -79,6 +85,7 @@ class EventBook:
         if server_uuid not in self.servers:
             return False
         event = ReceivedEvent(name, server_uuid, tag, status, t)
+        self.counts[(name, tag)] += 1
         self.received.setdefault((name, tag), event)  # the first one counts
         if name == VIF_PLUGGED:
             self.tracer.mark(Stage.EVENT_RECEIVED, tag, t=t, status=status)
@@ -125,8 +132,10 @@ def split_nova_url(url: str) -> tuple[str, int, str]:
 class NovaEndpoint:
     """The `nova_server` process, and the storm's end of its socket."""
 
-    def __init__(self, book: EventBook, url: str, start_timeout: float = 30.0) -> None:
+    def __init__(self, book: EventBook, url: str, start_timeout: float = 30.0,
+                 token_file: Path | None = None) -> None:
         self.book = book
+        self.token_file = token_file
         self.host, self.port, self.prefix = split_nova_url(url)
         self.address = f"{self.host}:{self.port}"
         self.start_timeout = start_timeout
@@ -139,10 +148,12 @@ class NovaEndpoint:
         """Start the process; `started()` waits until it listens."""
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair()
+        # The file's name, never the token, on the command line (ps shows it).
+        auth = ["--token-file", str(self.token_file)] if self.token_file else []
         try:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", SERVER_MODULE, "--fd", str(theirs.fileno()),
-                "--url", f"http://{self.address}{self.prefix}",
+                "--url", f"http://{self.address}{self.prefix}", *auth,
                 pass_fds=[theirs.fileno()], stdin=asyncio.subprocess.DEVNULL)
         except OSError as exc:
             ours.close()

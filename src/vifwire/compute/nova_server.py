@@ -14,6 +14,15 @@ with one end of a socketpair as fd N. Lines of JSON go both ways:
   `{"name", "server", "tag", "status", "t"}` per accepted event, `t` being
   `time.time()` at receipt.
 
+Like Nova's API pipeline, a request is authenticated before its body is read:
+`X-Auth-Token` must equal the run dir's token (`vifwire.nova_token`, read from
+`--token-file`), else 401; then a body larger than Nova's limit (oslo.middleware's
+`max_request_body_size`, 114,688 bytes) is refused with 413 as soon as its
+Content-Length, or the bytes read so far, exceed it, so a huge post costs no
+memory. Events are checked against Nova's schema (name and status from its
+enums, `server_uuid` a UUID, `tag` a string of at most 255 characters, no
+other keys): anything else is a 400 that changes nothing.
+
 Invariants: an instance is always announced before its port exists, and on a
 miss the control socket is drained before answering, so no event is refused
 for an instance the storm already expects. When the storm's end closes (a stop,
@@ -25,10 +34,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hmac
 import signal
 import socket
 import sys
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -39,6 +51,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from vifwire.compute.nova_events import EVENT_NAMES, EVENT_STATUSES, split_nova_url
+from vifwire.nova_token import HEADER
+
+# oslo.middleware's [oslo_middleware] max_request_body_size default, which Nova's
+# API pipeline applies (sizelimit filter).
+MAX_BODY_BYTES = 114_688
+EVENT_KEYS = frozenset({"name", "server_uuid", "tag", "status"})
+MAX_TAG_LENGTH = 255
 
 
 class ServerRegistry:
@@ -90,29 +109,97 @@ def _bad_request(message: str) -> JSONResponse:
     return JSONResponse({"badRequest": {"code": 400, "message": message}}, status_code=400)
 
 
-def create_app(registry: ServerRegistry, prefix: str = "/v2.1") -> Starlette:
-    """Answers like Nova: per-event codes; 200 all accepted, 207 some, 404 none."""
+def _unauthorized() -> JSONResponse:
+    # keystonemiddleware's answer when a token is missing or invalid.
+    return JSONResponse({"error": {"code": 401, "title": "Unauthorized",
+                                   "message": "The request you have made requires "
+                                              "authentication."}},
+                        status_code=401, headers={"WWW-Authenticate": "Keystone uri=''"})
+
+
+def _too_large() -> JSONResponse:
+    return JSONResponse({"overLimit": {"code": 413, "message": "Request is too large."}},
+                        status_code=413, headers={"Connection": "close"})
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is known to exceed `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def _is_uuid(value: object) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return isinstance(value, str)
+
+
+def _invalid(event: object) -> str | None:
+    """Why `event` breaks Nova's schema for one external event, or None."""
+    if not isinstance(event, dict):
+        return "each event must be an object"
+    extra = set(event) - EVENT_KEYS
+    if extra:
+        return f"Additional properties are not allowed ({', '.join(sorted(extra))})"
+    if event.get("name") not in EVENT_NAMES:
+        return f"Invalid event name {event.get('name')!r}"
+    if event.get("status", "completed") not in EVENT_STATUSES:
+        return f"Invalid event status {event.get('status')!r}"
+    if not _is_uuid(event.get("server_uuid")):
+        return f"Invalid server_uuid {event.get('server_uuid')!r}: not a UUID"
+    tag = event.get("tag", "")
+    if not isinstance(tag, str) or len(tag) > MAX_TAG_LENGTH:
+        return f"Invalid tag: a string of at most {MAX_TAG_LENGTH} characters"
+    return None
+
+
+def create_app(registry: ServerRegistry, prefix: str = "/v2.1", token: str | None = None,
+               max_body: int = MAX_BODY_BYTES) -> Starlette:
+    """Answers like Nova: per-event codes; 200 all accepted, 207 some, 404 none.
+
+    With `token`, a request without that `X-Auth-Token` is refused (401) unread.
+    """
     prefix = prefix.rstrip("/")
+    expected = token.encode() if token else None
+
+    def authorized(request: Request) -> bool:
+        if expected is None:
+            return True
+        given = request.headers.get(HEADER, "").encode("latin-1", "replace")
+        return hmac.compare_digest(given, expected)
 
     async def external_events(request: Request) -> JSONResponse:
         t = time.time()
+        if not authorized(request):
+            return _unauthorized()
+        raw = await _read_limited(request, max_body)
+        if raw is None:
+            return _too_large()
         try:
-            body = await request.json()
-        except ValueError:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
             return _bad_request("Malformed request body")
         events = body.get("events") if isinstance(body, dict) else None
         if not isinstance(events, list) or not events:
             return _bad_request("'events' must be a non-empty list")
+        for event in events:  # all checked before any is accepted: a 400 changes nothing
+            problem = _invalid(event)
+            if problem:
+                return _bad_request(f"Invalid input for event: {problem}")
         answered: list[dict[str, Any]] = []
         for event in events:
-            if not isinstance(event, dict):
-                return _bad_request("each event must be an object")
-            name, server, status = event.get("name"), event.get("server_uuid"), \
+            name, server, status = event["name"], event["server_uuid"], \
                 event.get("status", "completed")
-            if name not in EVENT_NAMES or status not in EVENT_STATUSES or \
-                    not isinstance(server, str):
-                return _bad_request(f"Invalid input for event: {event!r}")
-            tag = str(event.get("tag", ""))
+            tag = event.get("tag", "")
             accepted = registry.accept(name, server, tag, status, t)
             answered.append({**event, "status": status, "code": 200 if accepted else 404})
         codes = {e["code"] for e in answered}
@@ -120,7 +207,7 @@ def create_app(registry: ServerRegistry, prefix: str = "/v2.1") -> Starlette:
             return _not_found("No instances found for any event")
         return JSONResponse({"events": answered}, status_code=200 if codes == {200} else 207)
 
-    async def versions(request: Request) -> JSONResponse:
+    async def versions(request: Request) -> JSONResponse:  # Nova's root needs no token
         return JSONResponse({"version": {"id": "v2.1", "status": "CURRENT",
                                          "min_version": "2.1", "version": "2.93"}})
 
@@ -158,7 +245,7 @@ def _send(control: socket.socket, message: dict[str, Any]) -> None:
     control.sendall(orjson.dumps(message) + b"\n")
 
 
-async def serve(control: socket.socket, url: str) -> int:
+async def serve(control: socket.socket, url: str, token: str | None = None) -> int:
     host, port, prefix = split_nova_url(url)
     try:
         listener = _listen(host, port)
@@ -168,7 +255,7 @@ async def serve(control: socket.socket, url: str) -> int:
         return 1
     registry = ServerRegistry(control)
     server = _QuietServer(uvicorn.Config(
-        create_app(registry, prefix), log_level="warning", lifespan="off", access_log=False,
+        create_app(registry, prefix, token), log_level="warning", lifespan="off", access_log=False,
         timeout_graceful_shutdown=1))
     loop = asyncio.get_running_loop()
     loop.add_reader(control.fileno(), registry.drain)
@@ -191,12 +278,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fd", type=int, required=True, help="the storm's control socket")
     parser.add_argument("--url", required=True, help="Nova API base, http://host:port/v2.1")
+    parser.add_argument("--token-file", type=Path,
+                        help="accept only requests whose X-Auth-Token is this file's content")
     args = parser.parse_args(argv)
+    token = args.token_file.read_text().strip() if args.token_file else None
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the storm decides when we stop
     control = socket.socket(fileno=args.fd)
     with control:
         try:
-            return asyncio.run(serve(control, args.url))
+            return asyncio.run(serve(control, args.url, token))
         except (BrokenPipeError, ConnectionResetError):
             return 0  # the storm went away first (e.g. it failed fast): nothing to report
 

@@ -94,6 +94,7 @@ class StormResult:
     teardown_errors: list[str] = field(default_factory=list)
     error: str | None = None  # one line, e.g. the ports that never got their event
     kept: bool = False
+    neutron_retries: int = 0  # Neutron calls sent again (Neutron unreachable or 503)
 
     @property
     def vms(self) -> list[VmRecord]:
@@ -130,5 +131,6 @@ class StormResult:
             "cleaned_leftovers": self.cleaned,
             "teardown_errors": self.teardown_errors,
             "kept": self.kept,
+            "neutron_retries": self.neutron_retries,
             "records": [r.to_dict() for r in self.records],
         }

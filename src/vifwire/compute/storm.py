@@ -34,12 +34,19 @@ from typing import Any
 
 from vifwire.compute.connectivity import check_connectivity
 from vifwire.compute.errors import ComputeError, NeutronClientError
-from vifwire.compute.neutron import NeutronClient, TargetNetwork, delete_quietly
+from vifwire.compute.neutron import (
+    DEFAULT_RETRY,
+    NeutronClient,
+    Retry,
+    TargetNetwork,
+    delete_quietly,
+)
 from vifwire.compute.nova_events import VIF_PLUGGED, EventBook, NovaEndpoint
 from vifwire.compute.plug import OvsPlugger
 from vifwire.compute.result import StormResult, VmRecord
 from vifwire.compute.state import DONE, KEPT, RunState, clean_leftovers
 from vifwire.compute.vm import NS_PREFIX, Vm, spec_from_port
+from vifwire.nova_token import ensure_token, token_path
 from vifwire.settings import OvsSettings
 from vifwire.trace import NullTracer, Stage, Tracer
 
@@ -58,6 +65,10 @@ class StormConfig:
     run_dir: Path
     nova_url: str = "http://127.0.0.1:8774/v2.1"
     token: str | None = None
+    # Demand the run dir's token (vifwire.nova_token) from whoever posts events.
+    # A foreign Neutron (--target) authenticates to Nova with its own Keystone,
+    # which this emulator cannot check yet, so it is not asked for one.
+    nova_auth: bool = True
     project_id: str | None = None
     timeout: float = 300.0  # Nova's vif_plugging_timeout
     keep: bool = False
@@ -72,6 +83,13 @@ class StormConfig:
     host_netns: str | None = None  # the namespace the private OVS runs in, if any
     netlink_workers: int = 4
     ping_concurrency: int = 16
+    # How long each Neutron call keeps retrying while Neutron is unreachable or 503.
+    neutron_retry: Retry = DEFAULT_RETRY
+    # Instances booted earlier (kept VMs) whose events this storm's Nova accepts too.
+    extra_servers: tuple[str, ...] = ()
+    # Runs after every VM booted (or failed), before the connectivity check: the
+    # chaos bench waits for recovery and inspects the storm here.
+    after_boot: Callable[[Storm], Awaitable[None]] | None = None
 
 
 class _Counter:
@@ -109,7 +127,7 @@ class Storm:
             self.book.expect_server(record.vm_uuid)
             record.stage = "port"
             port = await self.neutron.create_port(
-                network.id, project_id=cfg.project_id,
+                network.id, project_id=cfg.project_id, device_id=record.vm_uuid,
                 name=f"vifwire-{self.state.run_id}-{record.index}", **port_extra)
             record.port_id, record.t_port = port["id"], time.time()
             self.book.tracer.mark(Stage.CREATED, record.port_id, t=record.t_port)
@@ -229,10 +247,15 @@ async def run_storm(config: StormConfig) -> StormResult:
     phases: dict[str, float] = {}
     executor = ThreadPoolExecutor(config.netlink_workers, thread_name_prefix="vm-netlink")
     book = EventBook(tracer)
-    nova = NovaEndpoint(book, config.nova_url)
+    token_file = None
+    if config.nova_auth:
+        ensure_token(config.run_dir)  # the stack's notifier reads it too (vifwire.nova_token)
+        token_file = token_path(config.run_dir)
+    nova = NovaEndpoint(book, config.nova_url, token_file=token_file)
     try:
         await nova.spawn()  # it starts up while we clean and look around
-        async with NeutronClient(config.neutron_url, config.token) as neutron, \
+        async with NeutronClient(config.neutron_url, config.token,
+                                 retry=config.neutron_retry) as neutron, \
                 OvsPlugger(config.ovs, run_id, tracer) as plugger:
             t = time.monotonic()
             cleaned = await clean_leftovers(config.run_dir, plugger, neutron)
@@ -245,10 +268,14 @@ async def run_storm(config: StormConfig) -> StormResult:
             storm.result.phases_s = phases
             storm.result.cleaned = {k: v for k, v in asdict(cleaned).items() if v}
             await nova.started()
+            for server in config.extra_servers:
+                book.expect_server(server)
             try:
                 t = time.monotonic()
                 await storm.boot_all()
                 phases["boot"] = time.monotonic() - t
+                if config.after_boot is not None:
+                    await config.after_boot(storm)
                 if config.check_connectivity:
                     t = time.monotonic()
                     await check_connectivity(storm)
@@ -257,6 +284,7 @@ async def run_storm(config: StormConfig) -> StormResult:
                 t = time.monotonic()
                 await _finish(storm, config.keep)
                 phases["teardown"] = time.monotonic() - t
+                storm.result.neutron_retries = neutron.retries
             phases["total"] = time.monotonic() - started
             return storm.result
     finally:

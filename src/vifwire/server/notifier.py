@@ -48,6 +48,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine
 
+from vifwire.nova_token import ensure_token
 from vifwire.server import outbox
 from vifwire.server._db import read, transaction
 from vifwire.server._utils import utcnow
@@ -89,7 +90,8 @@ class NovaNotifier:
                  timeout_s: float = 10.0, orphan_check_s: float = ORPHAN_CHECK_S) -> None:
         self._engine = engine
         # Built here, not in the task, so a bad nova_url fails the app's start.
-        self._client = NovaClient(events_url(settings.nova_url), timeout=timeout_s)
+        self._client = NovaClient(events_url(settings.nova_url), timeout=timeout_s,
+                                  token=ensure_token(settings.run_dir))
         self._tracer = tracer
         self._min_backoff = min_backoff_s
         self._max_backoff = max_backoff_s

@@ -184,8 +184,9 @@ class _Connection(asyncio.Protocol):
 
 class NovaClient:
     def __init__(self, url: str, timeout: float = 10.0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
-        """`ssl_context` is for https URLs (e.g. a private CA); default: the system CAs."""
+                 ssl_context: ssl.SSLContext | None = None, token: str | None = None) -> None:
+        """`ssl_context` is for https URLs (e.g. a private CA); default: the system CAs.
+        `token` is sent as X-Auth-Token (the run dir's, see vifwire.nova_token)."""
         self._url = parse_url(url)
         self._ssl: ssl.SSLContext | None = None
         if self._url.tls:
@@ -193,7 +194,8 @@ class NovaClient:
         self._timeout = timeout
         self._head = (f"POST {self._url.target} HTTP/1.1\r\nHost: {self._url.host_header}\r\n"
                       "Content-Type: application/json\r\nAccept: application/json\r\n"
-                      "Content-Length: ").encode("ascii")
+                      + (f"X-Auth-Token: {token}\r\n" if token else "")
+                      + "Content-Length: ").encode("ascii")
         self._connection: _Connection | None = None
 
     @property
