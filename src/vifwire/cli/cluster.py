@@ -77,6 +77,8 @@ def up(
         state = rig_up(options)
     console.print(f"cluster {state.id} is up: API {state.api_url}, {len(state.hosts)} hosts, "
                   f"{state.workers} workers, state {state.path}", highlight=False)
+    for note in dict.fromkeys(state.notes):
+        console.print(f"note: {note}", highlight=False)
 
 
 def _state(settings: Settings, cluster: Path | None) -> Any:

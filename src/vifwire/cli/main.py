@@ -291,6 +291,11 @@ def boot(
              "profile.json).")] = None,
     cprofile: Annotated[bool, typer.Option(help="With --profile: also cProfile each "
                                                 "component (.pstats files).")] = False,
+    boot_host: Annotated[str | None, typer.Option(
+        "--host", help="Boot every VM on this host (default: spread over the cluster's "
+                       "hosts).")] = None,
+    cluster: Annotated[Path | None, typer.Option(
+        help="A `vifwire cluster` state file or dir (default: the run dir's cluster).")] = None,
 ) -> None:
     """Boot COUNT VMs at once: ports bound, VIFs plugged, vif-plugged awaited, traffic proven."""
     import orjson
@@ -302,7 +307,8 @@ def boot(
     options = BootOptions(count=count, network=network, target=target, token=token, keep=keep,
                           timeout=timeout, check_connectivity=connectivity,
                           show_progress=not json_output and sys.stderr.isatty(),
-                          profile_dir=profile, cprofile=cprofile)
+                          profile_dir=profile, cprofile=cprofile, host=boot_host,
+                          cluster=cluster)
     if cprofile and profile is None:
         fail("--cprofile needs --profile DIR")
     with _errors():

@@ -115,8 +115,10 @@ def _start(state: RigState, options: RigOptions) -> None:
     state.save()
 
     server_conf = base / "server.conf"
-    _write_config(server_conf, options, {
-        "run_dir": base / "server", "database_url": state.database_url,
+    state.notes += _write_config(server_conf, options, {
+        # The rig dir itself: the notifier's Nova token (vifwire.nova_token) is
+        # there, where `vifwire boot` against the rig finds it.
+        "run_dir": base, "database_url": state.database_url,
         "bus_url": state.bus_url, "bus_prefix": state.bus_prefix, "nova_url": state.nova_url,
         "api_port": options.api_port, "api_workers": options.workers,
         "agent_down_time_s": max(75.0, options.heartbeat_s * 10)})
@@ -129,7 +131,7 @@ def _start(state: RigState, options: RigOptions) -> None:
     rig_hosts.create_hosts(state)
     for host in state.hosts:
         host.config = str(Path(host.run_dir) / "vifwire.conf")
-        _write_config(Path(host.config), options, {
+        state.notes += _write_config(Path(host.config), options, {
             "host": host.name, "run_dir": host.run_dir, "ovs_netns": host.netns,
             "bus_url": state.bus_url, "bus_prefix": state.bus_prefix,
             "agent_heartbeat_s": options.heartbeat_s, "local_ip": host.local_ip})
@@ -139,10 +141,11 @@ def _start(state: RigState, options: RigOptions) -> None:
 
 
 def _write_config(path: Path, options: RigOptions, values: dict[str, Any]) -> list[str]:
+    """Write it; notes on what this vifwire's configuration file cannot say."""
     text, missing = options.render_config(values)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-    return missing
+    return [f"{path.name}: no configuration key for {field}" for field in missing]
 
 
 def _run_vifwire(args: list[str], what: str) -> None:

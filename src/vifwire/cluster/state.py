@@ -78,6 +78,7 @@ class RigState:
     links: list[str] = field(default_factory=list)  # root-namespace link names
     processes: list[Process] = field(default_factory=list)
     hosts: list[Host] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. a setting no config key carries
 
     @property
     def path(self) -> Path:
