@@ -100,7 +100,7 @@ def _create_host(state: RigState, host: Host, lock: threading.Lock) -> None:
         try:
             runtime.start()  # also br-int, which the agent would otherwise make
         finally:
-            _record_ovs(state, host, runtime, lock)  # whatever of it did start
+            record_ovs(state, host, runtime, lock)  # whatever of it did start
         runtime.vsctl("--may-exist", "add-br", PHYSICAL_BRIDGE, "--", "set", "Bridge",
                       PHYSICAL_BRIDGE, "datapath_type=netdev", "fail_mode=standalone",
                       "--", "--may-exist", "add-port", PHYSICAL_BRIDGE, host.host_link)
@@ -114,7 +114,7 @@ def _create_host(state: RigState, host: Host, lock: threading.Lock) -> None:
                            f"(logs in {host.ovs_dir})")
 
 
-def _record_ovs(state: RigState, host: Host, runtime: OvsRuntime, lock: threading.Lock) -> None:
+def record_ovs(state: RigState, host: Host, runtime: OvsRuntime, lock: threading.Lock) -> None:
     with lock:
         for daemon in DAEMONS:
             pid = runtime.pid(daemon)

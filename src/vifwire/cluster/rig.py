@@ -24,8 +24,10 @@ import contextlib
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,7 @@ def up(options: RigOptions) -> RigState:
                      api_url=f"http://127.0.0.1:{options.api_port}",
                      nova_url=f"http://127.0.0.1:{services.free_port()}/v2.1")
     # Outside resources first: an unreachable one costs no start of anything.
+    services.check_port_free(options.api_port)
     if options.bus_url:
         check_broker(options.bus_url)
     if options.database_url:
@@ -98,20 +101,31 @@ def up(options: RigOptions) -> RigState:
 
 def _start(state: RigState, options: RigOptions) -> None:
     base = Path(state.dir)
-    if options.database_url:
-        state.database, state.database_url = "external", options.database_url
-    else:
+    lock = threading.Lock()
+
+    def record(process: Process) -> None:
+        with lock:
+            state.add_process(process)
+
+    def database() -> None:
+        if options.database_url:
+            state.database, state.database_url = "external", options.database_url
+            return
         start = services.start_mariadb if options.database == "mariadb" \
             else services.start_postgresql
         state.database = options.database
-        process, state.database_url = start(base / options.database)
-        state.add_process(process)
-    if options.bus_url:
-        state.bus, state.bus_url = "external", options.bus_url
-    else:
-        processes, state.bus_url = services.start_rabbitmq(base / "rabbitmq", state.id)
-        for process in processes:
-            state.add_process(process)
+        state.database_url = start(base / options.database, record)
+
+    def broker() -> None:
+        if options.bus_url:
+            state.bus, state.bus_url = "external", options.bus_url
+            return
+        state.bus_url = services.start_rabbitmq(base / "rabbitmq", state.id, record)
+
+    # Both at once: RabbitMQ's start is the slowest step of `up`.
+    with ThreadPoolExecutor(2, thread_name_prefix="cluster-service") as pool:
+        for started in [pool.submit(database), pool.submit(broker)]:
+            started.result()
     state.save()
 
     server_conf = base / "server.conf"

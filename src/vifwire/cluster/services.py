@@ -16,7 +16,8 @@ fault tests) without disturbing anyone else, and `down` stops it by its pid.
   collide on) and HOME in the rig dir, so its Erlang cookie is its own. It
   registers its node name with the machine's epmd like any Erlang node.
 
-Each `start_*` returns the `Process` to record and the URL clients use.
+Each `start_*` hands each process to `record` the moment it exists (so a start
+that fails later leaves nothing unrecorded) and returns the URL clients use.
 """
 
 from __future__ import annotations
@@ -27,18 +28,30 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from vifwire.cluster.state import ClusterError, Process
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 START_TIMEOUT_S = 90.0
+Record = Callable[[Process], None]
 
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def check_port_free(port: int) -> None:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise ClusterError(f"the API port 127.0.0.1:{port} is in use ({exc.strerror}); "
+                               "pick another with --api-port") from exc
 
 
 def _run(argv: list[str], what: str, timeout: float = 120.0, **kwargs: object) -> str:
@@ -57,8 +70,15 @@ def _run(argv: list[str], what: str, timeout: float = 120.0, **kwargs: object) -
 
 
 def _give(path: Path, user: str) -> None:
+    """Make `path` the daemon user's; it must also be able to reach it."""
     path.mkdir(parents=True, exist_ok=True)
     shutil.chown(path, user)
+    reach = subprocess.run(["runuser", "-u", user, "--", "test", "-x", str(path)],
+                           capture_output=True, check=False)
+    if reach.returncode != 0:
+        raise ClusterError(f"the {user} user cannot reach {path} (a parent directory is "
+                           "not searchable by others); use a --run-dir it can reach, "
+                           "e.g. under /var/run or /tmp")
 
 
 def _wait_port(port: int, process: Process, log: Path, what: str) -> None:
@@ -84,7 +104,7 @@ def tail(path: Path, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text[-lines:]) or f"(empty log {path})"
 
 
-def start_postgresql(base: Path) -> tuple[Process, str]:
+def start_postgresql(base: Path, record: Record) -> str:
     data, log, port = base / "data", base / "postgresql.log", free_port()
     _give(base, "postgres")
     as_pg = ["runuser", "-u", "postgres", "--"]
@@ -97,13 +117,13 @@ def start_postgresql(base: Path) -> tuple[Process, str]:
           "start"], "PostgreSQL", cwd=str(base))
     pid = int((data / "postmaster.pid").read_text().split()[0])
     # SIGINT is its "fast" shutdown: SIGTERM would wait for every client to leave.
-    process = Process("postgresql", pid, "postgres", str(log), stop_signal=signal.SIGINT)
+    record(Process("postgresql", pid, "postgres", str(log), stop_signal=signal.SIGINT))
     _run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "root", "-d", "postgres", "-q",
           "-c", "CREATE DATABASE vifwire"], "PostgreSQL")
-    return process, f"postgresql+psycopg://root@127.0.0.1:{port}/vifwire"
+    return f"postgresql+psycopg://root@127.0.0.1:{port}/vifwire"
 
 
-def start_mariadb(base: Path) -> tuple[Process, str]:
+def start_mariadb(base: Path, record: Record) -> str:
     data, log, port = base / "data", base / "error.log", free_port()
     _give(base, "mysql")
     if not (data / "mysql").exists():
@@ -118,10 +138,11 @@ def start_mariadb(base: Path) -> tuple[Process, str]:
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     process = Process("mariadb", daemon.pid, "mariadbd", str(log))
+    record(process)
     _wait_port(port, process, log, "MariaDB")
     _run(["mariadb", "-h", "127.0.0.1", "-P", str(port), "-u", "root", "-e",
           "CREATE DATABASE vifwire"], "MariaDB")
-    return process, f"mysql+pymysql://root@127.0.0.1:{port}/vifwire"
+    return f"mysql+pymysql://root@127.0.0.1:{port}/vifwire"
 
 
 def rabbitmq_env(base: Path, node: str, port: int, dist_port: int) -> dict[str, str]:
@@ -135,8 +156,8 @@ def rabbitmq_env(base: Path, node: str, port: int, dist_port: int) -> dict[str, 
             "RABBITMQ_CONF_ENV_FILE": str(base / "rabbitmq-env.conf")}
 
 
-def start_rabbitmq(base: Path, rig_id: str) -> tuple[list[Process], str]:
-    """The node and its launcher script (both recorded: the script outlives nothing)."""
+def start_rabbitmq(base: Path, rig_id: str, record: Record) -> str:
+    """The node and its launcher script, both recorded (the script ends with the node)."""
     server = RABBITMQ_BIN / "rabbitmq-server"
     if not server.exists():
         raise ClusterError("RabbitMQ is not installed (apt-get install rabbitmq-server)")
@@ -149,15 +170,14 @@ def start_rabbitmq(base: Path, rig_id: str) -> tuple[list[Process], str]:
         launcher = subprocess.Popen([str(server)], env=env, cwd=str(base), stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
-    processes = [Process("rabbitmq-launcher", launcher.pid, "rabbitmq-server", str(log))]
+    record(Process("rabbitmq-launcher", launcher.pid, "rabbitmq-server", str(log)))
     pid_file = base / "rabbit.pid"
     deadline = time.monotonic() + START_TIMEOUT_S
     while not pid_file.exists() or not pid_file.read_text().strip():
         if launcher.poll() is not None or time.monotonic() > deadline:
             raise ClusterError(f"RabbitMQ did not start: {tail(log)}")
         time.sleep(0.1)
-    processes.append(Process("rabbitmq", int(pid_file.read_text().strip()), "beam",
-                             str(log)))
+    record(Process("rabbitmq", int(pid_file.read_text().strip()), "beam", str(log)))
     _run([str(RABBITMQ_BIN / "rabbitmqctl"), "wait", "--timeout", str(int(START_TIMEOUT_S)),
           str(pid_file)], "RabbitMQ", timeout=START_TIMEOUT_S + 10, env=env, cwd=str(base))
-    return processes, f"amqp://guest:guest@127.0.0.1:{port}/"
+    return f"amqp://guest:guest@127.0.0.1:{port}/"
