@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,20 @@ def test_boot_on_one_host(rig: tuple[Path, RigState]) -> None:
     done = vifwire(run_dir, "boot", "--count", "1", "--host", "no-such-host")
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("error: host 'no-such-host'")
+
+
+def test_status_names_a_dead_agent(rig: tuple[Path, RigState]) -> None:
+    run_dir, state = rig
+    host = state.hosts[0]
+    agent = state.process(f"agent:{host.name}")
+    assert agent is not None
+    os.kill(agent.pid, signal.SIGKILL)
+    while process_alive(agent.pid):
+        time.sleep(0.05)
+    done = vifwire(run_dir, "cluster", "status")
+    assert done.returncode == 3
+    line = next(line for line in done.stdout.splitlines() if line.startswith(host.name))
+    assert line.startswith(f"{host.name}  agent DEAD pid {agent.pid}")
 
 
 def test_down_leaves_nothing(rig: tuple[Path, RigState]) -> None:

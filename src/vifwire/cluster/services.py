@@ -81,7 +81,8 @@ def _give(path: Path, user: str) -> None:
                            "e.g. under /var/run or /tmp")
 
 
-def _wait_port(port: int, process: Process, log: Path, what: str) -> None:
+def _wait_port(port: int, process: Process, log: Path, what: str,
+               also: Path | None = None) -> None:
     from vifwire.cluster.state import running
 
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -91,7 +92,8 @@ def _wait_port(port: int, process: Process, log: Path, what: str) -> None:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 return
         if not running(process):
-            raise ClusterError(f"{what} exited while starting: {tail(log)}")
+            said = tail(also) if also is not None and also.exists() else tail(log)
+            raise ClusterError(f"{what} exited while starting: {said}")
         time.sleep(0.1)
     raise ClusterError(f"{what} did not listen on 127.0.0.1:{port} in {START_TIMEOUT_S:.0f}s")
 
@@ -129,17 +131,19 @@ def start_mariadb(base: Path, record: Record) -> str:
     if not (data / "mysql").exists():
         _run(["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=mysql",
               "--auth-root-authentication-method=normal", "--skip-test-db"], "MariaDB")
-    daemon = subprocess.Popen(
-        ["mariadbd", "--no-defaults", f"--datadir={data}", "--user=mysql", f"--port={port}",
-         "--bind-address=127.0.0.1", f"--socket={base / 'mysqld.sock'}",
-         f"--pid-file={base / 'mariadbd.pid'}", f"--log-error={log}", "--skip-log-bin",
-         "--innodb-buffer-pool-size=128M", "--innodb-flush-log-at-trx-commit=2",
-         "--max-connections=300"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
+    out = base / "mariadbd.out"  # what it says before its error log is open
+    with out.open("ab") as early:
+        daemon = subprocess.Popen([
+            "mariadbd", "--no-defaults", f"--datadir={data}", "--user=mysql",
+             f"--port={port}", "--bind-address=127.0.0.1", f"--socket={base / 'mysqld.sock'}",
+             f"--pid-file={base / 'mariadbd.pid'}", f"--log-error={log}", "--skip-log-bin",
+             "--innodb-buffer-pool-size=128M", "--innodb-flush-log-at-trx-commit=2",
+             "--max-connections=300"],
+            stdin=subprocess.DEVNULL, stdout=early, stderr=subprocess.STDOUT,
+            start_new_session=True)
     process = Process("mariadb", daemon.pid, "mariadbd", str(log))
     record(process)
-    _wait_port(port, process, log, "MariaDB")
+    _wait_port(port, process, out, "MariaDB", also=log)
     _run(["mariadb", "-h", "127.0.0.1", "-P", str(port), "-u", "root", "-e",
           "CREATE DATABASE vifwire"], "MariaDB")
     return f"mysql+pymysql://root@127.0.0.1:{port}/vifwire"
