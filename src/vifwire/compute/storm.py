@@ -51,7 +51,8 @@ from vifwire.settings import OvsSettings
 from vifwire.trace import NullTracer, Stage, Tracer
 
 Progress = Callable[[str, int, int], None]
-DEMO_CIDR = "10.0.0.0/24"
+# Room for `boot --count 1000` (the CLI maximum) plus the gateway and the probe.
+DEMO_CIDR = "10.0.0.0/22"
 ACTIVE_POLL_S = 0.05
 
 
