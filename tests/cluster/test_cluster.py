@@ -17,10 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
-from vifwire.cluster.state import STATE_FILE, RigState, current_link
+from vifwire.cluster.state import STATE_FILE, RigState, current_link, stop
 from vifwire.procs import process_alive
 
 from .helpers import free_port, netns_exists, root_link_exists, traversable_dir, vifwire
@@ -108,6 +109,28 @@ def test_boot_on_one_host(rig: tuple[Path, RigState]) -> None:
     assert done.stderr.strip().splitlines()[-1].startswith("error: host 'no-such-host'")
 
 
+def test_database_restart_503_then_resumes(rig: tuple[Path, RigState]) -> None:
+    """PostgreSQL down: the API answers 503 NeutronError; back: it serves again by itself."""
+    run_dir, state = rig
+    postgresql = state.process("postgresql")
+    assert postgresql is not None
+    stop(postgresql)
+    with httpx.Client(base_url=state.api_url, timeout=10) as api:
+        down = api.get("/v2.0/networks")
+        assert down.status_code == 503
+        assert down.json()["NeutronError"]["type"] == "ServiceUnavailable"
+        assert api.post("/v2.0/networks", json={"network": {"name": "x"}}).status_code == 503
+
+        done = vifwire(run_dir, "cluster", "restart", "postgresql")
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 60
+        while api.get("/v2.0/networks").status_code != 200:
+            assert time.monotonic() < deadline, "the API did not come back after the restart"
+            time.sleep(0.2)
+    summary = boot(run_dir, "--count", "2", "--host", state.hosts[0].name)
+    assert summary["ok"], summary
+
+
 def test_status_names_a_dead_agent(rig: tuple[Path, RigState]) -> None:
     run_dir, state = rig
     host = state.hosts[0]
@@ -123,7 +146,8 @@ def test_status_names_a_dead_agent(rig: tuple[Path, RigState]) -> None:
 
 
 def test_down_leaves_nothing(rig: tuple[Path, RigState]) -> None:
-    run_dir, state = rig
+    run_dir, _ = rig
+    state = RigState.load(current_link(run_dir) / STATE_FILE)  # restarts changed pids
     done = vifwire(run_dir, "cluster", "down")
     assert done.returncode == 0, done.stderr
     assert [p.name for p in state.processes if process_alive(p.pid)] == []

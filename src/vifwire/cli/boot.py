@@ -98,7 +98,8 @@ def run_boot(settings: Settings, options: BootOptions, console: Console) -> dict
         profile_dir.mkdir(parents=True, exist_ok=True)
     rig = None if options.target else find_rig(settings.run_dir, options.cluster)
     if rig is not None:
-        summary = _storm(settings.with_(run_dir=Path(rig.dir), nova_url=rig.nova_url), options,
+        summary = _storm(settings.with_(run_dir=Path(rig.server_run_dir), nova_url=rig.nova_url),
+                         options,
                          rig.api_url, console, ensure_network=True, hosts=rig_hosts(rig, options))
     elif options.target:
         summary = _storm(_on_host(settings, options), options, options.target, console,

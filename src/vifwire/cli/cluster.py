@@ -123,3 +123,19 @@ def status(ctx: typer.Context, cluster: ClusterOption = None) -> None:
     for name, text in rows:
         print(f"{name:<{width}}  {text}")
     raise typer.Exit(0 if ok else 3)
+
+
+@app.command()
+def restart(
+    ctx: typer.Context,
+    service: Annotated[str, typer.Argument(help="postgresql, mariadb or rabbitmq")],
+    cluster: ClusterOption = None,
+) -> None:
+    """Stop a private service of the cluster and start it again on the same port and data."""
+    from vifwire.cli.main import _errors, console
+    from vifwire.cluster.rig import restart as rig_restart
+
+    with _errors():
+        state = _state(ctx.obj, cluster)
+        rig_restart(state, service)
+    console.print(f"{service} of cluster {state.id} restarted", highlight=False)

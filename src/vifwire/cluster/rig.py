@@ -114,13 +114,14 @@ def _start(state: RigState, options: RigOptions) -> None:
         start = services.start_mariadb if options.database == "mariadb" \
             else services.start_postgresql
         state.database = options.database
-        state.database_url = start(base / options.database, record)
+        state.database_url = start(base / options.database, record, state.service_ports)
 
     def broker() -> None:
         if options.bus_url:
             state.bus, state.bus_url = "external", options.bus_url
             return
-        state.bus_url = services.start_rabbitmq(base / "rabbitmq", state.id, record)
+        state.bus_url = services.start_rabbitmq(base / "rabbitmq", state.id, record,
+                                                state.service_ports)
 
     # Both at once: RabbitMQ's start is the slowest step of `up`.
     with ThreadPoolExecutor(2, thread_name_prefix="cluster-service") as pool:
@@ -129,10 +130,11 @@ def _start(state: RigState, options: RigOptions) -> None:
     state.save()
 
     server_conf = base / "server.conf"
+    # Its own: the server makes its run dir private (0700), and the database's
+    # user must still reach its files in the rig dir for a restart.
+    state.server_run_dir = str(base / "server")
     state.notes += _write_config(server_conf, options, {
-        # The rig dir itself: the notifier's Nova token (vifwire.nova_token) is
-        # there, where `vifwire boot` against the rig finds it.
-        "run_dir": base, "database_url": state.database_url,
+        "run_dir": state.server_run_dir, "database_url": state.database_url,
         "bus_url": state.bus_url, "bus_prefix": state.bus_prefix, "nova_url": state.nova_url,
         "api_port": options.api_port, "api_workers": options.workers,
         "agent_down_time_s": max(75.0, options.heartbeat_s * 10)})
@@ -154,10 +156,33 @@ def _start(state: RigState, options: RigOptions) -> None:
     _wait_agents(state, options.ready_timeout_s)
 
 
+def restart(state: RigState, service: str) -> None:
+    """Stop the rig's private `service` (postgresql, mariadb or rabbitmq) and start it
+    again on the same ports and data: what a fault drill or an upgrade does."""
+    names = {"postgresql": ["postgresql"], "mariadb": ["mariadb"],
+             "rabbitmq": ["rabbitmq", "rabbitmq-launcher"]}.get(service)
+    if names is None or state.process(names[0]) is None:
+        private = [n for n in ("postgresql", "mariadb", "rabbitmq") if state.process(n)]
+        raise ClusterError(f"{service!r} is not a private service of cluster {state.id} "
+                           f"(it has: {', '.join(private)})")
+    for process in [p for p in state.processes if p.name in names]:
+        stop(process, timeout=30)
+        state.processes.remove(process)
+    state.save()
+    base = Path(state.dir) / service
+    if service == "rabbitmq":
+        services.start_rabbitmq(base, state.id, state.add_process, state.service_ports)
+    else:
+        start = services.start_mariadb if service == "mariadb" else services.start_postgresql
+        start(base, state.add_process, state.service_ports)
+
+
 def _write_config(path: Path, options: RigOptions, values: dict[str, Any]) -> list[str]:
     """Write it; notes on what this vifwire's configuration file cannot say."""
     text, missing = options.render_config(values)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # 0600: it may hold the database's and the broker's passwords.
+    path.touch(mode=0o600)
     path.write_text(text)
     return [f"{path.name}: no configuration key for {field}" for field in missing]
 

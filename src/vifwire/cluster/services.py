@@ -16,8 +16,10 @@ fault tests) without disturbing anyone else, and `down` stops it by its pid.
   collide on) and HOME in the rig dir, so its Erlang cookie is its own. It
   registers its node name with the machine's epmd like any Erlang node.
 
-Each `start_*` hands each process to `record` the moment it exists (so a start
-that fails later leaves nothing unrecorded) and returns the URL clients use.
+Each `start_*` takes its ports from `ports` (the state's), picking free ones
+the first time, so a restart comes back where its clients look; it hands each
+process to `record` the moment it exists (so a start that fails later leaves
+nothing unrecorded) and returns the URL clients use.
 """
 
 from __future__ import annotations
@@ -106,11 +108,13 @@ def tail(path: Path, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text[-lines:]) or f"(empty log {path})"
 
 
-def start_postgresql(base: Path, record: Record) -> str:
-    data, log, port = base / "data", base / "postgresql.log", free_port()
+def start_postgresql(base: Path, record: Record, ports: dict[str, int]) -> str:
+    data, log = base / "data", base / "postgresql.log"
+    port = ports.setdefault("postgresql", free_port())
     _give(base, "postgres")
     as_pg = ["runuser", "-u", "postgres", "--"]
-    if not (data / "PG_VERSION").exists():
+    fresh = not (data / "PG_VERSION").exists()
+    if fresh:
         _run([*as_pg, "initdb", "-D", str(data), "-U", "root", "--auth=trust", "-E", "UTF8",
               "--no-sync"], "PostgreSQL", cwd=str(base))
     options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off " \
@@ -120,15 +124,18 @@ def start_postgresql(base: Path, record: Record) -> str:
     pid = int((data / "postmaster.pid").read_text().split()[0])
     # SIGINT is its "fast" shutdown: SIGTERM would wait for every client to leave.
     record(Process("postgresql", pid, "postgres", str(log), stop_signal=signal.SIGINT))
-    _run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "root", "-d", "postgres", "-q",
-          "-c", "CREATE DATABASE vifwire"], "PostgreSQL")
+    if fresh:
+        _run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "root", "-d", "postgres",
+              "-q", "-c", "CREATE DATABASE vifwire"], "PostgreSQL")
     return f"postgresql+psycopg://root@127.0.0.1:{port}/vifwire"
 
 
-def start_mariadb(base: Path, record: Record) -> str:
-    data, log, port = base / "data", base / "error.log", free_port()
+def start_mariadb(base: Path, record: Record, ports: dict[str, int]) -> str:
+    data, log = base / "data", base / "error.log"
+    port = ports.setdefault("mariadb", free_port())
     _give(base, "mysql")
-    if not (data / "mysql").exists():
+    fresh = not (data / "mysql").exists()
+    if fresh:
         _run(["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=mysql",
               "--auth-root-authentication-method=normal", "--skip-test-db"], "MariaDB")
     out = base / "mariadbd.out"  # what it says before its error log is open
@@ -144,8 +151,9 @@ def start_mariadb(base: Path, record: Record) -> str:
     process = Process("mariadb", daemon.pid, "mariadbd", str(log))
     record(process)
     _wait_port(port, process, out, "MariaDB", also=log)
-    _run(["mariadb", "-h", "127.0.0.1", "-P", str(port), "-u", "root", "-e",
-          "CREATE DATABASE vifwire"], "MariaDB")
+    if fresh:
+        _run(["mariadb", "-h", "127.0.0.1", "-P", str(port), "-u", "root", "-e",
+              "CREATE DATABASE vifwire"], "MariaDB")
     return f"mysql+pymysql://root@127.0.0.1:{port}/vifwire"
 
 
@@ -160,14 +168,16 @@ def rabbitmq_env(base: Path, node: str, port: int, dist_port: int) -> dict[str, 
             "RABBITMQ_CONF_ENV_FILE": str(base / "rabbitmq-env.conf")}
 
 
-def start_rabbitmq(base: Path, rig_id: str, record: Record) -> str:
+def start_rabbitmq(base: Path, rig_id: str, record: Record, ports: dict[str, int]) -> str:
     """The node and its launcher script, both recorded (the script ends with the node)."""
     server = RABBITMQ_BIN / "rabbitmq-server"
     if not server.exists():
         raise ClusterError("RabbitMQ is not installed (apt-get install rabbitmq-server)")
     base.mkdir(parents=True, exist_ok=True)
     (base / "enabled_plugins").write_text("[].\n")
-    port, dist_port = free_port(), free_port()
+    port = ports.setdefault("rabbitmq", free_port())
+    dist_port = ports.setdefault("rabbitmq-dist", free_port())
+    (base / "rabbit.pid").unlink(missing_ok=True)  # a restart waits for the new one
     env = rabbitmq_env(base, f"vifwire-{rig_id}@localhost", port, dist_port)
     log = base / "rabbitmq-server.log"
     with log.open("ab") as out:

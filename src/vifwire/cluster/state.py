@@ -70,6 +70,8 @@ class RigState:
     bus_url: str = ""
     bus_prefix: str = ""
     api_url: str = ""
+    server_run_dir: str = ""  # the server's run dir: its Nova token, `boot`'s run state
+    service_ports: dict[str, int] = field(default_factory=dict)  # kept across restarts
     nova_url: str = ""  # where the server posts events: `vifwire boot` listens there
     workers: int = 0
     underlay_netns: str = ""
@@ -88,6 +90,7 @@ class RigState:
         """Written whole to a temporary name and renamed: never half a file."""
         Path(self.dir).mkdir(parents=True, exist_ok=True)
         partial = self.path.with_suffix(".partial")
+        partial.touch(mode=0o600)  # it holds the database's and the broker's URLs
         partial.write_bytes(orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2))
         partial.replace(self.path)
 
