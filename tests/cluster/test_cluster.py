@@ -148,10 +148,13 @@ def test_status_names_a_dead_agent(rig: tuple[Path, RigState]) -> None:
 def test_down_leaves_nothing(rig: tuple[Path, RigState]) -> None:
     run_dir, _ = rig
     state = RigState.load(current_link(run_dir) / STATE_FILE)  # restarts changed pids
+    kept = boot(run_dir, "--count", "2", "--keep", "--host", state.hosts[1].name)
+    vm_namespaces = [r["namespace"] for r in kept["records"]]
+    assert kept["plugged"] == 2 and all(netns_exists(n) for n in vm_namespaces)
     done = vifwire(run_dir, "cluster", "down")
     assert done.returncode == 0, done.stderr
     assert [p.name for p in state.processes if process_alive(p.pid)] == []
-    assert [n for n in state.netns if netns_exists(n)] == []
+    assert [n for n in [*state.netns, *vm_namespaces] if netns_exists(n)] == []
     assert [link for link in state.links if root_link_exists(link)] == []
     assert not Path(state.dir).exists() and not current_link(run_dir).exists()
     again = vifwire(run_dir, "cluster", "status")

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from vifwire.settings import Settings
+
+if TYPE_CHECKING:
+    from vifwire.cluster import RigState
 
 app = typer.Typer(no_args_is_help=True, help="A distributed vifwire on this machine: "
                   "database, RabbitMQ, server workers and N simulated hosts.")
@@ -81,13 +84,13 @@ def up(
         console.print(f"note: {note}", highlight=False)
 
 
-def _state(settings: Settings, cluster: Path | None) -> Any:
-    from vifwire.cli.main import fail
-    from vifwire.cluster.state import find
+def _state(settings: Settings, cluster: Path | None) -> RigState:
+    from vifwire.cluster.state import ClusterError, find
 
     state = find(settings.run_dir, cluster)
-    if state is None:
-        fail(f"no cluster in {settings.run_dir} (start one with `vifwire cluster up`)")
+    if state is None:  # (called inside _errors: one line, exit 1)
+        raise ClusterError(f"no cluster in {settings.run_dir} (start one with "
+                           "`vifwire cluster up`)")
     return state
 
 
@@ -103,10 +106,30 @@ def down(ctx: typer.Context, cluster: ClusterOption = None) -> None:
 
     with _errors():
         state = _state(ctx.obj, cluster)
-        left = rig_down(state)
+        left = remove_kept_vms(state)
+        left += rig_down(state)
     if left:
         fail(f"cluster {state.id} is partly down; left: {', '.join(left)}")
     console.print(f"cluster {state.id} is down", highlight=False)
+
+
+def remove_kept_vms(state: RigState) -> list[str]:
+    """The namespaces of VMs `vifwire boot --keep` left on the rig, by the names its
+    run state files recorded (their host ends go with the hosts' namespaces)."""
+    from vifwire.compute.errors import ComputeError
+    from vifwire.compute.state import load_states
+    from vifwire.compute.vm import delete_sync
+
+    left: list[str] = []
+    if not state.server_run_dir:
+        return left
+    for run in load_states(Path(state.server_run_dir)):
+        for namespace in run.namespaces:
+            try:
+                delete_sync(namespace, None)
+            except ComputeError as exc:
+                left.append(f"VM namespace {namespace} ({exc})")
+    return left
 
 
 @app.command()

@@ -300,9 +300,11 @@ def status(state: RigState) -> tuple[list[tuple[str, str]], bool]:
         rows.append((process.name, f"{'running' if alive else 'DEAD'} pid {process.pid} "
                                    f"{_redact(detail)}".rstrip()))
     if state.database == "external":
-        rows.insert(0, ("database", f"external {_redact(state.database_url)}"))
+        rows.append(("database", f"external {_redact(state.database_url)}"))
     if state.bus == "external":
-        rows.insert(1, ("rabbitmq", f"external {_redact(state.bus_url)}"))
+        rows.append(("rabbitmq", f"external {_redact(state.bus_url)}"))
+    order = ["database", "postgresql", "mariadb", "rabbitmq", "server"]
+    rows.sort(key=lambda row: order.index(row[0]) if row[0] in order else len(order))
     listed = {a["host"]: a for a in agents(state) or []}
     for host in state.hosts:
         rows_ok, text = _host_row(state, host, listed.get(host.name))
