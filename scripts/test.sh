@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The test suite: real Open vSwitch, real namespaces, real SQLite/PostgreSQL.
+# The test suite: real Open vSwitch, namespaces, SQLite, PostgreSQL, MariaDB and RabbitMQ.
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "error: run as root (Open vSwitch daemons, network namespaces)" >&2; exit 1; fi
 scripts/install.sh test
+scripts/services.sh
 .venv/bin/ruff check src tests bench
 .venv/bin/lint-imports  # the import directions of ARCHITECTURE.md ([tool.importlinter])
 exec .venv/bin/pytest -q -p no:cacheprovider "$@"

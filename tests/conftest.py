@@ -12,12 +12,14 @@ the `unavailable` fixture's function instead of `pytest.skip`.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 import pytest
+from sqlalchemy import create_engine, text
 
 ServiceUnavailable = Callable[[str, object], NoReturn]
+PG_ADMIN_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
 
 
 def in_ci() -> bool:
@@ -35,3 +37,20 @@ def service_unavailable(service: str, why: object) -> NoReturn:
 @pytest.fixture(scope="session")
 def unavailable() -> ServiceUnavailable:
     return service_unavailable
+
+
+@pytest.fixture(scope="session")
+def pg_url(unavailable: ServiceUnavailable) -> Iterator[str]:
+    """One throwaway PostgreSQL database for the whole session (vifwire_t_<pid>)."""
+    name = f"vifwire_t_{os.getpid()}"
+    try:
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        unavailable("PostgreSQL", exc)
+    yield f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

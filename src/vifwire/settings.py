@@ -25,6 +25,8 @@ class OvsSettings:
 
     run_dir: Path
     integration_bridge: str = "br-int"
+    # Neutron's [ovs] tunnel_bridge: VXLAN tunnels and their flows (used with local_ip).
+    tunnel_bridge: str = "br-tun"
     datapath_type: str = "netdev"
     # Read Bridge.ports as raw UUIDs from python-ovs's private Row._data (off: the
     # public, row-building path). bench/agent_ab.py: 0.25 vs 11 ms per add-port
@@ -66,6 +68,13 @@ class Settings:
     vlan_range: tuple[int, int] = (1, 4094)
     physical_network: str = "physnet1"
     global_physnet_mtu: int = 1500
+    # Neutron's [ml2] path_mtu (0: unset) and overlay_ip_version: a tunnel network's
+    # MTU is min(global_physnet_mtu, path_mtu) less its headers (vifwire.server.mtu).
+    path_mtu: int = 0
+    overlay_ip_version: int = 4
+    # Neutron's [ovs] local_ip: this host's tunnel (VXLAN) address. Unset: one host,
+    # no tunnel bridge; set: br-tun with l2population (vifwire.agent.overlay).
+    local_ip: str | None = None
     # When set, components append structured timing events to this directory.
     trace_dir: Path | None = None
     # Run this host's Open vSwitch (and its VMs' host-side veths) inside a network

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import free_port
+
 VIFWIRE = [sys.executable, "-m", "vifwire.cli.main"]
 
 
@@ -17,7 +19,8 @@ def run(*args: str, run_dir: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_status_of_a_stopped_stack_says_so(tmp_path: Path) -> None:
-    done = run("status", run_dir=tmp_path)
+    # A port nobody listens on: `status` also asks the API, and 9696 may be another's.
+    done = run("--api-port", str(free_port()), "status", run_dir=tmp_path)
     assert done.returncode == 3
     assert "stack: stopped" in done.stdout
     assert "Traceback" not in done.stderr

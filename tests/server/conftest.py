@@ -1,19 +1,17 @@
 """Fixtures for the server tests: real SQLite and PostgreSQL, the real app, a fake Nova.
 
-PostgreSQL tests use one throwaway database per session (vifwire_t_<pid>), wiped
-before each test; when 127.0.0.1:5432 is not reachable they are skipped, or fail
-in CI (`unavailable`, tests/conftest.py).
+PostgreSQL tests use the session's throwaway database (`pg_url`, tests/conftest.py),
+wiped before each test. The api tests (tests/api) run on these same fixtures.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -23,24 +21,6 @@ from vifwire.db.schema import metadata
 from vifwire.settings import Settings
 
 from .helpers import HOST, FakeAgent, FakeNova, Stack, running
-
-PG_ADMIN_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
-
-
-@pytest.fixture(scope="session")
-def pg_url(unavailable: Callable[[str, object], NoReturn]) -> Iterator[str]:
-    name = f"vifwire_t_{os.getpid()}"
-    try:
-        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        unavailable("PostgreSQL", exc)
-    yield f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

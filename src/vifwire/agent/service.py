@@ -35,12 +35,13 @@ from dataclasses import dataclass, replace
 
 from vifwire.agent.errors import AgentError, OvsUnavailable
 from vifwire.agent.model import AGENT_BINARY, AGENT_TYPE, DEAD_VLAN, Vif, VifChanges
+from vifwire.agent.overlay import Overlay
 from vifwire.agent.plan import Lookup, PortView, network_to_hold, plan
 from vifwire.agent.reporter import StatusReporter
 from vifwire.agent.tasks import KeyedWorkers, cancel_and_wait, spawn
 from vifwire.agent.vlans import LocalVlans
 from vifwire.bus.base import SERVER_TOPIC, Bus, BusError, agent_topic
-from vifwire.messages import AgentState, PortDetails
+from vifwire.messages import AgentState, FdbEntry, FdbGone, PortDetails
 from vifwire.ovs.bridge import OvsBridge
 from vifwire.ovs.flows import FlowTable
 from vifwire.ovs.runtime import OvsError, OvsRuntime
@@ -85,6 +86,14 @@ class _Endpoint:
     async def resync(self) -> None:
         await self._agent.resync()
 
+    async def fdb_add(self, entries: list[FdbEntry]) -> None:
+        if self._agent.overlay is not None:
+            self._agent.overlay.fdb_add(entries)
+
+    async def fdb_remove(self, entries: list[FdbGone]) -> None:
+        if self._agent.overlay is not None:
+            self._agent.overlay.fdb_remove(entries)
+
 
 class OvsAgent:
     def __init__(self, settings: Settings, bus: Bus, tracer: Tracer, *,
@@ -109,6 +118,10 @@ class OvsAgent:
         self._synced = False
         self._running = False
         self._tasks: list[asyncio.Task[None]] = []
+        # With a tunnel address: br-tun and l2population (vifwire.agent.overlay).
+        self.overlay = None if not settings.local_ip else Overlay(
+            self.host, settings.local_ip, bus, self.ovs_settings, rpc_timeout=rpc_timeout,
+            ovs_timeout=ovs_timeout)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -121,11 +134,15 @@ class OvsAgent:
             except TimeoutError as exc:
                 raise AgentError("no initial snapshot from OVSDB") from exc
             await self._install_flows()
+            if self.overlay is not None:
+                await self.overlay.start()
             self._vlans.hint(_recovered_vlans(p.vif for p in self._ports.values()))
             await self._bus.serve(agent_topic(self.host), _Endpoint(self))
             self._bus.on_reconnect(self.resync)
         except BaseException as exc:  # e.g. the bus is unreachable: let go of OVS too
             self._running = False
+            if self.overlay is not None:
+                await self.overlay.stop()
             await self._flows.stop()
             await self._bridge.close()
             if isinstance(exc, OvsError):
@@ -147,6 +164,8 @@ class OvsAgent:
         log.debug("stopping: reporter")
         await self._reporter.stop()
         log.debug("stopping: OVS")
+        if self.overlay is not None:
+            await self.overlay.stop()
         await self._flows.stop()
         await self._bridge.close()
         log.debug("stopped")
@@ -259,7 +278,7 @@ class OvsAgent:
         self._synced = True
         for port_id in list(self._ports):
             self._workers.kick(port_id)
-        return True
+        return self.overlay is None or await self.overlay.sync()
 
     async def resync(self) -> None:
         """Full sync again: the bus got its broker back (casts may have died with our
@@ -378,11 +397,15 @@ class OvsAgent:
         network = network_to_hold(base)
         if network != state.network:
             if state.network is not None:
-                self._vlans.release(state.network, port_id)
+                freed = self._vlans.release(state.network, port_id)
+                if freed is not None and self.overlay is not None:
+                    self.overlay.release(state.network)
             state.network = None
             if network is not None:
-                self._vlans.acquire(network, port_id)
+                held = self._vlans.acquire(network, port_id)
                 state.network = network
+                if self.overlay is not None and state.details is not None:
+                    self.overlay.hold(network, held, state.details)
         vlan = self._vlans.vlan_of(network) if network is not None else None
         return replace(base, local_vlan=vlan)
 
@@ -417,6 +440,7 @@ class OvsAgent:
                 "integration_bridge": self.ovs_settings.integration_bridge,
                 "datapath_type": self.ovs_settings.datapath_type,
                 "devices": self.device_count,
+                **(self.overlay.configurations() if self.overlay is not None else {}),
             },
             start_flag=start_flag)
 

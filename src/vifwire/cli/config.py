@@ -16,6 +16,7 @@ a typo must never silently fall back to a default.
 from __future__ import annotations
 
 import configparser
+import ipaddress
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,23 @@ def _text(text: str) -> str:
     return text
 
 
+def _address(text: str) -> str:
+    return str(ipaddress.ip_address(text))
+
+
+def _overlay_ip_version(text: str) -> int:
+    if text not in ("4", "6"):
+        raise ValueError("must be 4 or 6")
+    return int(text)
+
+
+def _mtu_or_zero(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 (unset) or more")
+    return value
+
+
 def _path(text: str) -> Path:
     return Path(_text(text))
 
@@ -117,6 +135,9 @@ KEYS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("agent", "report_interval"): ("agent_heartbeat_s", _positive_float),
     ("agent", "ovs_netns"): ("ovs_netns", _text),
     ("agent", "metrics_port"): ("agent_metrics_port", _port),
+    ("ovs", "local_ip"): ("local_ip", _address),
+    ("ml2", "path_mtu"): ("path_mtu", _mtu_or_zero),
+    ("ml2", "overlay_ip_version"): ("overlay_ip_version", _overlay_ip_version),
     ("ml2", "tenant_network_type"): ("default_network_type", _text),
     ("ml2_type_vxlan", "vni_ranges"): ("vxlan_vni_range", _range),
     # Two fields from one value: see read_config.

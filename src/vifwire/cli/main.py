@@ -6,6 +6,7 @@ and passed down; errors the user can act on become one red line and exit 1.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import subprocess
@@ -100,6 +101,15 @@ def fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def _ip_address(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an IP address") from None
+
+
 def require_root() -> None:
     if os.geteuid() != 0:
         fail("vifwire needs root to run Open vSwitch and network namespaces (try sudo)")
@@ -142,6 +152,9 @@ def agent(
     metrics_port: Annotated[int | None, typer.Option(
         min=1, max=65535, envvar="VIFWIRE_AGENT_METRICS_PORT",
         help="Serve GET /metrics on 127.0.0.1:PORT.")] = None,
+    local_ip: Annotated[str | None, typer.Option(
+        envvar="VIFWIRE_LOCAL_IP", callback=_ip_address,
+        help="This host's tunnel (VXLAN) address, Neutron's [ovs] local_ip.")] = None,
 ) -> None:
     """Run this host's Open vSwitch agent (--host NAME) on the bus until SIGTERM."""
     from vifwire.distributed import run_agent
@@ -149,6 +162,8 @@ def agent(
     settings: Settings = ctx.obj
     if metrics_port is not None:
         settings = settings.with_(agent_metrics_port=metrics_port)
+    if local_ip is not None:
+        settings = settings.with_(local_ip=local_ip)
     require_root()
     with _errors():
         private_files(settings)
@@ -196,10 +211,26 @@ def down(ctx: typer.Context) -> None:
     with _errors():
         stopped = daemon.stop(settings)
         host_runtime(settings).stop()
-        if settings.ovs_netns:
+        kept = _vm_links(settings.ovs_netns) if settings.ovs_netns else []
+        if settings.ovs_netns and not kept:
             subprocess.run(["ip", "netns", "del", settings.ovs_netns], capture_output=True,
                            check=False)
     console.print("vifwire is down" if stopped else "vifwire was not running")
+    if kept:
+        # The namespace is this simulated host's network: deleting it would unplug
+        # the kept VMs (their veths' host ends live in it), as pulling a real
+        # host's cables would. It goes with the last of them.
+        console.print(f"namespace {settings.ovs_netns} kept: it holds {len(kept)} kept "
+                      f"VM interface(s)", highlight=False)
+
+
+def _vm_links(netns: str) -> list[str]:
+    """The VMs' host-side veths (tap<port id>) in `netns`."""
+    done = subprocess.run(["ip", "-n", netns, "-o", "link", "show"], capture_output=True,
+                          text=True, check=False)
+    names = [line.split(":")[1].strip().split("@")[0]
+             for line in done.stdout.splitlines() if line.count(":") >= 2]
+    return [name for name in names if name.startswith("tap")]
 
 
 @app.command()

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from vifwire.ovs.model import Flow, OvsWriteFailed
 from vifwire.ovs.runtime import OvsRuntime
@@ -75,17 +75,29 @@ class FlowTable:
     def has(self, key: str) -> bool:
         return key in self._groups
 
+    def group_keys(self) -> list[str]:
+        """The keys of the groups held (the base rules are not one)."""
+        return [key for key in self._groups if key != BASE]
+
     async def put(self, key: str, specs: Iterable[str]) -> None:
         """Replace `key`'s rules (none: remove them) in one atomic bundle."""
-        cookie = group_cookie(key)
-        flows = [Flow(cookie, spec) for spec in specs]
+        await self.put_many({key: specs})
+
+    async def put_many(self, changes: Mapping[str, Iterable[str]]) -> None:
+        """Replace the rules of each key (none: remove them), all in one atomic bundle."""
+        groups = {key: [Flow(group_cookie(key), spec) for spec in specs]
+                  for key, specs in changes.items()}
         async with self._lock:
-            lines = [f"delete cookie={cookie:#x}/-1", *(f"add {f.line()}" for f in flows)]
+            lines = []
+            for key, flows in groups.items():
+                lines.append(f"delete cookie={group_cookie(key):#x}/-1")
+                lines += [f"add {f.line()}" for f in flows]
             await self._bundle(lines)
-            if flows:
-                self._groups[key] = flows
-            else:
-                self._groups.pop(key, None)
+            for key, flows in groups.items():
+                if flows:
+                    self._groups[key] = flows
+                else:
+                    self._groups.pop(key, None)
 
     async def restore(self) -> None:
         """Rewrite every rule from state: one bundle, or group by group if that fails

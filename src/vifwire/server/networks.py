@@ -21,6 +21,7 @@ from vifwire.server._db import read, run_transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import iso, new_id, utcnow
 from vifwire.server.context import Context
+from vifwire.server.mtu import network_mtu
 from vifwire.server.tags import delete_tags
 
 TUNNEL_TYPES = {"vxlan": 50, "geneve": 58}
@@ -130,7 +131,6 @@ class NetworkService:
             network_type = settings.default_network_type
         physnet, seg_id = self._segment(conn, network_type, body.get("provider:physical_network"),
                                         body.get("provider:segmentation_id"))
-        overhead = TUNNEL_TYPES.get(network_type, 0)
         now = utcnow()
         network_id = new_id()
         conn.execute(insert(networks).values(
@@ -138,7 +138,7 @@ class NetworkService:
             description=body.get("description", ""), created_at=now, updated_at=now,
             revision_number=1, admin_state_up=body.get("admin_state_up", True),
             shared=body.get("shared", False), status="ACTIVE",
-            mtu=settings.global_physnet_mtu - overhead,
+            mtu=network_mtu(settings, network_type),
             port_security_enabled=body.get("port_security_enabled", True),
             network_type=network_type, segment_physnet=physnet or "", segmentation_id=seg_id,
         ))

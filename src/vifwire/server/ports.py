@@ -395,6 +395,7 @@ class PortService:
                 tracer.mark(Stage.BOUND, outcome.port_id)
                 if await self._cast(outcome.bound["host"], "port_bound", port=outcome.bound):
                     tracer.mark(Stage.PUSHED, outcome.port_id)
+        await self.ctx.l2pop.ports_changed(outcomes)
 
     async def _cast(self, host: str, method: str, **kwargs: Any) -> bool:
         try:

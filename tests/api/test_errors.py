@@ -8,10 +8,9 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine
 
+from server.helpers import Stack, running
 from vifwire.api.resources import MAX_BODY_BYTES
 from vifwire.settings import Settings
-
-from .helpers import Stack, running
 
 
 def _err(r: httpx.Response, status: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 
+from server.helpers import running
 from vifwire.bus.base import BusError
 from vifwire.db.engine import make_engine
 from vifwire.server._db import (
@@ -29,8 +30,6 @@ from vifwire.server._db import (
     transaction,
 )
 from vifwire.settings import Settings
-
-from .helpers import running
 
 
 @pytest.fixture(params=["held", "pooled"])

@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
+from server.helpers import running
 from vifwire.settings import Settings
-
-from .helpers import running
 
 VOLATILE = {"id", "network_id", "subnet_id", "created_at", "updated_at", "revision_number",
             "mac_address", "ip_address", "subnets", "fixed_ips", "request_id",

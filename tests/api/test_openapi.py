@@ -26,14 +26,13 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy import create_engine, text
 
 from clients.live import LiveServer, live_server
+from server.helpers import Stack
 from vifwire.api import openapi
 from vifwire.app import create_app
 from vifwire.bus.local import LocalBus
 from vifwire.db.schema import metadata
 from vifwire.settings import Settings
 from vifwire.trace import NullTracer
-
-from .helpers import Stack
 
 EXAMPLES = 25  # per operation and mode: ~40 operations, a minute or so in all
 

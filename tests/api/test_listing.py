@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
-from .helpers import Stack
+from server.helpers import Stack
 
 
 async def _networks(stack: Stack, names: list[str]) -> list[dict]:
