@@ -3,7 +3,11 @@
 Without --target it drives the embedded stack, starting OVS and the stack for
 this run when `vifwire up` has not (and stopping what it started). With
 --target it drives any Neutron-API endpoint; the VMs are plugged into the OVS
-given by the run dir, which that deployment's agent must watch.
+given by the run dir, which that deployment's agent must watch. When the run
+dir holds a `vifwire cluster` (or --cluster names one), it drives that: its
+server, its Nova URL, and the VMs spread round-robin over its hosts (each VM's
+port bound to its host, its tap plugged into that host's OVS), or all on the
+one `--host` names.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
@@ -27,8 +31,12 @@ from rich.table import Table
 from vifwire.cli import daemon
 from vifwire.compute.namespaces import NETNS_DIR
 from vifwire.ovs.runtime import host_runtime
-from vifwire.settings import Settings
+from vifwire.settings import OvsSettings, Settings
 from vifwire.trace import make_tracer, write_events
+
+if TYPE_CHECKING:
+    from vifwire.cluster import RigState
+    from vifwire.compute.storm import StormHost
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,8 @@ class BootOptions:
     show_progress: bool
     profile_dir: Path | None = None
     cprofile: bool = False
+    host: str | None = None  # every VM on this host; default: spread over the hosts
+    cluster: Path | None = None  # a `vifwire cluster` rig's state file or directory
 
 
 @contextlib.contextmanager
@@ -86,9 +96,16 @@ def run_boot(settings: Settings, options: BootOptions, console: Console) -> dict
     profile_dir = options.profile_dir
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)
-    if options.target:
-        summary = _storm(settings, options, options.target, console, ensure_network=False)
+    rig = None if options.target else find_rig(settings.run_dir, options.cluster)
+    if rig is not None:
+        summary = _storm(settings.with_(run_dir=Path(rig.server_run_dir), nova_url=rig.nova_url),
+                         options,
+                         rig.api_url, console, ensure_network=True, hosts=rig_hosts(rig, options))
+    elif options.target:
+        summary = _storm(_on_host(settings, options), options, options.target, console,
+                         ensure_network=False)
     else:
+        settings = _on_host(settings, options)
         stack_settings = settings
         if options.cprofile and profile_dir is not None:
             stack_settings = settings.with_(cprofile_dir=profile_dir)
@@ -141,14 +158,35 @@ def _collect_stack_trace(settings: Settings, since: float, directory: Path) -> N
         (directory / f"sql-server-{body['pid']}.json").write_bytes(orjson.dumps(body["sql"]))
 
 
+def _on_host(settings: Settings, options: BootOptions) -> Settings:
+    return settings.with_(host=options.host) if options.host else settings
+
+
+def find_rig(run_dir: Path, cluster: Path | None) -> RigState | None:
+    """The cluster to boot on: named by --cluster, else the run dir's, else none."""
+    from vifwire.cluster import find
+
+    return find(run_dir, cluster)
+
+
+def rig_hosts(rig: RigState, options: BootOptions) -> tuple[StormHost, ...]:
+    """The rig's hosts as the storm sees them (all, or the one --host names)."""
+    from vifwire.compute.storm import StormHost
+
+    chosen = [rig.host(options.host)] if options.host else rig.hosts
+    return tuple(StormHost(h.name, OvsSettings(run_dir=h.ovs_dir), h.netns) for h in chosen)
+
+
 def _storm(settings: Settings, options: BootOptions, neutron_url: str, console: Console,
-           ensure_network: bool) -> dict[str, Any]:
+           ensure_network: bool, hosts: tuple[StormHost, ...] = ()) -> dict[str, Any]:
+    """`hosts`: a cluster's (its server and agents run on their own; only the
+    compute emulator is sampled and profiled)."""
     from vifwire.compute.storm import StormConfig, run_storm
     from vifwire.profile.cprof import profiled
     from vifwire.profile.sampler_process import SamplerProcess
 
     profile_dir = options.profile_dir
-    external = options.target is not None
+    external = options.target is not None or bool(hosts)
     tracer = make_tracer("compute", profile_dir or settings.trace_dir)
     sampler = (SamplerProcess(_components(settings, external), profile_dir / "resources.json")
                if profile_dir else None)
@@ -170,7 +208,7 @@ def _storm(settings: Settings, options: BootOptions, neutron_url: str, console: 
             run_dir=settings.run_dir, check_connectivity=options.check_connectivity,
             tracer=tracer, progress=on_progress, ensure_network=ensure_network,
             host_netns=settings.ovs_netns, watch_active=external and profile_dir is not None,
-            nova_auth=not external)
+            nova_auth=options.target is None, hosts=hosts)
         if sampler is not None:
             sampler.start()
         try:

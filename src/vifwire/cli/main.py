@@ -291,7 +291,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [daemon.StackError, StartupError, OvsError, BusError,
                                          httpx.HTTPError, OSError]
     for module, name in (("vifwire.compute", "ComputeError"), ("vifwire.agent", "AgentError"),
-                         ("vifwire.profile.sampler_process", "SamplerError")):
+                         ("vifwire.profile.sampler_process", "SamplerError"),
+                         ("vifwire.cluster", "ClusterError")):
         errors.extend(_optional_error(module, name))
     return tuple(errors)
 
@@ -321,6 +322,11 @@ def boot(
              "profile.json).")] = None,
     cprofile: Annotated[bool, typer.Option(help="With --profile: also cProfile each "
                                                 "component (.pstats files).")] = False,
+    boot_host: Annotated[str | None, typer.Option(
+        "--host", help="Boot every VM on this host (default: spread over the cluster's "
+                       "hosts).")] = None,
+    cluster: Annotated[Path | None, typer.Option(
+        help="A `vifwire cluster` state file or dir (default: the run dir's cluster).")] = None,
 ) -> None:
     """Boot COUNT VMs at once: ports bound, VIFs plugged, vif-plugged awaited, traffic proven."""
     import orjson
@@ -332,7 +338,8 @@ def boot(
     options = BootOptions(count=count, network=network, target=target, token=token, keep=keep,
                           timeout=timeout, check_connectivity=connectivity,
                           show_progress=not json_output and sys.stderr.isatty(),
-                          profile_dir=profile, cprofile=cprofile)
+                          profile_dir=profile, cprofile=cprofile, host=boot_host,
+                          cluster=cluster)
     if cprofile and profile is None:
         fail("--cprofile needs --profile DIR")
     with _errors():
@@ -374,6 +381,10 @@ def _print_profile(directory: Path) -> None:
     Console().print(f"report: {directory / REPORT_FILE}  data: {directory / PROFILE_FILE}",
                     highlight=False)
 
+
+from vifwire.cli.cluster import app as cluster_app  # noqa: E402  (after the commands it uses)
+
+app.add_typer(cluster_app, name="cluster")
 
 if __name__ == "__main__":
     sys.exit(app())

@@ -61,6 +61,7 @@ async def _ring(storm: Storm, wired: list[VmRecord]) -> None:
             ok = await storm.vms[src.port_id].ping(dst.ip)
         if ok:
             conn.ring_ok += 1
+            conn.cross_host_ok += src.host != dst.host
             storm.count("pings")
         else:
             conn.ring_failed.append({"from": src.port_id, "to": dst.port_id, "ip": dst.ip})
@@ -86,7 +87,10 @@ async def _isolation(storm: Storm, source: Vm) -> None:
     probe_net = TargetNetwork(network, subnet, {subnet["id"]: subnet})
     record = VmRecord(index=len(storm.result.records), vm_uuid=str(uuid.uuid4()), probe=True)
     storm.result.records.append(record)
-    await storm.boot(record, probe_net,
+    # On another host than the source when there is one: isolation must hold
+    # across the overlay too, not only on one switch.
+    source_index = next(r.index for r in storm.result.vms if r.port_id == source.spec.port_id)
+    await storm.boot(record, probe_net, storm.place(source_index + 1),
                      fixed_ips=[{"subnet_id": subnet["id"], "ip_address": conn.probe_ip}])
     if not record.plugged:
         conn.detail = f"probe VM was not wired ({record.stage}: {record.error})"

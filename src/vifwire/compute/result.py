@@ -22,6 +22,7 @@ class VmRecord:
     namespace: str = ""
     tap: str = ""
     probe: bool = False  # the isolation probe, not one of the storm's VMs
+    host: str = ""  # the compute host it was booted on (its port's binding:host_id)
     t_start: float = 0.0
     t_port: float = 0.0  # port created
     t_bound: float = 0.0  # binding update answered
@@ -64,6 +65,7 @@ class Connectivity:
     ring_pairs: int = 0
     ring_ok: int = 0
     ring_failed: list[dict[str, str]] = field(default_factory=list)
+    cross_host_ok: int = 0  # ring pairs on two different hosts that pinged
     probe_ip: str | None = None
     probe_wired: bool = False
     probe_reachable: bool | None = None
@@ -105,6 +107,15 @@ class StormResult:
         return sum(r.plugged for r in self.vms)
 
     @property
+    def hosts(self) -> dict[str, int]:
+        """Host name -> VMs booted (wired) there."""
+        booted: dict[str, int] = {}
+        for record in self.vms:
+            if record.host:
+                booted[record.host] = booted.get(record.host, 0) + record.plugged
+        return booted
+
+    @property
     def latencies_ms(self) -> list[float]:
         return [r.latency_ms for r in self.vms if r.plugged and r.latency_ms is not None]
 
@@ -119,6 +130,8 @@ class StormResult:
             "network_id": self.network_id,
             "vms": self.count,
             "plugged": self.plugged,
+            "hosts": self.hosts,
+            "cross_host_pairs": self.connectivity.cross_host_ok,
             "latency_ms": latency_summary(self.latencies_ms),
             "connectivity_ok": self.connectivity.ok,
             "connectivity": self.connectivity.to_dict(),

@@ -44,15 +44,26 @@ from vifwire.compute.neutron import (
 from vifwire.compute.nova_events import VIF_PLUGGED, EventBook, NovaEndpoint
 from vifwire.compute.plug import OvsPlugger
 from vifwire.compute.result import StormResult, VmRecord
-from vifwire.compute.state import DONE, KEPT, RunState, clean_leftovers
+from vifwire.compute.state import DONE, KEPT, CleanupReport, RunState, clean_leftovers
 from vifwire.compute.vm import NS_PREFIX, Vm, spec_from_port
 from vifwire.nova_token import ensure_token, token_path
 from vifwire.settings import OvsSettings
 from vifwire.trace import NullTracer, Stage, Tracer
 
 Progress = Callable[[str, int, int], None]
-DEMO_CIDR = "10.0.0.0/24"
+# Room for `boot --count 1000` (the CLI maximum) plus the gateway and the probe.
+DEMO_CIDR = "10.0.0.0/22"
 ACTIVE_POLL_S = 0.05
+
+
+@dataclass(frozen=True)
+class StormHost:
+    """A compute host of the storm: its name (the ports' binding:host_id), the OVS its
+    VMs are plugged into, and the namespace that OVS runs in (None: the root one)."""
+
+    name: str
+    ovs: OvsSettings
+    netns: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,13 @@ class StormConfig:
     # Runs after every VM booted (or failed), before the connectivity check: the
     # chaos bench waits for recovery and inspects the storm here.
     after_boot: Callable[[Storm], Awaitable[None]] | None = None
+    # Several hosts: VM i goes to hosts[i % len(hosts)], as Nova's scheduler spreads
+    # equal instances. Empty: the one host given by host, ovs and host_netns.
+    hosts: tuple[StormHost, ...] = ()
+
+    @property
+    def storm_hosts(self) -> tuple[StormHost, ...]:
+        return self.hosts or (StormHost(self.host, self.ovs, self.host_netns),)
 
 
 class _Counter:
@@ -110,17 +128,29 @@ class Storm:
 
     def __init__(self, config: StormConfig, neutron: NeutronClient, plugger: OvsPlugger,
                  book: EventBook, state: RunState, target: TargetNetwork,
-                 executor: ThreadPoolExecutor) -> None:
+                 executor: ThreadPoolExecutor,
+                 pluggers: dict[str, OvsPlugger] | None = None) -> None:
         self.config = config
         self.neutron, self.plugger, self.book = neutron, plugger, book
+        self.hosts = config.storm_hosts
+        # One plugger (one OVSDB connection) per host, by host name.
+        self.pluggers = pluggers or {self.hosts[0].name: plugger}
         self.state, self.target, self.executor = state, target, executor
         self.vms: dict[str, Vm] = {}  # by port id
         self.result = StormResult(state.run_id, target.id, config.count)
         self.count = _Counter(config.progress, config.count)
 
-    async def boot(self, record: VmRecord, network: TargetNetwork, **port_extra: Any) -> None:
-        """One VM, Nova's way. Failures land in the record, never raise."""
+    def place(self, index: int) -> StormHost:
+        """The host of VM `index`: round-robin, so equal VMs spread evenly."""
+        return self.hosts[index % len(self.hosts)]
+
+    async def boot(self, record: VmRecord, network: TargetNetwork, host: StormHost | None = None,
+                   **port_extra: Any) -> None:
+        """One VM, Nova's way, on `host` (default: its place). Failures land in the
+        record, never raise."""
         cfg = self.config
+        host = host or self.place(record.index)
+        record.host = host.name
         count = self.count if not record.probe else (lambda stage: None)
         record.t_start = time.time()
         try:
@@ -134,14 +164,14 @@ class Storm:
             self.state.add(port=record.port_id)
             count("ports")
             record.stage = "bind"
-            port = await self.neutron.bind_port(record.port_id, record.vm_uuid, cfg.host)
+            port = await self.neutron.bind_port(record.port_id, record.vm_uuid, host.name)
             record.t_bound = time.time()
             if port.get("binding:vif_type") not in (None, "unbound", "binding_failed"):
                 self.book.tracer.mark(Stage.BOUND, record.port_id, t=record.t_bound)
             count("bound")
             record.stage = "vm"
             spec = spec_from_port(port, network.subnets, network.mtu, cfg.ns_prefix,
-                                  cfg.host_netns)
+                                  host.netns)
             record.ip, record.mac = spec.ip, spec.mac
             record.namespace, record.tap = spec.namespace, spec.tap
             self.state.add(namespace=spec.namespace, tap=spec.tap)
@@ -151,8 +181,8 @@ class Storm:
             record.t_vm = time.time()
             count("vms")
             record.stage = "plug"
-            record.t_plug = await self.plugger.plug(record.port_id, spec.mac, record.vm_uuid,
-                                                    mtu=spec.mtu)
+            record.t_plug = await self.pluggers[host.name].plug(
+                record.port_id, spec.mac, record.vm_uuid, mtu=spec.mtu)
             count("plugged")
             record.stage = "event"
             event = await self.book.wait(VIF_PLUGGED, record.port_id, cfg.timeout)
@@ -221,7 +251,8 @@ class Storm:
         steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         vm = self.vms.get(record.port_id)
         if vm is not None:
-            steps += [("tap", lambda: self.plugger.unplug(vm.tap)),
+            plugger = self.pluggers.get(record.host, self.plugger)
+            steps += [("tap", lambda: plugger.unplug(vm.tap)),
                       ("namespace", vm.delete)]
         steps.append(("port", lambda: delete_quietly(self.neutron.delete_port,
                                                      record.port_id)))
@@ -256,15 +287,22 @@ async def run_storm(config: StormConfig) -> StormResult:
         await nova.spawn()  # it starts up while we clean and look around
         async with NeutronClient(config.neutron_url, config.token,
                                  retry=config.neutron_retry) as neutron, \
-                OvsPlugger(config.ovs, run_id, tracer) as plugger:
+                contextlib.AsyncExitStack() as opened:
+            pluggers = {host.name: await opened.enter_async_context(
+                OvsPlugger(host.ovs, run_id, tracer)) for host in config.storm_hosts}
+            plugger = next(iter(pluggers.values()))
             t = time.monotonic()
-            cleaned = await clean_leftovers(config.run_dir, plugger, neutron)
+            cleaned = CleanupReport()
+            for each in pluggers.values():  # each host's OVS may hold a dead run's taps
+                found = await clean_leftovers(config.run_dir, each, neutron)
+                for kind, names in asdict(found).items():
+                    getattr(cleaned, kind).extend(names)
             phases["cleanup"] = time.monotonic() - t
             target = await find_target_network(neutron, config)
             state = RunState.new(config.run_dir, run_id, neutron_url=config.neutron_url,
                                  bridge=config.ovs.integration_bridge,
                                  host_netns=config.host_netns)
-            storm = Storm(config, neutron, plugger, book, state, target, executor)
+            storm = Storm(config, neutron, plugger, book, state, target, executor, pluggers)
             storm.result.phases_s = phases
             storm.result.cleaned = {k: v for k, v in asdict(cleaned).items() if v}
             await nova.started()
