@@ -144,9 +144,10 @@ class Rig:
         return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{self.db_name}"
 
     def env(self, nova_url: str) -> dict[str, str]:
-        """VIFWIRE_* for the server and agents of this rig (distributed mode)."""
-        assert self.vhost is not None
-        return {"VIFWIRE_BUS_URL": f"{BROKER}/{self.vhost}", "VIFWIRE_BUS_PREFIX": f"vwb{self.rid}",
+        """VIFWIRE_* for the server and agents of this rig (the local bus until a vhost
+        is made: one worker, no agent)."""
+        bus = "local" if self.vhost is None else f"{BROKER}/{self.vhost}"
+        return {"VIFWIRE_BUS_URL": bus, "VIFWIRE_BUS_PREFIX": f"vwb{self.rid}",
                 "VIFWIRE_DATABASE_URL": self.database_url, "VIFWIRE_API_PORT": str(self.api_port),
                 "VIFWIRE_NOVA_URL": nova_url}
 
