@@ -52,6 +52,10 @@ def run_storm(rig: Rig, boots: list[Boot], probes: list[Probe], *, network: str,
     latencies = [r["latency_ms"] for r in plugged if r.get("latency_ms") is not None]
     create_to_event = [(r["t_event"] - r["t_start"]) * 1000 for r in plugged]
     vms = sum(b.count for b in boots)
+    # Where each VM's time went, by the boot's own stamps (ms, over plugged VMs).
+    stages = {name: latency_summary([(r[b] - r[a]) * 1000 for r in plugged])
+              for name, a, b in (("create", "t_start", "t_port"), ("bind", "t_port", "t_bound"),
+                                 ("vm", "t_bound", "t_vm"), ("plug", "t_vm", "t_plug"))}
     result: dict[str, Any] = {
         "vms": vms, "hosts": {b.host.name: b.count for b in boots},
         "plugged": len(plugged), "ok": all(s.get("ok") for s in summaries),
@@ -60,6 +64,7 @@ def run_storm(rig: Rig, boots: list[Boot], probes: list[Probe], *, network: str,
         if connectivity else None,
         "plug_to_event_ms": latency_summary(latencies),
         "create_to_event_ms": latency_summary(create_to_event),
+        "stages_ms": stages,
         "wall_s": round(wall, 2), "calibration_s": round(pace, 4),
         "loadavg_before": load_before, "loadavg_after": loadavg(),
     }
@@ -88,6 +93,8 @@ def describe(label: str, s: dict[str, Any]) -> str:
              f"  plug -> vif-plugged ms: p50 {ms(lat, 'p50')}, p99 {ms(lat, 'p99')}, "
              f"max {ms(lat, 'max')};  create -> vif-plugged ms: p50 {ms(c2e, 'p50')}, "
              f"max {ms(c2e, 'max')}"]
+    lines.append("  stages ms (p50/max): " + ", ".join(
+        f"{k} {ms(v, 'p50')}/{ms(v, 'max')}" for k, v in s["stages_ms"].items()))
     if "cpu_ms_per_vm" in s:
         per_vm = ", ".join(f"{k} {v:.2f}" for k, v in s["cpu_ms_per_vm"].items())
         lines.append(f"  CPU ms per VM (first create -> last event, "
