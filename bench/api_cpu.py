@@ -30,7 +30,7 @@ NETNS = "vwapi-host"
 NOVA_PORT = 8776
 
 
-async def nova_sink() -> asyncio.Server:
+async def nova_sink(port: int = NOVA_PORT) -> asyncio.Server:
     """Answers each os-server-external-events post as Nova does: every event, code 200."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -47,7 +47,7 @@ async def nova_sink() -> asyncio.Server:
                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
         writer.close()
 
-    return await asyncio.start_server(handle, "127.0.0.1", NOVA_PORT)
+    return await asyncio.start_server(handle, "127.0.0.1", port)
 
 
 async def cycles(settings: Settings, count: int, concurrency: int) -> float:

@@ -72,22 +72,23 @@ class AsgiClient:
         return status, orjson.loads(data) if data else None
 
 
-async def run(database_url: str, ports: int, rounds: int,
-              probe: bool) -> dict[str, tuple[float, float]]:
+async def run(database_url: str, ports: int, rounds: int, probe: bool,
+              **overrides: Any) -> dict[str, tuple[float, float]]:
+    """Median and minimum ms of CPU per port for each operation; `overrides` are
+    Settings fields (the db_* switches, for bench/db_ab.py)."""
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(run_dir=Path(tmp), host=HOST, database_url=database_url,
-                            nova_url="http://127.0.0.1:9/v2.1")
+                            nova_url="http://127.0.0.1:9/v2.1").with_(**overrides)
         bus = LocalBus()
         await bus.start()
         app = create_app(settings, bus, Tracer("server", None))
         async with app.router.lifespan_context(app):
             services = app.state.services
-            if probe:  # as the stack runs it
-                install_sql_probe(services.context.engine)
+            sql_probe = install_sql_probe(services.context.engine) if probe else None
             # The notifier would post to Nova; this measures the server alone.
             await services.notifier.stop()
             services.context.wake_notifier = lambda: None
-            services.agents.report({"host": HOST, "agent_type": OVS_AGENT_TYPE,
+            await services.agents.report({"host": HOST, "agent_type": OVS_AGENT_TYPE,
                                     "binary": "vifwire-agent", "topic": "agent",
                                     "configurations": {}, "start_flag": True})
             client = AsgiClient(app)
@@ -100,9 +101,20 @@ async def run(database_url: str, ports: int, rounds: int,
             for _ in range(rounds + 1):  # the first round warms caches and is dropped
                 for name, ms in (await one_round(client, services, net_id, ports)).items():
                     samples.setdefault(name, []).append(ms)
+            if sql_probe is not None:
+                _print_sql(sql_probe.snapshot(), (rounds + 1) * ports)
         await bus.stop()
     return {name: (statistics.median(values[1:]), min(values[1:]))
             for name, values in samples.items()}
+
+
+def _print_sql(snap: dict[str, Any], lifecycles: int) -> None:
+    """What the stack's SQL probe says of the same run (every round, warm-up too)."""
+    n = snap["statements"] or 1
+    print(f"sql probe: {snap['statements'] / lifecycles:.1f} statements per port lifecycle, "
+          f"build {snap['build_s'] * 1e6 / n:.1f} us ({snap['clocks']['build_s']}), "
+          f"execute {snap['execute_s'] * 1e6 / n:.1f} us wall / "
+          f"{snap['execute_cpu_s'] * 1e6 / n:.1f} us CPU per statement; cache {snap['cache']}")
 
 
 async def one_round(client: AsgiClient, services: Any, net_id: str,

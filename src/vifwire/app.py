@@ -54,6 +54,8 @@ def create_app(settings: Settings, bus: Bus, tracer: Tracer,
             app.include_router(resources.router_for(resource, resource_handlers))
         for router in tags.ROUTERS:
             app.include_router(router)
-        # The collection routes skip FastAPI's middleware and routing.
-        app.route_table = dispatch.route_table(handlers)
+        # The collection routes skip FastAPI's middleware and routing
+        # (Settings.fast_dispatch; off: FastAPI routes every request).
+        if settings.fast_dispatch:
+            app.route_table = dispatch.route_table(handlers)
     return app

@@ -26,6 +26,10 @@ class OvsSettings:
     run_dir: Path
     integration_bridge: str = "br-int"
     datapath_type: str = "netdev"
+    # Read Bridge.ports as raw UUIDs from python-ovs's private Row._data (off: the
+    # public, row-building path). bench/agent_ab.py: 0.25 vs 11 ms per add-port
+    # at 1,000 ports. See vifwire.ovs.vifs.
+    raw_members: bool = True
 
     @property
     def db_socket(self) -> Path:
@@ -74,6 +78,15 @@ class Settings:
     api_workers: int | None = None
     # `vifwire agent`: serve GET /metrics on this port (127.0.0.1); None: no metrics.
     agent_metrics_port: int | None = None
+    # Database speed-ups on SQLAlchemy internals, each with a plain fallback
+    # (vifwire.db.fast, vifwire.server._db; bench/db_ab.py measures them).
+    db_direct_statements: bool = True
+    db_held_connections: bool = True
+    # Threads running database transactions off the event loop (0: on the loop).
+    db_threads: int = 4
+    # Speed-up switches (issue 13.2; gains in bench/http_ab.py). Off: the plain path.
+    fast_dispatch: bool = True  # api/dispatch; off: FastAPI routes every request
+    nova_client: str = "httptools"  # server/nova_client; "httpx": httpx.AsyncClient
 
     @property
     def ovs(self) -> OvsSettings:

@@ -9,6 +9,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,17 @@ def ovs() -> Iterator[OvsRuntime]:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+@pytest.fixture(params=[True, False], ids=["fast", "plain"])
+def fast(request: pytest.FixtureRequest) -> bool:
+    """Both OVSDB paths: the speed-ups on (default) and the plain library path."""
+    return bool(request.param)
+
+
+@pytest.fixture
+def ovs_settings(ovs: OvsRuntime, fast: bool) -> OvsSettings:
+    return replace(ovs.settings, raw_members=fast)
+
+
 @pytest.fixture
 async def bus() -> AsyncIterator[LocalBus]:
     b = LocalBus()
@@ -67,11 +79,11 @@ def settings(ovs: OvsRuntime) -> Settings:
 
 @pytest.fixture
 async def make_agent(settings: Settings, bus: LocalBus,
-                     ovs: OvsRuntime) -> AsyncIterator[Callable[..., OvsAgent]]:
+                     ovs_settings: OvsSettings) -> AsyncIterator[Callable[..., OvsAgent]]:
     made: list[OvsAgent] = []
 
     def make(**kwargs: object) -> OvsAgent:
-        agent = OvsAgent(settings, bus, Tracer("agent", None), ovs=ovs.settings, **kwargs)
+        agent = OvsAgent(settings, bus, Tracer("agent", None), ovs=ovs_settings, **kwargs)
         made.append(agent)
         return agent
 

@@ -115,6 +115,14 @@ class Vm:
 
     def create(self) -> None:
         sh("ip", "netns", "add", self.netns)
+        self.link()
+
+    def unlink(self) -> None:
+        """Delete the veth pair (the VIF's device vanishes; its Port row stays)."""
+        sh(*self.switch_side, "ip", "link", "del", self.device)
+
+    def link(self) -> None:
+        """Create the veth pair: host end `device` by the switch, eth0 in the VM."""
         switch = self.switch_side
         sh(*switch, "ip", "link", "add", self.device, "type", "veth", "peer", "name",
            "vwp" + self.tag, "netns", self.netns)
@@ -153,6 +161,13 @@ class Vm:
         done = sh("ip", "netns", "exec", self.netns, "ping", "-c", str(count), "-i", "0.2",
                   "-W", "1", ip, check=False)
         return done.returncode == 0
+
+    def dropped(self) -> bool:
+        """A drop flow matches what comes in from the VIF."""
+        out = self.runtime.ofctl("--names", "dump-flows", self.runtime.settings.integration_bridge)
+        names = (f"in_port={self.device} ", f'in_port="{self.device}" ')
+        return any("actions=drop" in line and any(n in line for n in names)
+                   for line in out.splitlines())
 
     def tag_in_ovsdb(self) -> int | None:
         out = self.runtime.vsctl("get", "Port", self.device, "tag").strip()

@@ -7,20 +7,22 @@ import uuid
 
 import pytest
 
-from vifwire.agent.errors import OvsWriteFailed
-from vifwire.agent.ovs import OvsBridge, PortWrite
+from vifwire.ovs.bridge import OvsBridge
+from vifwire.ovs.model import OvsWriteFailed, PortWrite
 from vifwire.ovs.runtime import OvsRuntime
+from vifwire.settings import OvsSettings
 
 pytestmark = pytest.mark.ovs
 
 
-async def test_a_burst_is_tagged_and_a_missing_port_fails_alone(ovs: OvsRuntime) -> None:
+async def test_a_burst_is_tagged_and_a_missing_port_fails_alone(
+        ovs: OvsRuntime, ovs_settings: OvsSettings) -> None:
     bridge_name = ovs.settings.integration_bridge
     taps = [f"tapw{uuid.uuid4().hex[:6]}" for _ in range(3)]
     for tap in taps:
         ovs.vsctl("add-port", bridge_name, tap, "--", "set", "Interface", tap,
                   f"external_ids:iface-id={uuid.uuid4()}")
-    bridge = OvsBridge(ovs.settings, lambda changes: None, timeout=10)
+    bridge = OvsBridge(ovs_settings, lambda changes: None, timeout=10)
     await bridge.connect()
     try:
         writes = [PortWrite(tap, 10 + i, {"net_uuid": f"net-{i}"}) for i, tap in enumerate(taps)]

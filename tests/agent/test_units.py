@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from vifwire.agent.errors import VlansExhausted
@@ -89,3 +92,19 @@ async def test_reporter_batches_retries_and_keeps_latest_wish() -> None:
     finally:
         await reporter.stop()
         await bus.stop()
+
+
+def test_planning_loads_no_ovs_library() -> None:
+    """Only vifwire.ovs may import ovsdbapp/python-ovs; the planner is pure."""
+    code = ("import sys, vifwire.agent.plan, vifwire.agent.model; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ovs', 'ovsdbapp')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_vif_without_its_device_is_reported_down_and_keeps_its_tag() -> None:
+    p = port("p1", "n1", "h1", status="ACTIVE")
+    lost = Vif("p1", "tap1", tag=7, other_config={"net_uuid": "n1"}, lost=True)
+    action = plan(PortView("p1", lost, p, Lookup.KNOWN, 7, was_up=True))
+    assert action.report == "down" and action.write is None

@@ -221,4 +221,7 @@ async def test_dead_vlan_ports_are_isolated(
     v2 = vms(pid(), "10.0.0.72", "fa:16:3e:00:07:02")
     await wait_tag(v1, DEAD_VLAN)
     await wait_tag(v2, DEAD_VLAN)
+    # Until its drop flow is in, a fresh dead-VLAN VIF may still reach another:
+    # NORMAL switches VLAN 4095 too (see the agent's BASE_FLOWS).
+    await wait_for(lambda: v1.dropped() and v2.dropped(), what="drop flows")
     assert not await asyncio.to_thread(v1.ping, "10.0.0.72")

@@ -30,8 +30,8 @@ def make_profile_dir(directory: Path, n: int = 24) -> Path:
         with engine.connect() as conn:
             for _ in range(5):
                 conn.execute(text("SELECT 1")).all()
-        deadline = time.perf_counter() + 0.3
-        while time.perf_counter() < deadline:
+        deadline = time.process_time() + 0.3  # 0.3 s of CPU, however shared the machine
+        while time.process_time() < deadline:
             pass
         sampler.stop().write(directory / "resources.json")
     probe.write(directory / f"sql-server-{os.getpid()}.json")
@@ -55,8 +55,13 @@ def test_render_writes_a_valid_profile_with_the_right_numbers(tmp_path: Path) ->
     assert profile["sql"]["statements"] == 5
     assert profile["sql"]["per_port"] == pytest.approx(5 / 24, abs=0.01)
     assert profile["cpu"]["vms"] == 24
+    whole = profile["cpu"]["whole"]["seconds"]["stack (server+agent)"]
+    assert 0.25 < whole < 1.5
+    # These traces are from 2023, outside the sampled window: no storm end to cut at,
+    # so the headline is the whole window and says so (test_profile_bench_agree cuts).
     stack = profile["cpu"]["seconds"]["stack (server+agent)"]
-    assert 0.15 < stack < 1.0
+    assert stack == whole
+    assert profile["cpu"]["includes"] == profile["cpu"]["whole"]["includes"]
     assert profile["cpu"]["per_vm"]["stack (server+agent)"] == pytest.approx(stack / 24, abs=1e-3)
     assert profile["cprofile"]["server"]["top"]
     assert profile["storm"] == {"count": 24, "failed": 0}

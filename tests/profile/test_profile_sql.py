@@ -131,3 +131,32 @@ def test_postgres_counts_exactly(unavailable: Callable[[str, object], NoReturn])
     finally:
         metadata.drop_all(engine)
         engine.dispose()
+
+
+def test_counts_from_several_threads_add_up(sqlite_engine: Engine) -> None:
+    """Counters are per thread (no lock per statement); the snapshot sums them."""
+    import threading
+
+    from vifwire.db.fast import Fast
+
+    by_name = Fast(select(ports.c.id).where(ports.c.name == "p0"))
+    probe = SqlProbe(sqlite_engine)
+
+    def run() -> None:
+        with sqlite_engine.connect() as conn:
+            for _ in range(25):
+                by_name.execute(conn, {})
+                conn.execute(select(ports)).all()
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    snap = probe.snapshot()
+    probe.remove()
+    assert snap["statements"] == 200
+    assert snap["cache"]["prepared"] == 100
+    assert snap["clocks"]["build_s"] == "thread CPU"
+    assert snap["execute_cpu_s"] > 0
+    assert sum(row["count"] for row in snap["top"]) == 200

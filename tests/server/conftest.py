@@ -100,10 +100,20 @@ def nova() -> Iterator[FakeNova]:
     thread.join()
 
 
+# "plain": the database speed-ups off (SQLAlchemy's public paths, settings.db_*).
+DB_PATHS = {"fast": {}, "plain": {"db_direct_statements": False, "db_held_connections": False}}
+
+
+@pytest.fixture(params=list(DB_PATHS))
+def db_path(request: pytest.FixtureRequest) -> dict[str, bool]:
+    return DB_PATHS[request.param]
+
+
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path, nova: FakeNova) -> Settings:
+def settings(database_url: str, tmp_path: Path, nova: FakeNova,
+             db_path: dict[str, bool]) -> Settings:
     return Settings(run_dir=tmp_path, host="server-1", database_url=database_url,
-                    nova_url=nova.url)
+                    nova_url=nova.url, **db_path)  # type: ignore[arg-type]
 
 
 @pytest.fixture

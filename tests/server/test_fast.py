@@ -1,8 +1,11 @@
 """`Fast` statements against real SQLite, PostgreSQL and MariaDB: the same rows and
-errors as SQLAlchemy's own execution, and the SQL probe still counts them."""
+errors as SQLAlchemy's own execution, and the SQL probe still counts them. Every
+test runs on the direct path and on the plain one (`direct_statements` off)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -25,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from vifwire.db.engine import hooks
 from vifwire.db.fast import Fast
 from vifwire.profile.sql import install_sql_probe
 
@@ -49,9 +53,14 @@ BUMP = Fast(update(things).where(things.c.id == bindparam("b_id")).values(
     n=things.c.n + 1))
 
 
+@pytest.fixture(params=["direct", "plain"])
+def direct(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param == "direct")
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres),
                         "mysql"])
-def engine(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Engine]:
+def engine(request: pytest.FixtureRequest, tmp_path: object, direct: bool) -> Iterator[Engine]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path}/fast.sqlite"
     elif request.param == "postgresql":
@@ -59,6 +68,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Engine]
     else:
         url = MYSQL_URL
     engine = create_engine(url)
+    hooks(engine).direct_statements = direct
     try:
         metadata.create_all(engine)
     except Exception as exc:
@@ -94,8 +104,16 @@ def test_rows_and_types_match_sqlalchemy(engine: Engine) -> None:
         snapshot = probe.snapshot()
     finally:
         probe.remove()
-    counted = 9 if engine.dialect.name != "mysql" else 0
-    assert snapshot["cache"].get("prepared", 0) == counted
+    direct = engine.dialect.name != "mysql" and hooks(engine).direct_statements
+    assert snapshot["cache"].get("prepared", 0) == (9 if direct else 0)
+    assert snapshot["statements"] == 10  # the 9 and the one conn.execute
+
+
+def test_the_db_layer_never_imports_the_profiler() -> None:
+    """The profiler hooks the database (`hooks(engine).observer`), not the reverse."""
+    code = ("import sys, vifwire.db.fast, vifwire.db.engine, vifwire.server._db; "
+            "sys.exit(any(m.startswith('vifwire.profile') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
 def test_driver_errors_become_sqlalchemy_errors_and_roll_back(engine: Engine) -> None:
@@ -112,8 +130,8 @@ def test_driver_errors_become_sqlalchemy_errors_and_roll_back(engine: Engine) ->
 
 def test_a_column_left_to_its_default_is_refused(engine: Engine) -> None:
     """Column defaults are filled by SQLAlchemy's execution, which `Fast` skips."""
-    if engine.dialect.name == "mysql":
-        pytest.skip("other dialects run through SQLAlchemy, which fills defaults")
+    if engine.dialect.name == "mysql" or not hooks(engine).direct_statements:
+        pytest.skip("the plain path runs through SQLAlchemy, which fills defaults")
     with engine.connect() as conn, conn.begin(), pytest.raises(ValueError, match="no value"):
         Fast(insert(things)).execute(conn, {"id": "x", "kind": "port", "up": True,
                                             "at": datetime(2026, 11, 24), "n": 0})

@@ -127,3 +127,38 @@ async def test_if_match_on_update_and_delete(stack: Stack) -> None:
     assert (await c.delete(path, headers={"If-Match": "revision_number=1"})).status_code == 412
     assert (await c.delete(path, headers={"If-Match": "revision_number=2"})).status_code == 204
     assert (await c.get(path)).status_code == 404
+
+
+async def test_repeated_fixed_ips_filters(stack: Stack) -> None:
+    """Issue 12.8: values of one fixed_ips key OR (as Neutron), keys AND; ~1,000 of
+    them work, and too many are a 400, never a 503."""
+    c = stack.client
+    net = (await c.post("/v2.0/networks", json={"network": {}})).json()["network"]
+    subs = []
+    for cidr in ("10.0.0.0/24", "fd00:3::/64"):
+        subs.append((await c.post("/v2.0/subnets", json={"subnet": {
+            "network_id": net["id"], "ip_version": 6 if ":" in cidr else 4,
+            "cidr": cidr}})).json()["subnet"]["id"])
+    ports = []
+    for i in (5, 6, 7):
+        r = await c.post("/v2.0/ports", json={"port": {"network_id": net["id"], "fixed_ips": [
+            {"ip_address": f"10.0.0.{i}"}]}})
+        ports.append(r.json()["port"]["id"])
+    v6 = (await c.post("/v2.0/ports", json={"port": {"network_id": net["id"], "fixed_ips": [
+        {"ip_address": "fd00:3::5"}]}})).json()["port"]["id"]
+
+    async def ids(query: str) -> set[str]:
+        response = await c.get(f"/v2.0/ports?{query}")
+        assert response.status_code == 200, response.text
+        return {p["id"] for p in response.json()["ports"]}
+
+    assert await ids("fixed_ips=ip_address%3D10.0.0.5&fixed_ips=ip_address%3D10.0.0.6") == \
+        set(ports[:2])
+    assert await ids(f"fixed_ips=subnet_id%3D{subs[0]}&fixed_ips=ip_address%3D10.0.0.7"
+                     "&fixed_ips=ip_address%3Dfd00:3::5") == {ports[2]}
+    assert await ids("fixed_ips=ip_address%3DFD00:3:0::5") == {v6}  # canonical form
+    many = "&".join(f"fixed_ips=ip_address%3D10.0.{i // 250}.{i % 250}" for i in range(1000))
+    assert await ids(many) == set(ports)
+    too_many = await c.get("/v2.0/ports?" + "&".join(f"id=x{i}" for i in range(2001)))
+    assert too_many.status_code == 400
+    assert "Too many filter values" in too_many.json()["NeutronError"]["message"]

@@ -52,8 +52,15 @@ def _outbox_rows(url: str) -> int:
 
 
 async def _outbox_drained(stack: Stack) -> None:
-    """Settled rows leave the table a moment after the last event (SETTLE_IDLE_S)."""
-    await _wait_for(lambda: _outbox_rows(stack.settings.effective_database_url) == 0)
+    """Nothing more will be posted, and the rows Nova settled left the table."""
+    await _idle(stack)
+    assert _outbox_rows(stack.settings.effective_database_url) == 0
+
+
+async def _idle(stack: Stack) -> None:
+    """Everything queued was settled and no post is in flight: nothing more arrives
+    (services hand their events over before their call returns)."""
+    await asyncio.wait_for(stack.app.state.services.notifier.wait_idle(), 5.0)
 
 
 async def test_plugged_event_sent_once(stack: Stack, agent: FakeAgent, nova: FakeNova) -> None:
@@ -61,7 +68,7 @@ async def test_plugged_event_sent_once(stack: Stack, agent: FakeAgent, nova: Fak
     await stack.rpc("ports_up", host=HOST, port_ids=[port["id"]])
     await stack.rpc("ports_up", host=HOST, port_ids=[port["id"]])  # idempotent
     await _wait_for(lambda: nova.events)
-    await asyncio.sleep(0.2)
+    await _idle(stack)
     assert nova.events == [{"name": "network-vif-plugged", "server_uuid": "vm-uuid-1",
                             "tag": port["id"], "status": "completed"}]
     assert [e["port"] for e in stack.tracer.events if e["stage"] == Stage.EVENT_SENT] \
@@ -80,7 +87,7 @@ async def test_non_compute_port_sends_nothing(stack: Stack, nova: FakeNova) -> N
         "network_id": net["id"], "device_owner": "network:dhcp", "device_id": "dhcp-1",
         "binding:host_id": HOST}})
     await stack.rpc("ports_up", host=HOST, port_ids=[r.json()["port"]["id"]])
-    await asyncio.sleep(0.2)
+    await _idle(stack)
     assert nova.posts == []
 
 
@@ -91,7 +98,7 @@ async def test_delete_active_port_sends_vif_deleted_not_unplugged(
     await _wait_for(lambda: nova.events)
     await stack.client.delete(f"/v2.0/ports/{port['id']}")
     await _wait_for(lambda: len(nova.events) == 2)
-    await asyncio.sleep(0.2)  # nothing else follows (Neutron sends no vif-unplugged)
+    await _idle(stack)  # nothing else follows (Neutron sends no vif-unplugged)
     assert nova.events[1:] == [{"name": "network-vif-deleted", "server_uuid": "vm-uuid-1",
                                 "tag": port["id"], "status": "completed"}]
     await _outbox_drained(stack)
@@ -102,7 +109,7 @@ async def test_delete_sends_vif_deleted_whatever_the_status(
     port = await _bound_compute_port(stack)  # DOWN: the VIF was never wired
     await stack.client.delete(f"/v2.0/ports/{port['id']}")
     await _wait_for(lambda: nova.events)
-    await asyncio.sleep(0.2)
+    await _idle(stack)
     assert nova.events == [{"name": "network-vif-deleted", "server_uuid": "vm-uuid-1",
                             "tag": port["id"], "status": "completed"}]
 
@@ -117,7 +124,7 @@ async def test_delete_of_a_port_nova_does_not_own_sends_nothing(
         r = await stack.client.post("/v2.0/ports", json={"port": {
             "network_id": net["id"], "binding:host_id": HOST, **body}})
         await stack.client.delete(f"/v2.0/ports/{r.json()['port']['id']}")
-    await asyncio.sleep(0.2)
+    await _idle(stack)
     assert nova.posts == [] and nova.refused == []
 
 
@@ -127,7 +134,7 @@ async def test_failed_post_is_retried_and_delivered_once(stack: Stack, agent: Fa
     port = await _bound_compute_port(stack)
     await stack.rpc("ports_up", host=HOST, port_ids=[port["id"]])
     await _wait_for(lambda: nova.events)
-    await asyncio.sleep(0.3)
+    await _idle(stack)
     assert nova.statuses == []  # the 500 was served
     assert [e["tag"] for e in nova.events] == [port["id"]]
 
@@ -138,7 +145,7 @@ async def test_many_ports_batched_without_loss(stack: Stack, agent: FakeAgent,
     await asyncio.gather(*(stack.rpc("ports_up", host=HOST, port_ids=[p["id"]])
                            for p in ports))
     await _wait_for(lambda: len(nova.events) >= 20)
-    await asyncio.sleep(0.2)
+    await _idle(stack)
     assert sorted(e["tag"] for e in nova.events) == sorted(p["id"] for p in ports)
 
 
@@ -151,7 +158,7 @@ async def test_a_backlog_goes_out_in_posts_nova_accepts_the_size_of(
     await asyncio.gather(*(stack.rpc("ports_up", host=HOST, port_ids=[p["id"]])
                            for p in ports))
     await _wait_for(lambda: len(nova.events) >= 8)
-    await asyncio.sleep(0.2)
+    await _idle(stack)
     assert max(len(post) for post in nova.posts) == 3
     assert sorted(e["tag"] for e in nova.events) == sorted(p["id"] for p in ports)
 
@@ -161,13 +168,13 @@ async def test_outbox_survives_restart(settings: Settings, nova: FakeNova) -> No
     async with running(unreachable) as stack:
         await stack.bus.serve(f"agent.{HOST}", FakeAgent())
         port = await _bound_compute_port(stack)
+        # The row is committed before the call returns; Nova stays unreachable.
         await stack.rpc("ports_up", host=HOST, port_ids=[port["id"]])
-        await asyncio.sleep(0.2)
     assert _outbox_rows(settings.effective_database_url) == 1
     assert nova.posts == []
     async with running(settings) as stack:
         await _wait_for(lambda: nova.events)
-        await asyncio.sleep(0.1)
+        await _idle(stack)
     assert [e["tag"] for e in nova.events] == [port["id"]]
     assert nova.events[0]["name"] == "network-vif-plugged"
     assert _outbox_rows(settings.effective_database_url) == 0
@@ -219,7 +226,7 @@ async def test_a_batch_nova_refuses_is_split_and_only_bad_events_dropped(
     with caplog.at_level(logging.WARNING, logger="vifwire.server.notifier"):
         ports = await _active_compute_ports(stack, servers)
         await _wait_for(lambda: notifier.sent + notifier.refused == len(servers))
-        await asyncio.sleep(0.2)
+        await _idle(stack)
     assert len(nova.refused[0]) == len(servers)  # the first post held them all
     good = sorted(p["id"] for p in ports if p["device_id"] not in nova.bad_servers)
     assert sorted(e["tag"] for e in nova.events) == good  # each delivered exactly once
@@ -243,7 +250,7 @@ async def test_a_failure_while_splitting_keeps_the_rest_for_the_retry(
     notifier = stack.app.state.services.notifier
     ports = await _active_compute_ports(stack, servers)
     await _wait_for(lambda: notifier.sent + notifier.refused == len(servers))
-    await asyncio.sleep(0.2)
+    await _idle(stack)
     assert nova.statuses == []  # the 500 was served
     good = sorted(p["id"] for p in ports if p["device_id"] != "vm-4")
     assert sorted(e["tag"] for e in nova.events) == good  # none lost, none twice
@@ -285,27 +292,26 @@ def test_check_nova_url() -> None:
             check_nova_url(bad)
 
 
-async def test_events_go_from_memory_and_settled_rows_leave_in_one_delete(
+async def test_events_go_from_memory_and_each_post_is_cleared_before_the_next(
         stack: Stack, agent: FakeAgent, nova: FakeNova) -> None:
     """Once started, the notifier posts what services hand it: it never reads the
-    outbox back per post, and the rows Nova settled go in one DELETE when idle."""
+    outbox back per post, and the rows of each post Nova accepted leave the table
+    in one DELETE before the next post, so a crash can repeat only the one in flight."""
     ports = await _bound_compute_ports(stack, [f"vm-{i}" for i in range(6)])
-    await asyncio.sleep(0.1)  # the start-up read of the outbox is done
+    await _idle(stack)  # the start-up read of the outbox is done
     probe = install_sql_probe(stack.app.state.services.context.engine)
     try:
         for port in ports:  # one report at a time, as an agent sends them in a storm
             await stack.rpc("ports_up", host=HOST, port_ids=[port["id"]])
         await _wait_for(lambda: len(nova.events) == len(ports))
         await _outbox_drained(stack)
-        statements = [row["sql"] for row in probe.snapshot()["top"]]
+        top = probe.snapshot()["top"]
     finally:
         probe.remove()
-    outbox_reads = [s for s in statements if s.startswith("SELECT") and "nova_outbox" in s]
-    assert outbox_reads == []
-    deletes = sum(row["count"] for row in probe.snapshot()["top"]
-                  if row["sql"].startswith("DELETE FROM nova_outbox"))
-    assert 1 <= deletes <= len(ports) // 2  # settled rows leave together, not one by one
-    await _outbox_drained(stack)
+    reads = [r["sql"] for r in top if r["sql"].startswith("SELECT") and "nova_outbox" in r["sql"]]
+    assert all("FOR UPDATE SKIP LOCKED" in sql for sql in reads)  # only a post's claim
+    deletes = sum(r["count"] for r in top if r["sql"].startswith("DELETE FROM nova_outbox"))
+    assert deletes == len(nova.posts)
     assert sorted(e["tag"] for e in nova.events) == sorted(p["id"] for p in ports)
 
 
@@ -329,7 +335,7 @@ async def test_rows_another_process_left_behind_are_sent_when_idle(
     notifier = NovaNotifier(engine, settings, Tracer("server", None), orphan_check_s=0.2)
     notifier.start()
     try:
-        await asyncio.sleep(0.1)  # the start-up read found nothing
+        await asyncio.wait_for(notifier.wait_idle(), 5.0)  # the start-up read found nothing
         old = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=5)
         with engine.begin() as conn:
             conn.execute(insert(nova_outbox).values(
@@ -353,6 +359,42 @@ async def test_a_post_nova_finds_too_large_is_split_until_it_fits(
     await asyncio.gather(*(stack.rpc("ports_up", host=HOST, port_ids=[p["id"]])
                            for p in ports))
     await _wait_for(lambda: len(nova.events) >= 6)
-    await asyncio.sleep(0.2)
+    await _idle(stack)
     assert nova.too_large > 0
     assert sorted(e["tag"] for e in nova.events) == sorted(p["id"] for p in ports)
+
+
+async def test_a_row_another_process_is_posting_is_not_posted_again(
+        settings: Settings, nova: FakeNova) -> None:
+    """Several server processes share the outbox on PostgreSQL: a row another one
+    holds for its post (FOR UPDATE) is skipped; one it left unlocked is posted."""
+    engine = make_engine(settings.effective_database_url)
+    migrate(engine)
+    if engine.dialect.name == "sqlite":
+        engine.dispose()
+        pytest.skip("one writer process on SQLite: no claims")
+    old = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=30)
+    with engine.begin() as conn:
+        conn.execute(insert(nova_outbox), [
+            {"key": f"p-{i}:network-vif-plugged:2", "name": "network-vif-plugged",
+             "server_uuid": f"vm-{i}", "tag": f"p-{i}", "status": "completed",
+             "created_at": old} for i in (1, 2)])
+    other = engine.connect()  # the other process, in the middle of posting p-1
+    other.begin()
+    other.execute(select(nova_outbox.c.key).where(
+        nova_outbox.c.key == "p-1:network-vif-plugged:2").with_for_update())
+    notifier = NovaNotifier(engine, settings, Tracer("server", None), orphan_check_s=0.2)
+    notifier.start()
+    try:
+        await asyncio.wait_for(notifier.wait_idle(), 5.0)
+        assert [e["tag"] for e in nova.events] == ["p-2"]
+        other.rollback()  # it died before Nova answered: the next orphan check takes it
+        await _wait_for(lambda: len(nova.events) == 2)
+        await asyncio.wait_for(notifier.wait_idle(), 5.0)
+        assert [e["tag"] for e in nova.events] == ["p-2", "p-1"]
+        assert _outbox_rows(settings.effective_database_url) == 0
+    finally:
+        other.close()
+        await notifier.stop()
+        release_connections(engine)
+        engine.dispose()

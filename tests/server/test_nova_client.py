@@ -11,6 +11,7 @@ import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -20,7 +21,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from vifwire.server.nova_client import NovaClient, NovaUnreachable, NovaUrlError, parse_url
+from vifwire.server.nova_client import (
+    NOVA_CLIENTS,
+    NovaClient,
+    NovaUnreachable,
+    NovaUrlError,
+    make_client,
+    parse_url,
+)
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s"
 
@@ -80,6 +88,10 @@ async def read_post(reader: asyncio.StreamReader) -> bytes | None:
     return await reader.readexactly(length)
 
 
+# The echo servers' connection handlers: a test ends once they saw the client go.
+_HANDLERS: set[asyncio.Task[None]] = set()
+
+
 async def serve(close_after_each: bool, *, silent_hangup: bool = False,
                 tls: ssl.SSLContext | None = None
                 ) -> tuple[asyncio.Server, list[bytes], list[int]]:
@@ -93,6 +105,7 @@ async def serve(close_after_each: bool, *, silent_hangup: bool = False,
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connections.append(1)
+        _HANDLERS.add(asyncio.current_task())  # type: ignore[arg-type]
         while (body := await read_post(reader)) is not None:
             bodies.append(body)
             extra = b"Connection: close\r\n" if close_after_each else b""
@@ -106,8 +119,23 @@ async def serve(close_after_each: bool, *, silent_hangup: bool = False,
     return server, bodies, connections
 
 
-async def _stop(server: asyncio.Server, client: NovaClient) -> None:
+@pytest.fixture(params=sorted(NOVA_CLIENTS))
+def kind(request: pytest.FixtureRequest) -> str:
+    """Both clients: ours on httptools and the plain httpx one (Settings.nova_client)."""
+    return str(request.param)
+
+
+def _why(kind: str, message: str) -> str | None:
+    """The error text to expect: ours says what happened, httpx names its exception."""
+    return message if kind == "httptools" else None
+
+
+async def _stop(server: asyncio.Server, client: Any) -> None:
     await client.close()
+    pending = {t for t in _HANDLERS if not t.done()}
+    _HANDLERS.clear()
+    if pending:  # httpx's close does not wait for the server to see it
+        await asyncio.wait(pending, timeout=5)
     server.close()
     await server.wait_closed()
 
@@ -119,10 +147,10 @@ def _base(server: asyncio.Server, scheme: str) -> str:
 @pytest.mark.parametrize("scheme", ["http", "https"])
 @pytest.mark.parametrize("close_after_each", [False, True])
 async def test_posts_arrive_once_each_whether_the_server_keeps_the_connection(
-        close_after_each: bool, scheme: str, cert: Cert) -> None:
+        close_after_each: bool, scheme: str, cert: Cert, kind: str) -> None:
     tls = cert.server_context() if scheme == "https" else None
     server, bodies, connections = await serve(close_after_each, tls=tls)
-    client = NovaClient(f"{_base(server, scheme)}/v2.1/os-server-external-events",
+    client = make_client(kind, f"{_base(server, scheme)}/v2.1/os-server-external-events",
                         ssl_context=cert.client_context())
     try:
         for i in range(3):
@@ -188,10 +216,10 @@ def test_on_uvloop_as_the_stack_runs_it(scheme: str, cert: Cert) -> None:
         runner.run(scenario())
 
 
-async def test_https_checks_the_name_in_the_certificate(cert: Cert) -> None:
+async def test_https_checks_the_name_in_the_certificate(cert: Cert, kind: str) -> None:
     server, bodies, _ = await serve(False, tls=cert.server_context())
     port = server.sockets[0].getsockname()[1]
-    client = NovaClient(f"https://localhost:{port}/x", ssl_context=cert.client_context())
+    client = make_client(kind, f"https://localhost:{port}/x", ssl_context=cert.client_context())
     try:
         assert (await client.post_json({"n": 1}))[0] == 200
     finally:
@@ -220,9 +248,9 @@ async def test_https_refuses_a_certificate_the_system_cas_did_not_sign(cert: Cer
     await _refused(cert, None)  # the default context: the system's CAs
 
 
-async def test_no_server_is_a_clear_error() -> None:
-    client = NovaClient("http://127.0.0.1:9/v2.1/os-server-external-events", timeout=2)
-    with pytest.raises(NovaUnreachable, match=r"Connection refused|ConnectionRefused"):
+async def test_no_server_is_a_clear_error(kind: str) -> None:
+    client = make_client(kind, "http://127.0.0.1:9/v2.1/os-server-external-events", timeout=2)
+    with pytest.raises(NovaUnreachable, match=r"Connection refused|ConnectionRefused|ConnectErr"):
         await client.post_json({"events": []})
 
 
@@ -254,6 +282,7 @@ async def _raw_server(answers: list[tuple[bytes, bool]]) -> tuple[asyncio.Server
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connections.append(1)
+        _HANDLERS.add(asyncio.current_task())  # type: ignore[arg-type]
         while answers and await read_post(reader) is not None:
             answer, hang_up = answers.pop(0)
             writer.write(answer)
@@ -266,11 +295,11 @@ async def _raw_server(answers: list[tuple[bytes, bool]]) -> tuple[asyncio.Server
     return server, connections
 
 
-async def test_an_answer_ended_by_closing_the_connection_is_whole() -> None:
+async def test_an_answer_ended_by_closing_the_connection_is_whole(kind: str) -> None:
     """HTTP/1.0 style: no Content-Length, the body ends when Nova hangs up."""
     unframed = b'HTTP/1.0 200 OK\r\n\r\n{"events": []}'
     server, connections = await _raw_server([(unframed, True), (unframed, True)])
-    client = NovaClient(f"{_base(server, 'http')}/x")
+    client = make_client(kind, f"{_base(server, 'http')}/x")
     try:
         assert await client.post_json({"n": 1}) == (200, b'{"events": []}')
         assert await client.post_json({"n": 2}) == (200, b'{"events": []}')
@@ -279,12 +308,13 @@ async def test_an_answer_ended_by_closing_the_connection_is_whole() -> None:
     assert len(connections) == 2
 
 
-async def test_an_answer_that_is_not_http_is_an_error_and_the_next_post_reconnects() -> None:
+async def test_an_answer_that_is_not_http_is_an_error_and_the_next_post_reconnects(
+        kind: str) -> None:
     server, connections = await _raw_server([(b"SSH-2.0-OpenSSH\r\n\r\n", False),
                                              (RESPONSE % (2, b"", b"{}"), False)])
-    client = NovaClient(f"{_base(server, 'http')}/x")
+    client = make_client(kind, f"{_base(server, 'http')}/x")
     try:
-        with pytest.raises(NovaUnreachable, match="not HTTP"):
+        with pytest.raises(NovaUnreachable, match=_why(kind, "not HTTP")):
             await client.post_json({"n": 1})
         assert await client.post_json({"n": 2}) == (200, b"{}")
     finally:
@@ -292,42 +322,43 @@ async def test_an_answer_that_is_not_http_is_an_error_and_the_next_post_reconnec
     assert len(connections) == 2
 
 
-async def test_a_connection_cut_mid_answer_is_an_error_not_a_repost() -> None:
+async def test_a_connection_cut_mid_answer_is_an_error_not_a_repost(kind: str) -> None:
     server, connections = await _raw_server([(RESPONSE % (100, b"", b'{"events"'), True),
                                              (RESPONSE % (2, b"", b"{}"), False)])
-    client = NovaClient(f"{_base(server, 'http')}/x")
+    client = make_client(kind, f"{_base(server, 'http')}/x")
     try:
-        with pytest.raises(NovaUnreachable, match="mid-answer"):
+        with pytest.raises(NovaUnreachable, match=_why(kind, "mid-answer")):
             await client.post_json({"n": 1})
     finally:
         await _stop(server, client)
     assert len(connections) == 1  # not posted again: Nova may have acted on it
 
 
-async def test_interim_answers_are_skipped_and_a_protocol_switch_is_an_error() -> None:
+async def test_interim_answers_are_skipped_and_a_protocol_switch_is_an_error(kind: str) -> None:
     final = RESPONSE % (2, b"", b"{}")
     server, connections = await _raw_server([
         (b"HTTP/1.1 100 Continue\r\n\r\n" + final, False),
         (b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n" + final, False),
         (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
          False)])
-    client = NovaClient(f"{_base(server, 'http')}/x")
+    client = make_client(kind, f"{_base(server, 'http')}/x")
     try:
         assert await client.post_json({"n": 1}) == (200, b"{}")
         assert await client.post_json({"n": 2}) == (200, b"{}")
-        with pytest.raises(NovaUnreachable, match="switched protocols"):
+        with pytest.raises(NovaUnreachable, match=_why(kind, "switched protocols")):
             await client.post_json({"n": 3})
     finally:
         await _stop(server, client)
     assert len(connections) == 1
 
 
-async def test_an_abandoned_post_never_lends_its_answer_to_the_next() -> None:
+async def test_an_abandoned_post_never_lends_its_answer_to_the_next(kind: str) -> None:
     """A post cancelled (or timed out) while Nova works on it: its late answer must not
     be read as the next post's."""
     answered: list[bytes] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _HANDLERS.add(asyncio.current_task())  # type: ignore[arg-type]
         while (body := await read_post(reader)) is not None:
             await asyncio.sleep(0.2 if not answered else 0)  # slow on the first post
             answered.append(body)
@@ -335,7 +366,7 @@ async def test_an_abandoned_post_never_lends_its_answer_to_the_next() -> None:
         writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    client = NovaClient(f"{_base(server, 'http')}/x")
+    client = make_client(kind, f"{_base(server, 'http')}/x")
     try:
         first = asyncio.create_task(client.post_json({"post": 1}))
         await asyncio.sleep(0.05)

@@ -176,3 +176,22 @@ async def test_concurrent_creates_never_share_an_address(stack: Stack) -> None:
     assert len(set(ips)) == 100
     listed = (await stack.client.get(f"/v2.0/ports?network_id={net_id}")).json()["ports"]
     assert len({p["fixed_ips"][0]["ip_address"] for p in listed}) == 100
+
+
+async def test_a_full_subnet_moves_allocation_to_the_next(stack: Stack) -> None:
+    """Issue 12.7: Neutron tries each subnet of a version in turn."""
+    c = stack.client
+    net_id, small = await _net(stack, cidr="10.0.0.0/29")  # 5 usable addresses
+    big = (await c.post("/v2.0/subnets", json={"subnet": {
+        "network_id": net_id, "ip_version": 4, "cidr": "10.1.0.0/24"}})).json()["subnet"]
+    first = await c.post("/v2.0/ports", json={"ports": [{"network_id": net_id}] * 5})
+    assert {p["fixed_ips"][0]["subnet_id"] for p in first.json()["ports"]} == {small}
+    more = await c.post("/v2.0/ports", json={"ports": [{"network_id": net_id}] * 20})
+    assert more.status_code == 201, more.text
+    ips = [p["fixed_ips"] for p in more.json()["ports"]]
+    assert all(len(f) == 1 and f[0]["subnet_id"] == big["id"] for f in ips)
+    assert len({f[0]["ip_address"] for f in ips}) == 20
+    pinned = await c.post("/v2.0/ports", json={"port": {
+        "network_id": net_id, "fixed_ips": [{"subnet_id": small}]}})
+    assert pinned.status_code == 409  # a named subnet is that subnet only
+    assert pinned.json()["NeutronError"]["type"] == "IpAddressGenerationFailure"

@@ -11,9 +11,5 @@ class OvsUnavailable(AgentError):
     """OVSDB or vswitchd could not be reached or did not answer in time."""
 
 
-class OvsWriteFailed(AgentError):
-    """An OVSDB transaction for a port failed."""
-
-
 class VlansExhausted(AgentError):
     """Every local VLAN (1..4094) is taken by some network."""

@@ -7,6 +7,8 @@ report up or down) and plans again until nothing is left to do.
 
 Rules (Neutron's OVS agent semantics):
 - no VIF: report down if the port was up; hold no VLAN;
+- VIF without a device (lost): report down if the port was up; keep its VLAN
+  and tag, so it is wired again the moment the device returns;
 - VIF, details never asked for: fetch them from the server;
 - VIF, server knows no such port here: dead VLAN, strip network keys;
 - VIF, admin down: dead VLAN (keeping the network keys), report down;
@@ -19,8 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-from vifwire.agent.model import DEAD_VLAN, NETWORK_KEYS, Vif
-from vifwire.agent.ovs import PortWrite
+from vifwire.agent.model import DEAD_VLAN, NETWORK_KEYS, PortWrite, Vif
 from vifwire.messages import PortDetails
 
 Report = Literal["up", "down"]
@@ -75,7 +76,7 @@ def network_config(details: PortDetails, vlan: int) -> dict[str, str]:
 
 def plan(view: PortView) -> Action:
     vif = view.vif
-    if vif is None:
+    if vif is None or vif.lost:
         return Action(report="down" if view.was_up else None)
     if view.lookup is Lookup.UNKNOWN:
         return Action(fetch=True)

@@ -10,11 +10,20 @@ reporter to report up/down. Errors stay with their port (retry with backoff);
 nothing triggers a global resync.
 
 Start order matters: OVSDB first (its initial snapshot gives the VLAN hints
-that keep tags stable), then the dead-VLAN flow, serving our topic (so no bind
-is missed), the first heartbeat, and the full sync from the server. Workers
+that keep tags stable, and `connect` makes the bridge fail secure), then the
+OpenFlow rules (`_flows`: NORMAL, the dead-VLAN drop and the drop flow of every
+VIF already in the dead VLAN, in one bundle, so a restart never opens a gap),
+serving our topic (so no bind is missed), the first heartbeat, and the full
+sync from the server. Workers
 only run after the sync, so the sync's answer spares a lookup per VIF. Casts
 received while a sync or lookup is in flight win over its (older) answer,
 tracked with `_cast_seq`.
+
+Isolation survives Open vSwitch: `_flows` (vifwire.ovs.flows) holds every rule
+the agent wants and rewrites them all when vswitchd restarts or someone flushes
+the table; with fail_mode=secure nothing passes until then. A VIF whose device
+vanished (ofport -1) is reported down, its drop flow dropped, and both come
+back when the device does.
 """
 
 from __future__ import annotations
@@ -24,15 +33,17 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from vifwire.agent.errors import AgentError
+from vifwire.agent.errors import AgentError, OvsUnavailable
 from vifwire.agent.model import AGENT_BINARY, AGENT_TYPE, DEAD_VLAN, Vif, VifChanges
-from vifwire.agent.ovs import OvsBridge
 from vifwire.agent.plan import Lookup, PortView, network_to_hold, plan
 from vifwire.agent.reporter import StatusReporter
 from vifwire.agent.tasks import KeyedWorkers, cancel_and_wait, spawn
 from vifwire.agent.vlans import LocalVlans
 from vifwire.bus.base import SERVER_TOPIC, Bus, BusError, agent_topic
 from vifwire.messages import AgentState, PortDetails
+from vifwire.ovs.bridge import OvsBridge
+from vifwire.ovs.flows import FlowTable
+from vifwire.ovs.runtime import OvsError, OvsRuntime
 from vifwire.settings import OvsSettings, Settings
 from vifwire.trace import Stage, Tracer
 
@@ -41,6 +52,9 @@ log = logging.getLogger(__name__)
 BACKOFF = (0.05, 5.0)
 WRITE_ATTEMPTS = 5
 RETRY_LATER_S = 30.0
+# Base rules: the bridge is fail secure, so NORMAL switching is the agent's to add.
+# NORMAL still switches VLAN 4095 between access ports, hence per-port drops too.
+BASE_FLOWS = ("priority=0,actions=NORMAL", f"priority=65535,dl_vlan={DEAD_VLAN},actions=drop")
 
 
 @dataclass
@@ -52,6 +66,8 @@ class PortState:
     network: str | None = None  # network whose local VLAN this port holds
     wired: bool = False  # WIRED was traced for the current VIF
     dropped: bool = False  # a drop flow for the port is installed
+    reflow: bool = False  # the device came back: rewrite the drop flow
+    returned: bool = False  # the device came back: make vswitchd reopen it
 
 
 class _Endpoint:
@@ -81,6 +97,8 @@ class OvsAgent:
         self.tracer = tracer
         self._rpc_timeout = rpc_timeout
         self._bridge = OvsBridge(self.ovs_settings, self._on_vif_changes, timeout=ovs_timeout)
+        self._flows = FlowTable(OvsRuntime(self.ovs_settings),
+                                self.ovs_settings.integration_bridge)
         self._reporter = StatusReporter(bus, self.host, tracer, timeout=rpc_timeout,
                                         backoff=BACKOFF)
         self._vlans = LocalVlans()
@@ -102,14 +120,16 @@ class OvsAgent:
                 await asyncio.wait_for(self._snapshot.wait(), self._bridge.timeout)
             except TimeoutError as exc:
                 raise AgentError("no initial snapshot from OVSDB") from exc
-            await self._bridge.install_dead_vlan_drop()
-            await self._bridge.clear_drop_flows()
+            await self._install_flows()
             self._vlans.hint(_recovered_vlans(p.vif for p in self._ports.values()))
             await self._bus.serve(agent_topic(self.host), _Endpoint(self))
             self._bus.on_reconnect(self.resync)
-        except BaseException:  # e.g. the bus is unreachable: let go of OVSDB too
+        except BaseException as exc:  # e.g. the bus is unreachable: let go of OVS too
             self._running = False
+            await self._flows.stop()
             await self._bridge.close()
+            if isinstance(exc, OvsError):
+                raise OvsUnavailable(str(exc)) from exc
             raise
         self._reporter.start()
         self._tasks.append(spawn(self._heartbeat(), name="agent:heartbeat"))
@@ -126,10 +146,31 @@ class OvsAgent:
         await self._workers.stop()
         log.debug("stopping: reporter")
         await self._reporter.stop()
-        log.debug("stopping: OVSDB")
+        log.debug("stopping: OVS")
+        await self._flows.stop()
         await self._bridge.close()
         log.debug("stopped")
         self.tracer.flush()
+
+    async def _install_flows(self) -> None:
+        """All of the agent's rules from its state, in one bundle, then keep them."""
+        self._flows.base(BASE_FLOWS)
+        for port_id, state in self._ports.items():
+            if _isolated(state.vif):
+                assert state.vif is not None
+                self._flows.stage(port_id, [_drop_spec(state.vif.name)])
+                state.dropped = True
+        try:
+            await asyncio.wait_for(self._flows.start(), self._bridge.timeout)
+        except TimeoutError as exc:
+            raise OvsUnavailable("no OpenFlow connection to "
+                                 f"{self.ovs_settings.integration_bridge}") from exc
+        await self._flows.restore()
+
+    @property
+    def flow_restores(self) -> int:
+        """How many times every flow was (re)installed: 1 after start, +1 per loss."""
+        return self._flows.restores
 
     @property
     def device_count(self) -> int:
@@ -144,6 +185,10 @@ class OvsAgent:
     def _on_vif_changes(self, changes: VifChanges) -> None:
         if not self._running:
             return
+        if changes.initial and self._synced:
+            # OVSDB came back (ovsdb-server restarted): whatever vswitchd did
+            # meanwhile, put every rule back.
+            self._tasks.append(spawn(self._flows.refresh(), name="agent:flows"))
         if changes.initial:
             for port_id, state in self._ports.items():
                 if port_id not in changes.vifs and state.vif is not None:
@@ -155,6 +200,8 @@ class OvsAgent:
                 self.tracer.mark(Stage.SEEN, port_id, device=vif.name)
             if vif is None or (state.vif is not None and state.vif.name != vif.name):
                 state.wired = False
+            if vif is not None and not vif.lost and state.vif is not None and state.vif.lost:
+                state.returned = True
             state.vif = vif
             self._kick(port_id)
         self._snapshot.set()
@@ -236,6 +283,10 @@ class OvsAgent:
             state = self._ports.get(port_id)
             if state is None:
                 return
+            if state.returned and not await self._reopen(port_id, state):
+                failures += 1
+                await asyncio.sleep(_backoff(failures))
+                continue
             view = self._view(port_id, state)
             action = plan(view)
             if action.fetch:
@@ -246,7 +297,7 @@ class OvsAgent:
             if action.write is not None:
                 try:
                     await self._bridge.apply(action.write)
-                except AgentError as exc:
+                except (AgentError, OvsError) as exc:
                     failures += 1
                     if failures >= WRITE_ATTEMPTS or state.vif is None:
                         # No new event may ever come for this port: look again later.
@@ -278,20 +329,46 @@ class OvsAgent:
             self._prune(port_id, state)
             return
 
+    async def _reopen(self, port_id: str, state: PortState) -> bool:
+        """Re-wire a VIF whose device returned, before it is reported up.
+
+        Only the netdev datapath needs it (the kernel one re-adds the new device
+        by itself). The new ofport is chosen here, so a dead-VLAN port gets its
+        drop flow on that number before vswitchd opens the device."""
+        vif = state.vif
+        if vif is None or vif.lost:
+            return True  # gone again: the next return starts over
+        try:
+            if self.ovs_settings.datapath_type == "netdev":
+                ofport = await self._bridge.free_ofport()
+                if _isolated(vif):
+                    await self._flows.put(port_id, [_drop_spec(str(ofport))])
+                    state.dropped = True
+                await self._bridge.reopen(vif.name, ofport)
+        except OvsError as exc:
+            log.warning("port %s: reopening %s: %s", port_id, vif.name, exc)
+            return False
+        state.returned, state.reflow = False, True
+        return True
+
     async def _isolate(self, port_id: str, state: PortState) -> bool:
-        """Keep a drop flow exactly while the VIF sits in the dead VLAN."""
-        dead = state.vif is not None and state.vif.tag == DEAD_VLAN
-        if dead == state.dropped:
+        """Keep a drop flow exactly while the VIF sits in the dead VLAN.
+
+        While the device is lost the flow stays (nothing to match, and the device
+        may return before we hear of it); on return it is rewritten, since the
+        new device may have a new ofport."""
+        if state.vif is not None and state.vif.lost:
+            return True
+        dead = _isolated(state.vif)
+        if dead == state.dropped and not (dead and state.reflow):
             return True
         try:
-            if dead and state.vif is not None:
-                await self._bridge.drop_port(state.vif.name, port_id)
-            else:
-                await self._bridge.undrop_port(port_id)
-        except AgentError as exc:
+            specs = [_drop_spec(state.vif.name)] if dead and state.vif is not None else []
+            await self._flows.put(port_id, specs)
+        except OvsError as exc:
             log.warning("port %s: drop flow: %s", port_id, exc)
             return state.vif is None  # the port is gone: nothing left to isolate
-        state.dropped = dead
+        state.dropped, state.reflow = dead, False
         return True
 
     def _view(self, port_id: str, state: PortState) -> PortView:
@@ -364,6 +441,14 @@ def _recovered_vlans(vifs: Iterable[Vif | None]) -> list[tuple[str, int]]:
         if network and tag and tag.isdigit():
             pairs.append((network, int(tag)))
     return pairs
+
+
+def _isolated(vif: Vif | None) -> bool:
+    return vif is not None and not vif.lost and vif.tag == DEAD_VLAN
+
+
+def _drop_spec(name: str) -> str:
+    return f"priority=2,in_port={name},actions=drop"
 
 
 def _backoff(failures: int) -> float:

@@ -1,7 +1,7 @@
 """Attribute maps: which attributes a resource accepts on POST/PUT, and how to check them.
 
 Like neutron-lib's RESOURCE_ATTRIBUTE_MAP, reduced to what vifwire implements.
-A converter takes the raw JSON value and returns the clean one or raises
+A converter (`converters`) takes the raw JSON value and returns the clean one or raises
 ValueError with a reason; `validate_body` turns that into Neutron's 400.
 
 Each attribute also carries the JSON schema of the value the API renders, so
@@ -11,138 +11,37 @@ OpenAPI description (`openapi`): they cannot drift apart.
 
 from __future__ import annotations
 
-import ipaddress
-import re
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from vifwire.api.converters import (
+    IPV6_MODES,
+    MAC_RE,
+    VNIC_TYPES,
+    Converter,
+    address_pairs,
+    boolean,
+    cidr,
+    dict_or_none,
+    fixed_ips_or_none,
+    host_routes,
+    integer_or_none,
+    ip_or_none,
+    ip_version,
+    ipv6_mode,
+    list_of,
+    mac,
+    nameservers,
+    pools,
+    string,
+    string_or_none,
+    uuid_str,
+    vnic_type,
+)
 from vifwire.server import faults
 
-Converter = Callable[[Any], Any]
-_MAC = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
-VNIC_TYPES = {"normal", "direct", "macvtap", "baremetal", "direct-physical",
-              "virtio-forwarder", "smart-nic", "vdpa", "remote-managed"}
 Schema = Mapping[str, Any]
-
-
-def string(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"'{value}' is not a valid string")
-    if "\x00" in value:
-        raise ValueError("NUL characters are not allowed in strings")
-    if len(value) > 255:
-        raise ValueError(f"'{value[:32]}...' exceeds maximum length of 255")
-    return value
-
-
-def boolean(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
-        return value.lower() in ("true", "1")
-    raise ValueError(f"'{value}' cannot be converted to boolean")
-
-
-def uuid_str(value: Any) -> str:
-    try:
-        if not isinstance(value, str):
-            raise ValueError
-        uuid.UUID(value)
-    except ValueError:
-        raise ValueError(f"'{value}' is not a valid UUID") from None
-    return value
-
-
-def integer_or_none(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueError(f"'{value}' is not an integer")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"'{value}' is not an integer") from None
-
-
-def string_or_none(value: Any) -> str | None:
-    return None if value is None else string(value)
-
-
-def ip_or_none(value: Any) -> str | None:
-    if value is None:
-        return None
-    try:
-        return str(ipaddress.ip_address(string(value)))
-    except ValueError:
-        raise ValueError(f"'{value}' is not a valid IP address") from None
-
-
-def ip_version(value: Any) -> int:
-    number = integer_or_none(value)
-    if number not in (4, 6):
-        raise ValueError(f"'{value}' is not in [4, 6]")
-    return number
-
-
-def mac(value: Any) -> str:
-    if not isinstance(value, str) or not _MAC.match(value):
-        raise ValueError(f"'{value}' is not a valid MAC address")
-    return value.lower()
-
-
-def dict_or_none(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ValueError(f"'{value}' is not a dictionary")
-    return value
-
-
-def list_of(item: Converter) -> Converter:
-    def convert(value: Any) -> list[Any]:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise ValueError(f"'{value}' is not a list")
-        return [item(v) for v in value]
-    return convert
-
-
-def keys(required: set[str], optional: set[str] = frozenset()) -> Converter:  # type: ignore[assignment]
-    def convert(value: Any) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise ValueError(f"'{value}' is not a dictionary")
-        missing, extra = required - value.keys(), value.keys() - required - optional
-        if missing or extra:
-            raise ValueError(f"Invalid data format for {value}: expected keys "
-                             f"{sorted(required | optional)}")
-        return {k: string(v) for k, v in value.items()}
-    return convert
-
-
-def fixed_ip(value: Any) -> dict[str, Any]:
-    entry = keys(set(), {"subnet_id", "ip_address"})(value)
-    if "subnet_id" in entry:
-        entry["subnet_id"] = uuid_str(entry["subnet_id"])
-    if "ip_address" in entry:
-        entry["ip_address"] = ip_or_none(entry["ip_address"])
-    if not entry:
-        raise ValueError("Exactly one of subnet_id or ip_address is required")
-    return entry
-
-
-def vnic_type(value: Any) -> str:
-    if value not in VNIC_TYPES:
-        raise ValueError(f"'{value}' is not in {sorted(VNIC_TYPES)}")
-    return str(value)
-
-
-def fixed_ips_or_none(value: Any) -> list[dict[str, Any]] | None:
-    return None if value is None else list_of(fixed_ip)(value)
 
 
 # JSON schemas of rendered values.
@@ -155,11 +54,12 @@ NULL: Schema = {"type": "null"}
 OBJECT: Schema = {"type": "object"}
 UUID: Schema = {"type": "string", "format": "uuid"}
 STR_LIST: Schema = {"type": "array", "items": STR}
+IPV6_MODE: Schema = {"enum": [*IPV6_MODES, None]}
 
 
-def _pairs(*names: str) -> Schema:
+def _pairs(*names: str, optional: tuple[str, ...] = ()) -> Schema:
     return {"type": "array", "items": {"type": "object", "required": list(names),
-                                       "properties": {n: STR for n in names}}}
+                                       "properties": {n: STR for n in (*names, *optional)}}}
 
 
 SCALAR_TYPES = {"string", "integer", "boolean"}
@@ -220,15 +120,14 @@ SUBNET: dict[str, Attr] = {
     **_COMMON,
     "network_id": Attr(uuid_str, put=False, required=True, schema=UUID),
     "ip_version": Attr(ip_version, put=False, required=True, schema={"enum": [4, 6]}),
-    "cidr": Attr(string, put=False, required=True),
+    "cidr": Attr(cidr, put=False, required=True),
     "gateway_ip": Attr(ip_or_none, schema=STR_OR_NULL),
-    "allocation_pools": Attr(list_of(keys({"start", "end"})), schema=_pairs("start", "end")),
-    "dns_nameservers": Attr(list_of(string), schema=STR_LIST),
-    "host_routes": Attr(list_of(keys({"destination", "nexthop"})),
-                        schema=_pairs("destination", "nexthop")),
+    "allocation_pools": Attr(pools, schema=_pairs("start", "end")),
+    "dns_nameservers": Attr(nameservers, schema=STR_LIST),
+    "host_routes": Attr(host_routes, schema=_pairs("destination", "nexthop")),
     "enable_dhcp": Attr(boolean, schema=BOOL),
-    "ipv6_ra_mode": Attr(string_or_none, put=False, schema=STR_OR_NULL),
-    "ipv6_address_mode": Attr(string_or_none, put=False, schema=STR_OR_NULL),
+    "ipv6_ra_mode": Attr(ipv6_mode, put=False, schema=IPV6_MODE),
+    "ipv6_address_mode": Attr(ipv6_mode, put=False, schema=IPV6_MODE),
     "subnetpool_id": read_only(NULL),
     "service_types": read_only(STR_LIST),
     "segment_id": read_only(NULL),
@@ -244,8 +143,8 @@ PORT: dict[str, Attr] = {
     "device_owner": Attr(string),
     "fixed_ips": Attr(fixed_ips_or_none, schema=_pairs("subnet_id", "ip_address")),
     "security_groups": Attr(list_of(uuid_str), schema={"type": "array", "items": UUID}),
-    "allowed_address_pairs": Attr(list_of(keys({"ip_address"}, {"mac_address"})),
-                                  schema=_pairs("ip_address")),
+    "allowed_address_pairs": Attr(address_pairs, schema=_pairs(
+        "ip_address", optional=("mac_address",))),
     "port_security_enabled": Attr(boolean, schema=BOOL),
     "binding:host_id": Attr(string_or_none, schema=STR),
     "binding:vif_type": read_only(STR),
@@ -275,8 +174,10 @@ INPUT_SCHEMAS: dict[Converter, Schema] = {
     integer_or_none: INT_OR_NULL,
     string_or_none: {"type": ["string", "null"], "maxLength": 255},
     ip_or_none: {"type": ["string", "null"]},
+    cidr: {"type": "string"},
+    ipv6_mode: IPV6_MODE,
     ip_version: {"enum": [4, 6]},
-    mac: {"type": "string", "pattern": _MAC.pattern},
+    mac: {"type": "string", "pattern": f"^{MAC_RE.pattern}$"},
     dict_or_none: {"type": ["object", "null"]},
     vnic_type: {"enum": sorted(VNIC_TYPES)},
 }

@@ -78,7 +78,9 @@ def _if_revision(request: Request) -> int | None:
     if not header:
         return None
     key, _, value = header.partition("=")
-    if key.strip() != "revision_number" or not value.strip().isdigit():
+    value = value.strip()  # ASCII digits only: "²".isdigit() is True, int() refuses it
+    if key.strip() != "revision_number" or not (value.isascii() and value.isdigit()
+                                                and len(value) <= 18):
         raise faults.BadRequest(f"Invalid If-Match header {header!r}; expected "
                                 "revision_number=<int>")
     return int(value)

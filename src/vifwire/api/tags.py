@@ -55,11 +55,11 @@ def router_for(collection: str) -> APIRouter:
                 or not isinstance(body["tags"], list):
             raise faults.BadRequest("Invalid tags body: expected {\"tags\": [<tag>, ...]}")
         wanted = [validate_tag(t) for t in body["tags"]]
-        return JSONResponse({"tags": _service(request).replace(collection, item_id, wanted)})
+        return JSONResponse({"tags": await _service(request).replace(collection, item_id, wanted)})
 
     @router.delete(base, status_code=204)
     async def clear_tags(request: Request, item_id: str) -> Response:
-        _service(request).clear(collection, check_id(item_id))
+        await _service(request).clear(collection, check_id(item_id))
         return Response(status_code=204)
 
     @router.get(base + "/{tag}", status_code=204)
@@ -69,12 +69,12 @@ def router_for(collection: str) -> APIRouter:
 
     @router.put(base + "/{tag}", status_code=201)
     async def add_tag(request: Request, item_id: str, tag: str) -> Response:
-        _service(request).add(collection, check_id(item_id), validate_tag(tag))
+        await _service(request).add(collection, check_id(item_id), validate_tag(tag))
         return Response(status_code=201)
 
     @router.delete(base + "/{tag}", status_code=204)
     async def remove_tag(request: Request, item_id: str, tag: str) -> Response:
-        _service(request).remove(collection, check_id(item_id), tag)
+        await _service(request).remove(collection, check_id(item_id), tag)
         return Response(status_code=204)
 
     return router

@@ -43,6 +43,22 @@ def _port(text: str) -> int:
     return value
 
 
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "yes", "on", "1"):
+        return True
+    if lowered in ("false", "no", "off", "0"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _threads(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -94,6 +110,9 @@ KEYS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     (_DEFAULT, "bind_port"): ("api_port", _port),
     (_DEFAULT, "api_workers"): ("api_workers", _positive_int),
     ("database", "connection"): ("database_url", _text),
+    ("database", "direct_statements"): ("db_direct_statements", _bool),
+    ("database", "held_connections"): ("db_held_connections", _bool),
+    ("database", "threads"): ("db_threads", _threads),
     ("nova", "url"): ("nova_url", lambda text: _text(text).rstrip("/")),
     ("agent", "report_interval"): ("agent_heartbeat_s", _positive_float),
     ("agent", "ovs_netns"): ("ovs_netns", _text),

@@ -14,7 +14,14 @@ error translation (a driver error goes through the Connection's own handler, so
 IntegrityError, disconnect detection and invalidation work as for any
 statement), and every dialect other than SQLite and PostgreSQL, where `Fast`
 simply calls `Connection.execute`. Statements with expanding IN lists are not
-wrapped. The SQL probe still sees every statement (`SqlProbe.record`).
+wrapped. Statements run here bypass SQLAlchemy's engine events, so they are
+reported to the engine's `StatementObserver` (`vifwire.db.engine.hooks`), where
+the SQL profiler listens.
+
+The direct path leans on SQLAlchemy internals (`Connection._handle_dbapi_exception`,
+`SQLCompiler._bind_processors`, `_result_columns`, `TypeEngine._cached_result_processor`),
+tested on SQLAlchemy 2.0-2.1. `hooks(engine).direct_statements = False` (the
+`db_direct_statements` setting) makes every `Fast` a plain `Connection.execute`.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.sql import Executable
 
-from vifwire.profile.sql import probe_of
+from vifwire.db.engine import hooks
 
 DIRECT_DIALECTS = frozenset({"sqlite", "postgresql"})
 
@@ -54,9 +61,11 @@ class Fast:
 
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> FastResult:
         dialect = conn.dialect
-        if dialect.name not in DIRECT_DIALECTS:
+        engine_hooks = hooks(conn.engine)
+        if dialect.name not in DIRECT_DIALECTS or not engine_hooks.direct_statements:
             return FastResult.of(conn.execute(self.statement, dict(params)))
-        started = time.perf_counter()
+        observer = engine_hooks.observer
+        started = time.thread_time() if observer is not None else 0.0
         key = (type(dialect), dialect.paramstyle, frozenset(params))
         plan = self._plans.get(key)
         if plan is None:
@@ -67,7 +76,8 @@ class Fast:
         if plan.positional is not None:
             values = tuple(values[name] for name in plan.positional)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        built = time.perf_counter()
+        if observer is not None:
+            built, built_wall = time.thread_time(), time.perf_counter()
         try:
             cursor.execute(plan.sql, values)
             rows = cursor.fetchall() if plan.row is not None else []
@@ -77,9 +87,11 @@ class Fast:
             raise
         rowcount = cursor.rowcount
         cursor.close()
-        probe = probe_of(conn.engine)
-        if probe is not None:
-            probe.record(plan.sql, built - started, time.perf_counter() - built)
+        if observer is not None:
+            # Building is this thread's CPU, not wall time: waiting for the GIL
+            # (the agent's thread, the notifier's) is no part of building it.
+            observer.record(plan.sql, built - started, time.perf_counter() - built_wall,
+                            time.thread_time() - built)
         if plan.row is None:
             return FastResult([], rowcount)
         return FastResult([plan.row._make(_processed(row, plan.results)) for row in rows],

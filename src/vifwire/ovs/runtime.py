@@ -103,17 +103,26 @@ class OvsRuntime:
             db = self.run_dir / "conf.db"
             if not db.exists():
                 self._run(["ovsdb-tool", "create", str(db), str(SCHEMA)])
-            self._run(["ovsdb-server", str(db), f"--remote=punix:{self.settings.db_socket}",
-                       f"--pidfile={self.run_dir / 'ovsdb-server.pid'}", "--detach",
-                       f"--log-file={self.run_dir / 'ovsdb-server.log'}",
-                       f"--unixctl={self.run_dir / 'ovsdb-server.ctl'}"])
+            self.start_ovsdb()
             self.vsctl("--no-wait", "init")
             self.vsctl("--no-wait", "set", "Open_vSwitch", ".", *VSWITCHD_TUNING)
-            self._run(["ovs-vswitchd", self.settings.connection,
-                       f"--pidfile={self.run_dir / 'ovs-vswitchd.pid'}", "--detach",
-                       f"--log-file={self.run_dir / 'ovs-vswitchd.log'}",
-                       f"--unixctl={self.run_dir / 'ovs-vswitchd.ctl'}"])
+            self.start_vswitchd()
         self.ensure_bridge(self.settings.integration_bridge)
+
+    def start_ovsdb(self) -> None:
+        """Start ovsdb-server on the existing database (also after it crashed)."""
+        self._run(["ovsdb-server", str(self.run_dir / "conf.db"),
+                   f"--remote=punix:{self.settings.db_socket}",
+                   f"--pidfile={self.run_dir / 'ovsdb-server.pid'}", "--detach",
+                   f"--log-file={self.run_dir / 'ovsdb-server.log'}",
+                   f"--unixctl={self.run_dir / 'ovsdb-server.ctl'}"])
+
+    def start_vswitchd(self) -> None:
+        """Start ovs-vswitchd on the running database (also after it crashed)."""
+        self._run(["ovs-vswitchd", self.settings.connection,
+                   f"--pidfile={self.run_dir / 'ovs-vswitchd.pid'}", "--detach",
+                   f"--log-file={self.run_dir / 'ovs-vswitchd.log'}",
+                   f"--unixctl={self.run_dir / 'ovs-vswitchd.ctl'}"])
 
     def ensure_bridge(self, name: str) -> None:
         self.vsctl("--may-exist", "add-br", name, "--", "set", "Bridge", name,

@@ -20,10 +20,11 @@ rest of the process, so server and agent are told apart though they share it.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,28 @@ class ResourceTimeline:
     samples: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     # [{"t", "usr", "sys", "idle", "wai", "mem_used", "mem_free", "mem_available"}]
     system: list[dict[str, float]] = field(default_factory=list)
+    # The sampling process's own CPU (user + system) at stop: the profiler's cost
+    # outside the processes it watches.
+    sampler_cpu_s: float = 0.0
+
+    def cpu_at(self, name: str, t: float) -> float:
+        """A component's cumulative CPU seconds at time t, linear between samples."""
+        rows = self.samples.get(name) or []
+        if not rows:
+            return 0.0
+        if t <= rows[0]["t"]:
+            return rows[0]["cpu_s"]
+        for before, after in itertools.pairwise(rows):
+            if t <= after["t"]:
+                span = after["t"] - before["t"]
+                share = (t - before["t"]) / span if span > 0 else 1.0
+                return before["cpu_s"] + share * (after["cpu_s"] - before["cpu_s"])
+        return rows[-1]["cpu_s"]
+
+    def cpu_between(self, start: float, end: float) -> dict[str, float]:
+        """CPU seconds per component from `start` to `end` (interpolated)."""
+        return {name: round(max(self.cpu_at(name, end) - self.cpu_at(name, start), 0.0), 4)
+                for name in self.samples}
 
     def cpu_seconds(self) -> dict[str, float]:
         out = {}
@@ -103,14 +126,16 @@ class ResourceTimeline:
     def to_dict(self) -> dict[str, Any]:
         return {"interval": self.interval, "ncpu": self.ncpu, "components": self.components,
                 "window": list(self.window()), "cpu_seconds": self.cpu_seconds(),
-                "samples": self.samples, "system": self.system}
+                "samples": self.samples, "system": self.system,
+                "sampler_cpu_s": self.sampler_cpu_s}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ResourceTimeline:
         return cls(interval=data["interval"], ncpu=data["ncpu"],
                    components={k: list(v) for k, v in data["components"].items()},
                    samples={k: list(v) for k, v in data["samples"].items()},
-                   system=list(data["system"]))
+                   system=list(data["system"]),
+                   sampler_cpu_s=float(data.get("sampler_cpu_s", 0.0)))
 
     def write(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,8 +189,11 @@ class ResourceSampler:
         self.timeline = ResourceTimeline(self.interval, psutil.cpu_count() or 1, self.pids,
                                          {name: [] for name in self.pids})
         self._last: dict[str, tuple[float, float]] = {}
+        self._own_at_start = 0.0
 
     def start(self) -> ResourceSampler:
+        own = psutil.Process().cpu_times()
+        self._own_at_start = own.user + own.system
         psutil.cpu_times_percent(interval=None)  # prime the system-wide delta
         self._sample()
         self._thread = threading.Thread(target=self._run, name="profile:sampler", daemon=True)
@@ -178,6 +206,9 @@ class ResourceSampler:
             self._thread.join()
             self._thread = None
             self._sample()
+            own = psutil.Process().cpu_times()  # sampling only, not start-up
+            used = own.user + own.system - self._own_at_start
+            self.timeline = replace(self.timeline, sampler_cpu_s=round(used, 4))
         return self.timeline
 
     def __enter__(self) -> ResourceSampler:

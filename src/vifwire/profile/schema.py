@@ -74,11 +74,21 @@ PROFILE_SCHEMA: dict[str, Any] = {
         "busiest": {"type": "object", "properties": {
             "t": _NUM_OR_NULL, "in_flight": {"type": "integer"},
             "ports": {"type": "array", "items": {"type": "string"}}}},
+        # seconds/per_vm/window: the storm only (to the last network-vif-plugged, as
+        # bench/storm.py counts); "whole": the sampler's whole run, teardown included.
         "cpu": {"type": ["object", "null"],
-                "required": ["seconds", "per_vm", "vms", "window_s"],
+                "required": ["seconds", "per_vm", "vms", "window_s", "includes", "whole",
+                             "profiler"],
                 "properties": {"seconds": {"type": "object", "additionalProperties": _NUM},
                                "per_vm": {"type": "object", "additionalProperties": _NUM},
-                               "vms": {"type": "integer"}, "window_s": _NUM}},
+                               "vms": {"type": "integer"}, "window_s": _NUM,
+                               "window": {"type": "array", "items": _NUM},
+                               "includes": {"type": "string"},
+                               "whole": {"type": "object",
+                                         "required": ["seconds", "per_vm", "window_s",
+                                                      "includes"]},
+                               "profiler": {"type": "object",
+                                            "required": ["sampler_cpu_s", "note"]}}},
         "resources": {"type": ["object", "null"],
                       "required": ["interval", "ncpu", "components", "samples", "system"],
                       "properties": {

@@ -50,12 +50,21 @@ def cpu_table(profile: Mapping[str, Any]) -> Table | None:
     cpu = profile.get("cpu")
     if not cpu:
         return None
-    table = Table(title=f"CPU over {cpu['window_s']:.1f} s, {cpu['vms']} VMs",
-                  title_justify="left")
-    for col in ("component", "CPU s", "per VM s"):
+    whole = cpu.get("whole") or {}
+    title = f"CPU over the storm ({cpu['window_s']:.1f} s), {cpu['vms']} VMs"
+    if whole:
+        title += f"; whole window {whole['window_s']:.1f} s (teardown included)"
+    table = Table(title=title, title_justify="left")
+    cols = ["component", "storm CPU s", "per VM ms"] + (
+        ["whole CPU s", "whole per VM ms"] if whole else [])
+    for col in cols:
         table.add_column(col, justify="left" if col == "component" else "right")
     for name, seconds in cpu["seconds"].items():
-        table.add_row(name, f"{seconds:.2f}", f"{cpu['per_vm'].get(name, 0.0):.3f}")
+        row = [name, f"{seconds:.2f}", f"{cpu['per_vm'].get(name, 0.0) * 1000:.2f}"]
+        if whole:
+            row += [f"{whole['seconds'].get(name, 0.0):.2f}",
+                    f"{whole['per_vm'].get(name, 0.0) * 1000:.2f}"]
+        table.add_row(*row)
     return table
 
 
@@ -95,7 +104,7 @@ def headline(profile: Mapping[str, Any]) -> str:
     cpu = profile.get("cpu")
     if cpu and cpu["seconds"]:
         parts = [f"{s:.2f} s for {name}" for name, s in cpu["seconds"].items()]
-        lines.append("CPU: " + ", ".join(parts))
+        lines.append(f"CPU over the storm ({cpu['window_s']:.1f} s): " + ", ".join(parts))
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from vifwire.db.schema import agents
 from vifwire.messages import AgentState
 from vifwire.server import faults
-from vifwire.server._db import read, transaction
+from vifwire.server._db import read, run_transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import agent_time, dumps, loads, new_id, utcnow
 from vifwire.server.context import Context
@@ -82,7 +82,7 @@ class AgentService:
             if values:
                 conn.execute(update(agents).where(agents.c.id == agent_id).values(**values))
             return self._get(conn, agent_id)
-        row = transaction(self.ctx.engine, work)
+        row = await run_transaction(self.ctx.engine, work)
         self.ctx.liveness.forget(row.host)
         return self.render(row)
 
@@ -90,10 +90,10 @@ class AgentService:
         def work(conn: Connection) -> None:
             self._get(conn, agent_id)
             conn.execute(delete(agents).where(agents.c.id == agent_id))
-        transaction(self.ctx.engine, work)
+        await run_transaction(self.ctx.engine, work)
         self.ctx.liveness.forget()
 
-    def report(self, state: AgentState) -> None:
+    async def report(self, state: AgentState) -> None:
         """Upsert the heartbeat; a racing first insert falls back to the update."""
         now = utcnow()
         key = (agents.c.agent_type == state["agent_type"], agents.c.host == state["host"])
@@ -115,4 +115,4 @@ class AgentService:
                                            if k != "started_at"}))
             except IntegrityError:
                 conn.execute(update(agents).where(*key).values(**values))
-        transaction(self.ctx.engine, work)
+        await run_transaction(self.ctx.engine, work)

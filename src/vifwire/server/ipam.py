@@ -14,6 +14,7 @@ make a collision harmless.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import random
@@ -38,8 +39,11 @@ class Pool(TypedDict):
     end: str
 
 
-def parse_cidr(cidr: str, ip_version: int) -> IPNetwork:
+def parse_cidr(cidr: str, ip_version: int, dhcp: bool = False) -> IPNetwork:
+    """The subnet's network, or IpamError; `dhcp` adds Neutron's DHCP-only refusals."""
     try:
+        if "%" in cidr:  # a zone is no part of a subnet
+            raise ValueError(cidr)
         network = ipaddress.ip_network(cidr, strict=True)
     except ValueError as exc:
         if "host bits set" in str(exc):
@@ -48,16 +52,61 @@ def parse_cidr(cidr: str, ip_version: int) -> IPNetwork:
         raise IpamError(f"'{cidr}' is not a valid IP subnet") from exc
     if network.version != ip_version:
         raise IpamError(f"Cidr {cidr} does not match the ip_version {ip_version}")
+    if network.prefixlen == 0:
+        raise IpamError("0 is not allowed as CIDR prefix length")
+    if network.version == 6 and int(network.network_address) == 0:
+        raise IpamError("IPv6 subnet '::' is not supported")
+    if dhcp:
+        check_dhcp(network)
     if network.num_addresses < (4 if ip_version == 4 else 2):
         raise IpamError(f"Cidr {cidr} is too small for a subnet")
     return network
 
 
+def check_dhcp(network: IPNetwork) -> None:
+    """Neutron's refusals for a subnet with DHCP enabled (on create, or when enabled)."""
+    if network.prefixlen > (30 if network.version == 4 else 126):
+        raise IpamError("Subnet has a prefix length that is incompatible with DHCP service "
+                        "enabled")
+    if network.is_multicast:
+        raise IpamError("Multicast IP subnet is not supported if enable_dhcp is True")
+    if network.is_loopback:
+        raise IpamError("Loopback IP subnet is not supported if enable_dhcp is True")
+    if network.version == 4 and int(network.network_address) == 0:
+        raise IpamError("First IP '0.0.0.0' of network is not supported if enable_dhcp is True")
+
+
+@functools.lru_cache(maxsize=1024)
+def network_of(cidr: str) -> IPNetwork:
+    """A stored (valid, canonical) CIDR as a network; cached, subnets are few."""
+    return ipaddress.ip_network(cidr)
+
+
 def parse_ip(value: str) -> IPAddress:
     try:
+        if "%" in value:  # `fe80::1%eth0` would be one more spelling of one address
+            raise ValueError(value)
         return ipaddress.ip_address(value)
     except ValueError as exc:
         raise IpamError(f"'{value}' is not a valid IP address") from exc
+
+
+# Owners that may hold an IPv6 subnet's subnet-router anycast address (neutron-lib's
+# ROUTER_PORT_OWNERS).
+ROUTER_OWNERS = frozenset({"network:router_interface", "network:router_gateway",
+                           "network:router_interface_distributed",
+                           "network:ha_router_replicated_interface",
+                           "network:router_centralized_snat"})
+
+
+def valid_on_subnet(network: IPNetwork, address: IPAddress, device_owner: str = "") -> bool:
+    """Neutron's check_subnet_ip: inside the subnet, never an IPv4 network or broadcast
+    address, and the IPv6 subnet-router anycast address only for a router port."""
+    if address.version != network.version or address not in network:
+        return False
+    if network.version == 4:
+        return address not in (network.network_address, network.broadcast_address)
+    return address != network.network_address or device_owner in ROUTER_OWNERS
 
 
 def _usable(network: IPNetwork) -> tuple[int, int]:
@@ -75,7 +124,7 @@ def validate_gateway(network: IPNetwork, gateway: str) -> str:
     if address.version != network.version or address not in network:
         raise IpamError(f"Gateway ip {gateway} is not in subnet {network}")
     if network.version == 4 and address in (network.network_address, network.broadcast_address):
-        raise IpamError(f"Gateway ip {gateway} conflicts with the network or broadcast address")
+        raise IpamError("Gateway is not valid on subnet")
     return str(address)
 
 
@@ -189,12 +238,6 @@ def pick(pools: list[Pool], used: set[str], rng: random.Random | None = None) ->
     if not candidates:
         return None
     return (rng or random).choice(candidates)
-
-
-def contains(cidr: str, address: str) -> bool:
-    ip = parse_ip(address)
-    network = ipaddress.ip_network(cidr)
-    return ip.version == network.version and ip in network
 
 
 def normalize_ip(address: str) -> str:

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, bindparam, delete, exists, func, insert, sele
 from vifwire.db.fast import Fast
 from vifwire.db.schema import networks, ports, subnets
 from vifwire.server import faults
-from vifwire.server._db import read, transaction
+from vifwire.server._db import read, run_transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import iso, new_id, utcnow
 from vifwire.server.context import Context
@@ -115,16 +115,19 @@ class NetworkService:
 
     # -- writes --------------------------------------------------------------
 
-    def create(self, bodies: builtins.list[dict[str, Any]]) -> builtins.list[dict[str, Any]]:
+    async def create(self, bodies: builtins.list[dict[str, Any]]) -> builtins.list[dict[str, Any]]:
         """All-or-nothing: every network in one transaction."""
         def work(conn: Connection) -> builtins.list[dict[str, Any]]:
             rows = [get_row(conn, self._insert(conn, body)) for body in bodies]
             return self._render_rows(conn, rows)
-        return transaction(self.ctx.engine, work)
+        return await run_transaction(self.ctx.engine, work)
 
     def _insert(self, conn: Connection, body: dict[str, Any]) -> str:
         settings = self.ctx.settings
-        network_type = body.get("provider:network_type") or settings.default_network_type
+        # Only an absent type takes the default: "" is a type ML2 does not know.
+        network_type = body.get("provider:network_type")
+        if network_type is None:
+            network_type = settings.default_network_type
         physnet, seg_id = self._segment(conn, network_type, body.get("provider:physical_network"),
                                         body.get("provider:segmentation_id"))
         overhead = TUNNEL_TYPES.get(network_type, 0)
@@ -181,7 +184,7 @@ class NetworkService:
         free = [v for v in range(low, high + 1) if v not in used]
         return physnet, self.rng.choice(free[:64])
 
-    def update(self, network_id: str, body: dict[str, Any],
+    async def update(self, network_id: str, body: dict[str, Any],
                if_revision: int | None = None) -> dict[str, Any]:
         def work(conn: Connection) -> dict[str, Any]:
             row = get_row(conn, network_id)
@@ -194,9 +197,9 @@ class NetworkService:
                 **values, updated_at=utcnow(),
                 revision_number=networks.c.revision_number + 1))
             return self._render_rows(conn, [get_row(conn, network_id)])[0]
-        return transaction(self.ctx.engine, work)
+        return await run_transaction(self.ctx.engine, work)
 
-    def delete(self, network_id: str) -> None:
+    async def delete(self, network_id: str) -> None:
         def work(conn: Connection) -> None:
             get_row(conn, network_id)
             in_use = conn.execute(select(func.count()).select_from(ports)
@@ -207,4 +210,4 @@ class NetworkService:
             delete_tags(conn, [network_id])
             conn.execute(delete(subnets).where(subnets.c.network_id == network_id))
             conn.execute(delete(networks).where(networks.c.id == network_id))
-        transaction(self.ctx.engine, work)
+        await run_transaction(self.ctx.engine, work)

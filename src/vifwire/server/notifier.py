@@ -25,10 +25,24 @@ and a batch Nova refused as a whole was acted on by no one, so posting its
 halves sends no event twice. Events that arrive while a post is in flight go in
 the next post; a post carries at most MAX_EVENTS_PER_POST events, so a backlog
 stays under Nova's request size limit. There is no batching delay: the first
-event after an idle period is posted at once. Settled rows are deleted in one transaction once no
-event came for SETTLE_IDLE_S (or every DELETE_BATCH events under a steady
-stream), and at stop; only a crash in that short window can make the next
-start post an accepted event again.
+event after an idle period is posted at once.
+
+Duplicates across a crash: the rows of a post Nova accepted are deleted in one
+commit as soon as its answer is read, before the next post leaves
+(`outbox.Ledger`, which also locks each post's rows on PostgreSQL and MariaDB
+so two processes never post one row at once). A SIGKILL can therefore repeat
+at most the one post in flight when it struck, and only if it struck after Nova
+acted on it and before that commit. That window is the answer's trip back, the
+loop's other ready work and the commit: about 1-30 ms in a storm on a loaded
+machine, and in a storm the notifier is nearly always in flight, so a kill
+mid-storm often repeats that one post (tests/server/test_notifier_crash.py:
+13 repeated events in 22 kills, every one from the post in flight). Nova does
+not dedupe, and no sender can close this window alone: a kill after Nova acted
+and before any byte of its answer arrived leaves the sender's state exactly as
+a kill before the post did, so it must either repeat or risk losing an event.
+It repeats. The cost is one small transaction per post (~50-90 us of CPU on
+SQLite); in a storm events queue while a post is in flight, so there are fewer
+posts than VMs.
 
 `nova_url` is checked when the notifier is built (and by the stack before it
 starts, see `check_nova_url`): a URL the client cannot use is one clear error
@@ -50,9 +64,9 @@ from sqlalchemy import Engine
 
 from vifwire.nova_token import ensure_token
 from vifwire.server import outbox
-from vifwire.server._db import read, transaction
+from vifwire.server._db import run_read, transaction
 from vifwire.server._utils import utcnow
-from vifwire.server.nova_client import NovaClient, NovaUnreachable, NovaUrlError, parse_url
+from vifwire.server.nova_client import NovaUnreachable, NovaUrlError, make_client, parse_url
 from vifwire.settings import Settings
 from vifwire.trace import Stage, Tracer
 
@@ -62,12 +76,10 @@ EVENTS_PATH = "/os-server-external-events"
 ACCEPTED_STATUSES = frozenset({200, 207, 404})  # Nova took the post
 # Nova refused the whole body, and acted on none of it; 413: too large.
 REFUSED_STATUSES = frozenset({400, 413, 422})
-DELETE_BATCH = 256
 # Nova, like Neutron, refuses bodies over oslo.middleware's max_request_body_size
 # (114688 bytes by default) with a 413. An event is ~150 bytes in JSON, so a
 # backlog (Nova down during a storm) goes out in posts of this many events.
 MAX_EVENTS_PER_POST = 200
-SETTLE_IDLE_S = 0.05
 ORPHAN_CHECK_S = 10.0
 
 
@@ -90,21 +102,22 @@ class NovaNotifier:
                  timeout_s: float = 10.0, orphan_check_s: float = ORPHAN_CHECK_S) -> None:
         self._engine = engine
         # Built here, not in the task, so a bad nova_url fails the app's start.
-        self._client = NovaClient(events_url(settings.nova_url), timeout=timeout_s,
-                                  token=ensure_token(settings.run_dir))
+        self._client = make_client(settings.nova_client, events_url(settings.nova_url),
+                                   timeout=timeout_s, token=ensure_token(settings.run_dir))
         self._tracer = tracer
         self._min_backoff = min_backoff_s
         self._max_backoff = max_backoff_s
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._queue: dict[str, outbox.Event] = {}  # by key, in order: to post
-        self._settled: list[str] = []  # keys Nova settled, still in the table
+        self._ledger = outbox.Ledger(engine)
+        # Keys Nova settled whose delete failed (DB trouble): deleted before the next post.
+        self._settled: list[str] = []
+        self._idle = asyncio.Event()  # nothing queued, nothing in flight
         self._reload = True  # read the table before the next post
         self._reload_before: datetime | None = None  # only rows older than this
         self._orphan_check_s = orphan_check_s
         self._orphan_timer: asyncio.TimerHandle | None = None
-        self._settle_timer: asyncio.TimerHandle | None = None
-        self._settle_due = False
         self.sent = 0  # events Nova accepted, for tests and stats
         self.refused = 0  # events Nova refused on their own (400/422), dropped
 
@@ -112,9 +125,16 @@ class NovaNotifier:
         """Queue events whose outbox rows are committed; they are posted at once."""
         for event in events:
             self._queue[event.key] = event
+        self._idle.clear()
         self._wakeup.set()
 
+    async def wait_idle(self) -> None:
+        """Return once everything queued was settled or dropped and no post is in
+        flight: what a test awaits to prove that nothing more will be posted."""
+        await self._idle.wait()
+
     def start(self) -> None:
+        self._idle.clear()
         self._wakeup.set()
         self._task = asyncio.create_task(self._run(), name="nova-notifier")
         self._task.add_done_callback(_log_crash)
@@ -127,8 +147,9 @@ class NovaNotifier:
             self._task = None
         try:
             self._delete_settled()
-        except Exception:  # the next start posts them again; Nova tolerates that
+        except Exception:  # the next start posts them again
             log.warning("could not clear %d settled outbox rows", len(self._settled))
+        self._ledger.close()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -136,59 +157,42 @@ class NovaNotifier:
         backoff = self._min_backoff
         try:
             while True:
+                if not self._queue and not self._reload and not self._settled:
+                    self._idle.set()
                 await self._wakeup.wait()
                 self._wakeup.clear()
-                if self._settle_due:  # no event for SETTLE_IDLE_S: clear what Nova took
-                    self._settle_due = False
-                    if not self._queue:
-                        self._try_delete_settled()
                 try:
                     delivered = await self._send_pending()
-                    if len(self._settled) >= DELETE_BATCH:
-                        self._delete_settled()
                 except Exception:  # DB trouble: keep the loop alive, try later
                     log.exception("nova notifier failed to read or clear the outbox")
+                    self._ledger.release()
                     delivered = False
                 if delivered:
                     backoff = self._min_backoff
-                    if self._settled:
-                        self._arm_settle(loop)
                     continue
-                self._try_delete_settled()  # what Nova took before it failed
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 self._wakeup.set()
         finally:
-            for timer in (self._orphan_timer, self._settle_timer):
-                if timer is not None:
-                    timer.cancel()
+            if self._orphan_timer is not None:
+                self._orphan_timer.cancel()
             await self._client.close()
-
-    def _arm_settle(self, loop: asyncio.AbstractEventLoop) -> None:
-        """(Re)start the quiet-period timer: a timer, not a timed wait, since every
-        post passes here and a timed wait costs a task per call."""
-        if self._settle_timer is not None:
-            self._settle_timer.cancel()
-        self._settle_timer = loop.call_later(SETTLE_IDLE_S, self._settle)
-
-    def _settle(self) -> None:
-        self._settle_timer = None
-        self._settle_due = True
-        self._wakeup.set()
 
     def _look_for_orphans(self) -> None:
         """Every ORPHAN_CHECK_S: read rows older than that (a dead process's) again."""
         self._reload = True
         self._reload_before = utcnow() - timedelta(seconds=self._orphan_check_s)
+        self._idle.clear()
         self._wakeup.set()
         loop = asyncio.get_running_loop()
         self._orphan_timer = loop.call_later(self._orphan_check_s, self._look_for_orphans)
 
     async def _send_pending(self) -> bool:
         """Post every queued event once; False when Nova must be tried again."""
+        self._delete_settled()  # what Nova took, out before anything else leaves
         if self._reload:
             before = self._reload_before
-            stored = read(self._engine, lambda conn: outbox.pending(conn, before))
+            stored = await run_read(self._engine, lambda conn: outbox.pending(conn, before))
             self._reload, self._reload_before = False, None
             # Queued ones keep their place; rows this process already settled
             # but not yet deleted are not posted again.
@@ -204,31 +208,42 @@ class NovaNotifier:
 
     async def _deliver(self, rows: list[outbox.Event]) -> bool:
         """Post `rows`; True once every one left the outbox, False to retry the rest later."""
+        taken = self._ledger.take([r.key for r in rows])
+        if len(taken) < len(rows):  # locked or gone: another process is posting them
+            for row in rows:
+                if row.key not in taken:
+                    self._queue.pop(row.key, None)
+            rows = [r for r in rows if r.key in taken]
+            if not rows:
+                self._ledger.release()
+                return True
         answer = await self._post(rows)
         if answer is None:
+            self._ledger.release()
             return False
         status, body, sent_at = answer
         if status in REFUSED_STATUSES and len(rows) > 1:
             # Nova acted on none of them: find the bad ones by halves, in order
             # (a port's plugged still goes before its unplugged). A half that
             # must be retried stops here; its rows and the rest stay queued.
+            self._ledger.release()
             half = len(rows) // 2
             return await self._deliver(rows[:half]) and await self._deliver(rows[half:])
         if status in REFUSED_STATUSES:
             row = rows[0]
             log.warning("nova refused %s for server %s port %s with %d (%s); dropped",
                         row.name, row.server_uuid, row.tag, status, _reason(body))
-            self._forget(rows)
             self.refused += 1
+            self._settle(rows)
             return True
         if status == 404:
             log.info("nova knows no server for any of %d events", len(rows))
         _log_event_codes(body)
-        self._forget(rows)
         self.sent += len(rows)
         for row in rows:
             if row.name == outbox.PLUGGED:
                 self._tracer.mark(Stage.EVENT_SENT, row.tag, t=sent_at)
+        self._settle(rows)
         return True
 
     async def _post(self, rows: list[outbox.Event]) -> tuple[int, bytes, float] | None:
@@ -246,18 +261,18 @@ class NovaNotifier:
             return None
         return status, body, sent_at
 
-    def _forget(self, rows: list[outbox.Event]) -> None:
-        """Nova settled these: off the queue now, out of the table soon."""
-        for row in rows:
-            self._queue.pop(row.key, None)
-            self._settled.append(row.key)
-
-    def _try_delete_settled(self) -> None:
+    def _settle(self, rows: list[outbox.Event]) -> None:
+        """Nova settled these: off the queue, and out of the table in one commit now."""
+        keys = [row.key for row in rows]
+        for key in keys:
+            self._queue.pop(key, None)
         try:
-            self._delete_settled()
-        except Exception:  # kept: tried again after the next post or at stop
-            log.exception("nova notifier failed to clear %d settled outbox rows",
-                          len(self._settled))
+            self._ledger.settle(keys)
+        except Exception:
+            # Never posted again by this process; deleted before its next post
+            # (the loop backs off until the database lets it).
+            self._settled.extend(keys)
+            raise
 
     def _delete_settled(self) -> None:
         if self._settled:

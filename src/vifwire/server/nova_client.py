@@ -18,6 +18,10 @@ post is not held back by Nagle.
 A connection the server closed while idle is noticed on the next post, which
 then reconnects once: only when nothing of the response had arrived, so a post
 is never repeated after Nova may have answered it.
+
+`HttpxNovaClient` is the plain library path (`Settings.nova_client = "httpx"`):
+the same interface on httpx, for A/B measurement (bench/http_ab.py) and as the
+fallback should httptools or this protocol misbehave.
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ import asyncio
 import contextlib
 import ssl
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httptools
+import httpx
 import orjson
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -231,7 +236,12 @@ class NovaClient:
             self._abandon()
             raise
         if not connection.keep_alive:
-            await self.close()  # so the next post starts on a fresh connection
+            # The next post starts on a fresh connection. Not awaited: the caller
+            # records Nova's answer first (every moment before that is a window
+            # in which a crash makes the post look undelivered).
+            self._connection = None
+            if connection.transport is not None:
+                connection.transport.close()
         return answer
 
     async def _connect(self) -> _Connection:
@@ -263,3 +273,53 @@ class NovaClient:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._timeout):
                 await connection.closed
+
+
+class HttpxNovaClient:
+    """NovaClient's interface on httpx (one pooled keep-alive connection)."""
+
+    def __init__(self, url: str, timeout: float = 10.0,
+                 ssl_context: ssl.SSLContext | None = None, token: str | None = None) -> None:
+        self._target = parse_url(url)
+        self._url = url
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if token is not None:  # Nova's (the emulator's) X-Auth-Token
+            headers["X-Auth-Token"] = token
+        self._client = httpx.AsyncClient(
+            timeout=timeout, verify=ssl_context or True, trust_env=False,
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            headers=headers)
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return None  # httpx does not expose its socket
+
+    async def post_json(self, body: object) -> tuple[int, bytes]:
+        try:
+            # httpcore drops a connection whose exchange was cancelled or cut, and
+            # retries a stale kept-alive one only before the request was sent.
+            answer = await self._client.post(self._url, content=orjson.dumps(body))
+        except httpx.HTTPError as exc:
+            raise NovaUnreachable(f"{type(exc).__name__}: {exc}") from exc
+        if answer.status_code == 101:
+            raise NovaUnreachable("Nova switched protocols (101) instead of answering")
+        return answer.status_code, answer.content
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+NOVA_CLIENTS: dict[str, type[NovaClient] | type[HttpxNovaClient]] = {
+    "httptools": NovaClient, "httpx": HttpxNovaClient}
+
+
+def make_client(kind: str, url: str, timeout: float = 10.0,
+                ssl_context: ssl.SSLContext | None = None,
+                **extra: Any) -> NovaClient | HttpxNovaClient:
+    """The client `Settings.nova_client` names; NovaUrlError for an unknown one.
+    `extra` (e.g. token=...) goes to the client as is."""
+    try:
+        cls = NOVA_CLIENTS[kind]
+    except KeyError:
+        raise NovaUrlError(f"nova_client {kind!r} must be one of {sorted(NOVA_CLIENTS)}") from None
+    return cls(url, timeout=timeout, ssl_context=ssl_context, **extra)

@@ -7,6 +7,19 @@ Nova accepted it or refused it for good. Services enqueue, and hand the
 notifier reads the table itself only at start (rows a stopped or crashed
 process left behind) and deletes what Nova settled.
 
+`Ledger` is how a notifier takes rows for one post and clears them after it.
+The rows Nova accepted leave the table in a commit made as soon as its answer
+is read and before anything else is posted, so a crash (SIGKILL at any point)
+can make the next start repeat at most the one post that was in flight: the
+window between Nova acting on a post and that commit is the only one, and no
+sender can close it alone (Nova does not dedupe; see vifwire.server.notifier
+for the measured window). On PostgreSQL and MariaDB,
+where several server processes share the table, each post runs in a
+transaction that first locks its rows with `FOR UPDATE SKIP LOCKED`: a row
+another process is posting (its own, or one it picked up from a dead process)
+is skipped, never posted twice at once, and the lock goes with the delete in
+one commit. SQLite has one writer process, so it posts without a claim.
+
 Events, as real Neutron sends them (neutron/notifiers/nova.py), for ports
 whose device_owner starts with `compute:` and that have a device_id:
 
@@ -19,20 +32,28 @@ whose device_owner starts with `compute:` and that have a device_id:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, select
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select
 
 from vifwire.db.fast import Fast
 from vifwire.db.schema import nova_outbox
+from vifwire.server._db import transaction
 from vifwire.server._utils import utcnow
 
 _INSERT = Fast(insert(nova_outbox))
 _PENDING = select(nova_outbox).order_by(nova_outbox.c.created_at, nova_outbox.c.key)
 _REMOVE = delete(nova_outbox).where(nova_outbox.c.key.in_(bindparam("keys", expanding=True)))
 _REMOVE_ONE = Fast(delete(nova_outbox).where(nova_outbox.c.key == bindparam("key")))
+_CLAIM = (select(nova_outbox.c.key)
+          .where(nova_outbox.c.key.in_(bindparam("keys", expanding=True)))
+          .with_for_update(skip_locked=True))
+# Dialects where several processes share the outbox and rows are locked per post.
+LOCKING_DIALECTS = frozenset({"postgresql", "mysql", "mariadb"})
 
 PLUGGED = "network-vif-plugged"
 UNPLUGGED = "network-vif-unplugged"
@@ -79,3 +100,62 @@ def remove(conn: Connection, keys: list[str]) -> None:
         _REMOVE_ONE.execute(conn, {"key": keys[0]})
     else:
         conn.execute(_REMOVE, {"keys": keys})
+
+
+class Ledger:
+    """Takes rows for one post and clears the ones Nova settled (see the module doc).
+
+    Use: `take(keys)` -> the keys this process may post now; then `settle(keys)`
+    (delete them and commit) or `release()` (the post failed: unlock, keep them).
+    On a locking dialect the ledger holds one connection of its own, so a claim
+    open across a post never takes the thread's connection from the services.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.locking = engine.dialect.name in LOCKING_DIALECTS
+        self._held: Connection | None = None
+
+    def take(self, keys: list[str]) -> set[str]:
+        if not self.locking:
+            return set(keys)
+        with self._guard() as conn:
+            if conn.in_transaction():
+                conn.rollback()
+            conn.begin()
+            return set(conn.execute(_CLAIM, {"keys": keys}).scalars())
+
+    def settle(self, keys: list[str]) -> None:
+        """Delete `keys` and commit, before anything else is posted."""
+        if not self.locking:
+            if keys:
+                transaction(self._engine, lambda conn: remove(conn, keys))
+            return
+        with self._guard() as conn:
+            if not conn.in_transaction():  # a claim lost with its connection
+                conn.begin()
+            if keys:
+                remove(conn, keys)
+            conn.commit()
+
+    def release(self) -> None:
+        held = self._held
+        if held is not None and held.in_transaction():
+            with self._guard() as conn:
+                conn.rollback()  # the rows are unlocked, still queued
+
+    def close(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[Connection]:
+        """The held connection; dropped on any error (a new one next time)."""
+        if self._held is None or self._held.closed or self._held.invalidated:
+            self._held = self._engine.connect()
+        try:
+            yield self._held
+        except BaseException:
+            self.close()
+            raise

@@ -1,4 +1,5 @@
-"""Ports: IPAM, MAC allocation and binding, then the cast to the bound host's agent.
+"""Ports: MAC allocation and binding (addresses: `allocations`), then the cast to the
+bound host's agent.
 
 Each write is one transaction with no awaits inside; casts and trace marks
 happen after commit, so an agent never hears of a port the DB does not hold.
@@ -25,12 +26,13 @@ from sqlalchemy import Connection, and_, bindparam, delete, exists, insert, sele
 
 from vifwire.bus.base import BusError, NoEndpoint, agent_topic
 from vifwire.db.fast import Fast
-from vifwire.db.schema import ip_allocations, networks, ports, subnets
+from vifwire.db.schema import ip_allocations, networks, ports
 from vifwire.messages import FixedIp, PortDetails
 from vifwire.server import faults, ipam, outbox
-from vifwire.server._db import read, transaction
+from vifwire.server._db import read, run_read, run_transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import dumps, iso, loads, new_id, utcnow
+from vifwire.server.allocations import Allocator, sort_ips
 from vifwire.server.context import Context
 from vifwire.server.networks import get_row as get_network_row
 from vifwire.server.tags import delete_tags, tags_of
@@ -66,19 +68,7 @@ _PORT_AND_SEGMENT = Fast(select(ports, networks.c.network_type, networks.c.segme
     networks, networks.c.id == ports.c.network_id).where(ports.c.id == bindparam("port_id")))
 _IPS_OF_PORT = Fast(select(ip_allocations.c.subnet_id, ip_allocations.c.ip_address).where(
     ip_allocations.c.port_id == bindparam("port_id")))
-_SUBNETS_OF_NETWORK = Fast(select(subnets).where(
-    subnets.c.network_id == bindparam("network_id")).order_by(subnets.c.created_at, subnets.c.id))
-_USED_IPS = Fast(select(ip_allocations.c.ip_address).where(
-    ip_allocations.c.subnet_id == bindparam("subnet_id")))
-_IP_TAKEN = Fast(select(ip_allocations.c.port_id).where(
-    ip_allocations.c.subnet_id == bindparam("subnet_id"),
-    ip_allocations.c.ip_address == bindparam("ip_address")))
-# Which of up to ipam.CANDIDATES addresses are taken; unused slots hold "".
-_TAKEN_AMONG = Fast(select(ip_allocations.c.ip_address).where(
-    ip_allocations.c.subnet_id == bindparam("subnet_id"),
-    ip_allocations.c.ip_address.in_([bindparam(f"c{i}") for i in range(ipam.CANDIDATES)])))
 _INSERT_PORT = Fast(insert(ports))
-_INSERT_IP = Fast(insert(ip_allocations))
 _DELETE_IPS = Fast(delete(ip_allocations).where(ip_allocations.c.port_id == bindparam("port_id")))
 _DELETE_PORT = Fast(delete(ports).where(ports.c.id == bindparam("port_id")))
 _FLIP_STATUS = Fast(update(ports).where(
@@ -143,13 +133,8 @@ def fixed_ips_of(conn: Connection, port_ids: list[str]) -> dict[str, list[FixedI
         for port_id, subnet_id, address in conn.execute(query):
             result[port_id].append(FixedIp(subnet_id=subnet_id, ip_address=address))
     for ips in result.values():
-        _sort_ips(ips)
+        sort_ips(ips)
     return result
-
-
-def _sort_ips(ips: list[FixedIp]) -> list[FixedIp]:
-    ips.sort(key=lambda ip: (":" in ip["ip_address"], ip["ip_address"]))
-    return ips
 
 
 def details(conn: Connection, row: Any, network: Any = None,
@@ -166,6 +151,32 @@ def details(conn: Connection, row: Any, network: Any = None,
         admin_state_up=row.admin_state_up, fixed_ips=fixed_ips,
         device_owner=row.device_owner, device_id=row.device_id, host=row.binding_host,
         status=row.status)
+
+
+class AddressPairAndPortSecurityRequired(faults.Conflict):
+    type = "AddressPairAndPortSecurityRequired"
+
+    def __init__(self) -> None:
+        super().__init__("Port Security must be enabled in order to have allowed address "
+                         "pairs on a port.")
+
+
+def _pairs(requested: builtins.list[dict[str, str]] | None, mac: str,
+           security: bool) -> builtins.list[dict[str, str]]:
+    """The stored pairs: each with a MAC (the port's when none is given, as Neutron)."""
+    pairs = [{"ip_address": p["ip_address"], "mac_address": p.get("mac_address") or mac}
+             for p in requested or []]
+    if pairs and not security:
+        raise AddressPairAndPortSecurityRequired()
+    return pairs
+
+
+def _normal_ip(text: str) -> str:
+    """A filter's address as stored (canonical); one that is no address matches none."""
+    try:
+        return str(ipam.parse_ip(text))
+    except ipam.IpamError:
+        return text
 
 
 def _queued(event: outbox.Event | None) -> builtins.list[outbox.Event]:
@@ -187,6 +198,7 @@ class PortService:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.rng = random.Random()
+        self.addresses = Allocator(self.rng)
 
     # -- reads ---------------------------------------------------------------
 
@@ -209,13 +221,18 @@ class PortService:
         filters = dict(filters)
         ip_filters = filters.pop("fixed_ips", [])
         stmt, rest = where(select(ports), COLUMNS, filters)
+        # Like Neutron's _get_ports_query: values of one key OR together (one IN),
+        # the two keys AND (each matched by some address of the port).
+        wanted: dict[str, builtins.list[str]] = defaultdict(builtins.list)
         for value in ip_filters:
-            key, _, wanted = str(value).partition("=")
-            if key not in ("ip_address", "subnet_id") or not wanted:
+            key, _, text = str(value).partition("=")
+            if key not in ("ip_address", "subnet_id") or not text:
                 raise faults.BadRequest(f"Invalid fixed_ips filter {value!r}")
+            wanted[key].append(_normal_ip(text) if key == "ip_address" else text)
+        for key, values in wanted.items():
             stmt = stmt.where(exists().where(and_(
                 ip_allocations.c.port_id == ports.c.id,
-                getattr(ip_allocations.c, key) == wanted)))
+                getattr(ip_allocations.c, key).in_(values))))
         stmt = stmt.order_by(ports.c.created_at, ports.c.id)
 
         def work(conn: Connection) -> builtins.list[dict[str, Any]]:
@@ -224,82 +241,10 @@ class PortService:
 
     # -- IPAM and binding, inside a transaction ------------------------------
 
-    def _allocate(self, conn: Connection, network_id: str, port_id: str,
-                  requested: builtins.list[dict[str, Any]] | None) -> builtins.list[FixedIp]:
-        """Allocate the port's addresses; returns them as rendered in fixed_ips."""
-        rows = list(_SUBNETS_OF_NETWORK.execute(conn, {"network_id": network_id}))
-        by_id = {s.id: s for s in rows}
-        wanted: builtins.list[tuple[Any, str | None]] = []
-        if requested is None:
-            for version in (4, 6):
-                first = next((s for s in rows if s.ip_version == version), None)
-                if first is not None:
-                    wanted.append((first, None))
-        else:
-            for entry in requested:
-                subnet_id, address = entry.get("subnet_id"), entry.get("ip_address")
-                if address is not None:
-                    try:
-                        address = ipam.normalize_ip(address)
-                    except ipam.IpamError as exc:
-                        raise faults.InvalidInput(str(exc)) from exc
-                if subnet_id is not None:
-                    subnet = by_id.get(subnet_id)
-                    if subnet is None:
-                        raise faults.InvalidInput(
-                            f"Failed to create port on network {network_id}, because "
-                            f"fixed_ips included invalid subnet {subnet_id}")
-                    if address is not None and not ipam.contains(subnet.cidr, address):
-                        raise faults.InvalidIpForSubnet(address)
-                elif address is not None:
-                    subnet = next((s for s in rows if ipam.contains(s.cidr, address)), None)
-                    if subnet is None:
-                        raise faults.InvalidIpForNetwork(address)
-                else:
-                    raise faults.InvalidInput("Exactly one of subnet_id or ip_address is "
-                                              "required in each fixed_ips entry")
-                wanted.append((subnet, address))
-        chosen: set[tuple[str, str]] = set()
-        for subnet, address in wanted:
-            mine = {ip for sid, ip in chosen if sid == subnet.id}
-            if address is not None:
-                if address in mine or _IP_TAKEN.execute(
-                        conn, {"subnet_id": subnet.id, "ip_address": address}).first():
-                    raise faults.IpAddressInUse(network_id, address)
-            else:
-                address = self._free_address(conn, subnet, mine)
-                if address is None:
-                    raise faults.IpAddressGenerationFailure(network_id)
-            chosen.add((subnet.id, address))
-            _INSERT_IP.execute(conn, {"subnet_id": subnet.id, "ip_address": address,
-                                      "port_id": port_id, "network_id": network_id})
-        return _sort_ips([FixedIp(subnet_id=sid, ip_address=ip) for sid, ip in chosen])
-
-    def _free_address(self, conn: Connection, subnet: Any, mine: set[str]) -> str | None:
-        """A free address of the subnet: random candidates checked in one query (see
-        `ipam`), widening the draw only when none is free, scanning only a dense pool."""
-        pools = loads(subnet.allocation_pools)
-        exclude = mine | ({subnet.gateway_ip} if subnet.gateway_ip else set())
-        windows = (ipam.WINDOW, None) if ipam.size(pools) > ipam.WINDOW else (None,)
-        for window in windows:
-            candidates = [c for c in ipam.sample(pools, ipam.CANDIDATES, self.rng, window)
-                          if c not in exclude]
-            if not candidates:
-                continue
-            params = {f"c{i}": candidates[i] if i < len(candidates) else ""
-                      for i in range(ipam.CANDIDATES)}
-            taken = set(_TAKEN_AMONG.execute(conn, {"subnet_id": subnet.id, **params})
-                        .scalars())
-            free = [c for c in candidates if c not in taken]
-            if free:
-                return self.rng.choice(free)
-        used = set(_USED_IPS.execute(conn, {"subnet_id": subnet.id}).scalars()) | exclude
-        return ipam.pick(pools, used, self.rng)
-
     def _mac(self, conn: Connection, network_id: str, requested: str | None) -> str:
         if requested is None:
             return "fa:16:3e:" + ":".join(f"{self.rng.randrange(256):02x}" for _ in range(3))
-        mac = requested.lower()
+        mac = requested  # lower case already (attributes.mac)
         taken = conn.execute(select(exists().where(
             ports.c.network_id == network_id, ports.c.mac_address == mac))).scalar()
         if taken:
@@ -325,23 +270,26 @@ class PortService:
         network = get_network_row(conn, body["network_id"])
         port_id = new_id()
         now = utcnow()
+        mac = self._mac(conn, network.id, body.get("mac_address"))
+        security = body.get("port_security_enabled", network.port_security_enabled)
+        pairs = _pairs(body.get("allowed_address_pairs"), mac, security)
         values = dict(
             id=port_id, project_id=body["project_id"], name=body.get("name", ""),
             description=body.get("description", ""), created_at=now, updated_at=now,
             revision_number=1, network_id=network.id,
-            mac_address=self._mac(conn, network.id, body.get("mac_address")),
+            mac_address=mac,
             admin_state_up=body.get("admin_state_up", True), status="DOWN",
             device_id=body.get("device_id", ""), device_owner=body.get("device_owner", ""),
-            port_security_enabled=body.get("port_security_enabled",
-                                           network.port_security_enabled),
+            port_security_enabled=security,
             security_groups=dumps(body.get("security_groups", [])),
-            allowed_address_pairs=dumps(body.get("allowed_address_pairs", [])),
+            allowed_address_pairs=dumps(pairs),
             binding_vnic_type=body.get("binding:vnic_type", "normal"),
             binding_profile=dumps(body.get("binding:profile") or {}),
             **self._binding(conn, body.get("binding:host_id") or ""),
         )
         _INSERT_PORT.execute(conn, values)
-        fixed_ips = self._allocate(conn, network.id, port_id, body.get("fixed_ips"))
+        fixed_ips = self.addresses.allocate(conn, network.id, port_id, body.get("fixed_ips"),
+                                            values["device_owner"])
         row = SimpleNamespace(**values)
         bound = details(conn, row, network, fixed_ips) if row.binding_vif_type == "ovs" else None
         return _Outcome(port_id, created=True, bound=bound), render(row, fixed_ips)
@@ -350,7 +298,7 @@ class PortService:
         def work(conn: Connection) -> tuple[builtins.list[_Outcome], builtins.list[dict[str, Any]]]:
             done = [self._insert(conn, body) for body in bodies]
             return [outcome for outcome, _ in done], [rendered for _, rendered in done]
-        outcomes, rendered = transaction(self.ctx.engine, work)
+        outcomes, rendered = await run_transaction(self.ctx.engine, work)
         await self._announce(outcomes)
         return rendered
 
@@ -368,18 +316,26 @@ class PortService:
                 "name", "description", "admin_state_up", "device_id", "device_owner",
                 "port_security_enabled") if k in body}
             for key, column in (("security_groups", "security_groups"),
-                                ("allowed_address_pairs", "allowed_address_pairs"),
                                 ("binding:profile", "binding_profile")):
                 if key in body:
                     values[column] = dumps(body[key] or ([] if key != "binding:profile" else {}))
             if "binding:vnic_type" in body:
                 values["binding_vnic_type"] = body["binding:vnic_type"]
-            if "mac_address" in body and body["mac_address"].lower() != row.mac_address:
+            if "mac_address" in body and body["mac_address"] != row.mac_address:
                 values["mac_address"] = self._mac(conn, row.network_id, body["mac_address"])
+            security = body.get("port_security_enabled", row.port_security_enabled)
+            if "allowed_address_pairs" in body:
+                values["allowed_address_pairs"] = dumps(_pairs(
+                    body["allowed_address_pairs"], values.get("mac_address", row.mac_address),
+                    security))
+            elif not security and loads(row.allowed_address_pairs):
+                raise AddressPairAndPortSecurityRequired()
             fixed_ips: builtins.list[FixedIp] | None = None
             if "fixed_ips" in body:
                 _DELETE_IPS.execute(conn, {"port_id": port_id})
-                fixed_ips = self._allocate(conn, row.network_id, port_id, body["fixed_ips"])
+                fixed_ips = self.addresses.allocate(
+                    conn, row.network_id, port_id, body["fixed_ips"],
+                    body.get("device_owner", row.device_owner))
             old_host = row.binding_host
             new_host = body.get("binding:host_id", old_host) or ""
             rebind = "binding:host_id" in body and (
@@ -403,7 +359,7 @@ class PortService:
             rendered = render(new, fixed_ips)
             rendered["tags"] = tags_of(conn, [port_id]).get(port_id, [])
             return outcome, rendered
-        outcome, rendered = transaction(self.ctx.engine, work)
+        outcome, rendered = await run_transaction(self.ctx.engine, work)
         await self._announce([outcome])
         return rendered
 
@@ -422,7 +378,7 @@ class PortService:
             delete_tags(conn, [port_id])
             _DELETE_PORT.execute(conn, {"port_id": port_id})
             return outcome
-        outcome = transaction(self.ctx.engine, work)
+        outcome = await run_transaction(self.ctx.engine, work)
         await self._announce([outcome])
 
     async def _announce(self, outcomes: builtins.list[_Outcome]) -> None:
@@ -452,7 +408,7 @@ class PortService:
 
     # -- agent RPC -----------------------------------------------------------
 
-    def host_ports(self, host: str) -> builtins.list[PortDetails]:
+    async def host_ports(self, host: str) -> builtins.list[PortDetails]:
         def work(conn: Connection) -> builtins.list[PortDetails]:
             on_host = (ports.c.binding_host == host) & (ports.c.binding_vif_type == "ovs")
             rows = list(conn.execute(select(ports).where(on_host)))
@@ -465,20 +421,20 @@ class PortService:
                     .join(ports, ports.c.id == ip_allocations.c.port_id).where(on_host)):
                 ips[port_id].append(FixedIp(subnet_id=subnet_id, ip_address=address))
             for found in ips.values():
-                _sort_ips(found)
+                sort_ips(found)
             networks = {n: get_network_row(conn, n) for n in {r.network_id for r in rows}}
             return [details(conn, r, networks[r.network_id], ips[r.id]) for r in rows]
-        return read(self.ctx.engine, work)
+        return await run_read(self.ctx.engine, work)
 
-    def host_port(self, host: str, port_id: str) -> PortDetails | None:
+    async def host_port(self, host: str, port_id: str) -> PortDetails | None:
         def work(conn: Connection) -> PortDetails | None:
             row = conn.execute(select(ports).where(
                 ports.c.id == port_id, ports.c.binding_host == host,
                 ports.c.binding_vif_type == "ovs")).first()
             return None if row is None else details(conn, row)
-        return read(self.ctx.engine, work)
+        return await run_read(self.ctx.engine, work)
 
-    def set_status(self, host: str, port_ids: builtins.list[str],
+    async def set_status(self, host: str, port_ids: builtins.list[str],
                    status: str) -> builtins.list[str]:
         """Move ports bound to `host` to `status`; ids now in that status.
 
@@ -507,7 +463,7 @@ class PortService:
                     events += _queued(outbox.enqueue(conn, row, event, revision))
                     flipped.append(row.id)
             return [r.id for r in rows], flipped, events
-        done, flipped, events = transaction(self.ctx.engine, work)
+        done, flipped, events = await run_transaction(self.ctx.engine, work)
         if events:
             self.ctx.send_events(events)
         if status == "ACTIVE":

@@ -1,7 +1,8 @@
 """The server's bus endpoint (topic `server`): the calls agents make.
 
 Method names and arguments are the contract in `vifwire.messages`. Each method is
-one short synchronous transaction run directly on the loop.
+one short transaction, run off the loop on the database threads
+(`vifwire.server._db.run_transaction`).
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ class AgentRpcEndpoint:
         self._agents = agents
 
     async def get_host_ports(self, host: str) -> list[PortDetails]:
-        return self._ports.host_ports(host)
+        return await self._ports.host_ports(host)
 
     async def get_port_details(self, host: str, port_id: str) -> PortDetails | None:
-        return self._ports.host_port(host, port_id)
+        return await self._ports.host_port(host, port_id)
 
     async def ports_up(self, host: str, port_ids: list[str]) -> list[str]:
-        return self._ports.set_status(host, list(port_ids), "ACTIVE")
+        return await self._ports.set_status(host, list(port_ids), "ACTIVE")
 
     async def ports_down(self, host: str, port_ids: list[str]) -> list[str]:
-        return self._ports.set_status(host, list(port_ids), "DOWN")
+        return await self._ports.set_status(host, list(port_ids), "DOWN")
 
     async def report_state(self, agent: AgentState) -> None:
-        self._agents.report(agent)
+        await self._agents.report(agent)

@@ -41,22 +41,23 @@ Item = dict[str, Any]
 
 
 class _SyncService(Protocol):
-    """NetworkService and SubnetService: one synchronous transaction per call."""
+    """NetworkService and SubnetService: synchronous reads; each write is one
+    transaction, awaited (`vifwire.server._db.run_transaction`)."""
 
     def show(self, item_id: str, /) -> Item: ...
 
     def list(self, filters: Mapping[str, builtins.list[Any]], /) -> builtins.list[Item]: ...
 
-    def create(self, bodies: builtins.list[Item], /) -> builtins.list[Item]: ...
+    async def create(self, bodies: builtins.list[Item], /) -> builtins.list[Item]: ...
 
-    def update(self, item_id: str, body: Item, if_revision: int | None = None,
-               /) -> Item: ...
+    async def update(self, item_id: str, body: Item, if_revision: int | None = None,
+                     /) -> Item: ...
 
-    def delete(self, item_id: str, /) -> None: ...
+    async def delete(self, item_id: str, /) -> None: ...
 
 
 class Tagged:
-    """A synchronous service whose reads (show, list, the result of update) get the
+    """A network or subnet service whose reads (show, list, the result of update) get the
     tags of what they render from one more read; create answers without tags, as
     Neutron's body for a fresh resource has none to show."""
 
@@ -78,13 +79,13 @@ class Tagged:
         return self._tagged(self._inner.list(filters))
 
     async def create(self, bodies: builtins.list[Item]) -> builtins.list[Item]:
-        return self._inner.create(bodies)
+        return await self._inner.create(bodies)
 
     async def update(self, item_id: str, changes: Item, if_revision: int | None) -> Item:
-        return self._tagged([self._inner.update(item_id, changes, if_revision)])[0]
+        return self._tagged([await self._inner.update(item_id, changes, if_revision)])[0]
 
     async def delete(self, item_id: str) -> None:
-        self._inner.delete(item_id)
+        await self._inner.delete(item_id)
 
 
 @dataclass
@@ -110,7 +111,10 @@ def build(ctx: Context, notifier: NovaNotifier) -> Services:
 async def running(settings: Settings, bus: Bus, tracer: Tracer,
                   notifier_backoff_s: float = 0.1) -> AsyncIterator[Services]:
     """One server's services, from its database to its bus endpoint (module doc)."""
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url,
+                         direct_statements=settings.db_direct_statements,
+                         held_connections=settings.db_held_connections,
+                         threads=settings.db_threads)
     try:
         migrate(engine)
         ctx = Context(engine=engine, settings=settings, bus=bus, tracer=tracer)

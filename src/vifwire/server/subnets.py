@@ -1,15 +1,23 @@
-"""Subnets: CIDR, gateway and allocation pools, validated by the pure IPAM module."""
+"""Subnets: CIDR, gateway and allocation pools, validated by the pure IPAM module.
+
+Neutron's _validate_subnet rules: with DHCP enabled (the default) no multicast,
+loopback or 0.0.0.0 network and no prefix longer than /30 (IPv4) or /126 (IPv6);
+without it a /127 is taken, its one address being the gateway (an empty pool).
+Nameservers and host routes are counted and must match the IP version; IPv6
+RA and address modes must agree with each other, with DHCP and with a /64.
+"""
 
 from __future__ import annotations
 
 import builtins
+import ipaddress
 from typing import Any
 
 from sqlalchemy import Connection, delete, exists, insert, select, update
 
 from vifwire.db.schema import ip_allocations, subnets
 from vifwire.server import faults, ipam
-from vifwire.server._db import read, transaction
+from vifwire.server._db import read, run_transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import dumps, iso, loads, new_id, utcnow
 from vifwire.server.context import Context
@@ -67,8 +75,73 @@ def get_row(conn: Connection, subnet_id: str) -> Any:
     return row
 
 
+# Neutron's defaults for max_dns_nameservers and max_subnet_host_routes.
+MAX_DNS_NAMESERVERS = 5
+MAX_HOST_ROUTES = 20
+AUTO_ADDRESS_MODES = ("slaac", "dhcpv6-stateless")
+
+
+class _Exhausted(faults.BadRequest):
+    what = ""
+
+    def __init__(self, subnet_id: str, quota: int) -> None:
+        super().__init__(f"Unable to complete operation for {subnet_id}. The number of "
+                         f"{self.what} exceeds the limit {quota}.")
+
+
+class HostRoutesExhausted(_Exhausted):
+    type, what = "HostRoutesExhausted", "host routes"
+
+
+class DNSNameServersExhausted(_Exhausted):
+    type, what = "DNSNameServersExhausted", "DNS nameservers"
+
+
 def _invalid(exc: ipam.IpamError) -> faults.InvalidInput:
     return faults.InvalidInput(str(exc))
+
+
+def _same_version(name: str, address: str, ip_version: int) -> None:
+    if ipaddress.ip_interface(address).version != ip_version:
+        raise faults.InvalidInput(f"{name} '{address}' does not match the ip_version "
+                                  f"'{ip_version}'")
+
+
+def _check_lists(body: dict[str, Any], ip_version: int, subnet_id: str) -> None:
+    """Neutron's _validate_subnet for nameservers and host routes: counts and versions."""
+    dns = body.get("dns_nameservers") or []
+    if len(dns) > MAX_DNS_NAMESERVERS:
+        raise DNSNameServersExhausted(subnet_id, MAX_DNS_NAMESERVERS)
+    for address in dns:
+        _same_version("dns_nameserver", address, ip_version)
+    routes = body.get("host_routes") or []
+    if len(routes) > MAX_HOST_ROUTES:
+        raise HostRoutesExhausted(subnet_id, MAX_HOST_ROUTES)
+    for route in routes:
+        _same_version("nexthop", route["nexthop"], ip_version)
+        _same_version("destination", route["destination"], ip_version)
+
+
+def _check_ipv6_modes(body: dict[str, Any], network: ipam.IPNetwork, dhcp: bool) -> None:
+    """Neutron's rules for ipv6_ra_mode / ipv6_address_mode on create."""
+    ra, address = body.get("ipv6_ra_mode"), body.get("ipv6_address_mode")
+    if network.version == 4:
+        for name, value in (("ipv6_ra_mode", ra), ("ipv6_address_mode", address)):
+            if value is not None:
+                raise faults.InvalidInput(f"{name} is not valid when ip_version is 4")
+        return
+    if (ra or address) and not dhcp:
+        raise faults.InvalidInput("ipv6_ra_mode or ipv6_address_mode cannot be set when "
+                                  "enable_dhcp is set to False")
+    if ra and address and ra != address:
+        raise faults.InvalidInput(
+            f"ipv6_ra_mode set to '{ra}' with ipv6_address_mode set to '{address}' is not "
+            "valid. If both attributes are set, they must be the same value")
+    auto = address in AUTO_ADDRESS_MODES or (address is None and ra in AUTO_ADDRESS_MODES)
+    if auto and network.prefixlen != 64:
+        raise faults.InvalidInput(
+            f"Invalid CIDR {network} for IPv6 address mode. OpenStack uses the EUI-64 "
+            "address format, which requires the prefix to be /64")
 
 
 class SubnetService:
@@ -84,17 +157,18 @@ class SubnetService:
         rows = read(self.ctx.engine, lambda conn: list(conn.execute(stmt)))
         return [s for s in map(render, rows) if matches(s, rest)]
 
-    def create(self, bodies: builtins.list[dict[str, Any]]) -> builtins.list[dict[str, Any]]:
+    async def create(self, bodies: builtins.list[dict[str, Any]]) -> builtins.list[dict[str, Any]]:
         def work(conn: Connection) -> builtins.list[dict[str, Any]]:
             return [render(get_row(conn, self._insert(conn, body))) for body in bodies]
-        return transaction(self.ctx.engine, work)
+        return await run_transaction(self.ctx.engine, work)
 
     def _insert(self, conn: Connection, body: dict[str, Any]) -> str:
         network_id = body["network_id"]
         get_network_row(conn, network_id)
         ip_version = body["ip_version"]
+        dhcp = body.get("enable_dhcp", True)
         try:
-            network = ipam.parse_cidr(body["cidr"], ip_version)
+            network = ipam.parse_cidr(body["cidr"], ip_version, dhcp)
             cidr = str(network)
             if "gateway_ip" in body:
                 gateway = body["gateway_ip"]
@@ -109,6 +183,8 @@ class SubnetService:
             dns = [ipam.normalize_ip(d) for d in body.get("dns_nameservers", [])]
         except ipam.IpamError as exc:
             raise _invalid(exc) from exc
+        _check_lists(body, ip_version, "new subnet")
+        _check_ipv6_modes(body, network, dhcp)
         others = conn.execute(select(subnets.c.cidr).where(subnets.c.network_id == network_id))
         if ipam.overlaps(cidr, others.scalars()) is not None:
             raise faults.InvalidInput(f"Requested subnet with cidr: {cidr} for network: "
@@ -119,14 +195,14 @@ class SubnetService:
             id=subnet_id, project_id=body["project_id"], name=body.get("name", ""),
             description=body.get("description", ""), created_at=now, updated_at=now,
             revision_number=1, network_id=network_id, ip_version=ip_version, cidr=cidr,
-            gateway_ip=gateway, enable_dhcp=body.get("enable_dhcp", True),
+            gateway_ip=gateway, enable_dhcp=dhcp,
             allocation_pools=dumps(pools), dns_nameservers=dumps(dns),
             host_routes=dumps(body.get("host_routes", [])),
             ipv6_ra_mode=body.get("ipv6_ra_mode"), ipv6_address_mode=body.get("ipv6_address_mode"),
         ))
         return subnet_id
 
-    def update(self, subnet_id: str, body: dict[str, Any],
+    async def update(self, subnet_id: str, body: dict[str, Any],
                if_revision: int | None = None) -> dict[str, Any]:
         def work(conn: Connection) -> dict[str, Any]:
             row = get_row(conn, subnet_id)
@@ -134,8 +210,14 @@ class SubnetService:
                 raise faults.RevisionNumberConstraintFailed(if_revision, row.revision_number)
             values: dict[str, Any] = {k: body[k] for k in
                                       ("name", "description", "enable_dhcp") if k in body}
+            _check_lists(body, row.ip_version, subnet_id)
+            if body.get("enable_dhcp") is False and (row.ipv6_ra_mode or
+                                                     row.ipv6_address_mode):
+                raise faults.InvalidInput("Cannot disable enable_dhcp with ipv6 attributes set")
             try:
                 network = ipam.parse_cidr(row.cidr, row.ip_version)
+                if body.get("enable_dhcp") and not row.enable_dhcp:
+                    ipam.check_dhcp(network)
                 gateway = row.gateway_ip
                 if "gateway_ip" in body:
                     gateway = body["gateway_ip"]
@@ -155,9 +237,9 @@ class SubnetService:
             conn.execute(update(subnets).where(subnets.c.id == subnet_id).values(
                 **values, updated_at=utcnow(), revision_number=subnets.c.revision_number + 1))
             return render(get_row(conn, subnet_id))
-        return transaction(self.ctx.engine, work)
+        return await run_transaction(self.ctx.engine, work)
 
-    def delete(self, subnet_id: str) -> None:
+    async def delete(self, subnet_id: str) -> None:
         def work(conn: Connection) -> None:
             get_row(conn, subnet_id)
             used = conn.execute(select(exists().where(
@@ -166,4 +248,4 @@ class SubnetService:
                 raise faults.SubnetInUse(subnet_id)
             delete_tags(conn, [subnet_id])
             conn.execute(delete(subnets).where(subnets.c.id == subnet_id))
-        transaction(self.ctx.engine, work)
+        await run_transaction(self.ctx.engine, work)

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Select, Table, bindparam, delete, insert, sel
 from vifwire.db.fast import Fast
 from vifwire.db.schema import networks, ports, subnets, tags
 from vifwire.server import faults
-from vifwire.server._db import read, transaction
+from vifwire.server._db import read, run_transaction
 from vifwire.server._utils import utcnow
 from vifwire.server.context import Context
 
@@ -86,7 +86,7 @@ class TagService:
         if tag not in self.get(collection, resource_id):
             raise faults.TagNotFound(tag, resource_id)
 
-    def replace(self, collection: str, resource_id: str, new: list[str]) -> list[str]:
+    async def replace(self, collection: str, resource_id: str, new: list[str]) -> list[str]:
         wanted = sorted(set(new))
 
         def work(conn: Connection) -> list[str]:
@@ -97,18 +97,18 @@ class TagService:
                     {"resource_id": resource_id, "tag": t, "resource_type": collection}
                     for t in wanted])
             return wanted
-        return transaction(self.ctx.engine, work)
+        return await run_transaction(self.ctx.engine, work)
 
-    def add(self, collection: str, resource_id: str, tag: str) -> None:
+    async def add(self, collection: str, resource_id: str, tag: str) -> None:
         def work(conn: Connection) -> None:
             present = tag in tags_of(conn, [resource_id])[resource_id]
             self._touch(conn, collection, resource_id, changed=not present)
             if not present:
                 conn.execute(insert(tags).values(resource_id=resource_id, tag=tag,
                                                  resource_type=collection))
-        transaction(self.ctx.engine, work)
+        await run_transaction(self.ctx.engine, work)
 
-    def remove(self, collection: str, resource_id: str, tag: str) -> None:
+    async def remove(self, collection: str, resource_id: str, tag: str) -> None:
         def work(conn: Connection) -> None:
             self._touch(conn, collection, resource_id)
             if "\x00" in tag:  # could never have been stored
@@ -117,10 +117,10 @@ class TagService:
                                                    tags.c.tag == tag)).rowcount
             if not gone:
                 raise faults.TagNotFound(tag, resource_id)
-        transaction(self.ctx.engine, work)
+        await run_transaction(self.ctx.engine, work)
 
-    def clear(self, collection: str, resource_id: str) -> None:
+    async def clear(self, collection: str, resource_id: str) -> None:
         def work(conn: Connection) -> None:
             self._touch(conn, collection, resource_id)
             delete_tags(conn, [resource_id])
-        transaction(self.ctx.engine, work)
+        await run_transaction(self.ctx.engine, work)

@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 import pytest
 
-from vifwire.agent.model import VifChanges
-from vifwire.agent.monitor import MONITORED, VifIdl
 from vifwire.ovs.idl import open_connection
+from vifwire.ovs.model import VifChanges
 from vifwire.ovs.runtime import OvsRuntime
+from vifwire.ovs.vifs import MONITORED, VifIdl
 
 pytestmark = pytest.mark.ovs
 
@@ -24,7 +24,7 @@ def _wait(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> No
         time.sleep(0.02)
 
 
-def test_deleted_interfaces_are_forgotten(ovs: OvsRuntime) -> None:
+def test_deleted_interfaces_are_forgotten(ovs: OvsRuntime, fast: bool) -> None:
     bridge = ovs.settings.integration_bridge
     batches: list[VifChanges] = []
     lock = threading.Lock()
@@ -41,7 +41,7 @@ def test_deleted_interfaces_are_forgotten(ovs: OvsRuntime) -> None:
         return "never"
 
     conn = open_connection(ovs.settings.connection, MONITORED, idl_class=VifIdl,
-                           bridge=bridge, sink=sink)
+                           bridge=bridge, sink=sink, raw_members=fast)
     conn.start()
     try:
         idl = conn.idl
@@ -57,7 +57,8 @@ def test_deleted_interfaces_are_forgotten(ovs: OvsRuntime) -> None:
         conn.stop(5)
 
 
-def _recording_idl(ovs: OvsRuntime) -> tuple[object, list[VifChanges], threading.Lock]:
+def _recording_idl(ovs: OvsRuntime,
+                   fast: bool) -> tuple[object, list[VifChanges], threading.Lock]:
     batches: list[VifChanges] = []
     lock = threading.Lock()
 
@@ -66,19 +67,20 @@ def _recording_idl(ovs: OvsRuntime) -> tuple[object, list[VifChanges], threading
             batches.append(changes)
 
     conn = open_connection(ovs.settings.connection, MONITORED, idl_class=VifIdl,
-                           bridge=ovs.settings.integration_bridge, sink=sink)
+                           bridge=ovs.settings.integration_bridge, sink=sink,
+                           raw_members=fast)
     conn.start()
     return conn, batches, lock
 
 
-def test_a_batch_names_only_the_ports_that_changed(ovs: OvsRuntime) -> None:
+def test_a_batch_names_only_the_ports_that_changed(ovs: OvsRuntime, fast: bool) -> None:
     """Every other VIF on the bridge stays out of a batch about one port."""
     bridge = ovs.settings.integration_bridge
     ids = [str(uuid.uuid4()) for _ in range(6)]
     for i, port_id in enumerate(ids):
         ovs.vsctl("add-port", bridge, f"tapb{i}", "--", "set", "Interface", f"tapb{i}",
                   f"external_ids:iface-id={port_id}")
-    conn, batches, lock = _recording_idl(ovs)
+    conn, batches, lock = _recording_idl(ovs, fast)
     try:
         _wait(lambda: bool(batches), "the initial batch")
         with lock:
@@ -98,15 +100,17 @@ def test_a_batch_names_only_the_ports_that_changed(ovs: OvsRuntime) -> None:
         assert merged[ids[5]] is None
     finally:
         conn.stop(5)
+        for i in range(5):
+            ovs.vsctl("--if-exists", "del-port", bridge, f"tapb{i}")
 
 
 def test_a_vif_replugged_on_a_new_port_in_one_transaction_stays_present(
-        ovs: OvsRuntime) -> None:
+        ovs: OvsRuntime, fast: bool) -> None:
     bridge = ovs.settings.integration_bridge
     port_id = str(uuid.uuid4())
     ovs.vsctl("add-port", bridge, "tapold", "--", "set", "Interface", "tapold",
               f"external_ids:iface-id={port_id}")
-    conn, batches, lock = _recording_idl(ovs)
+    conn, batches, lock = _recording_idl(ovs, fast)
     try:
         _wait(lambda: bool(batches), "the initial batch")
         ovs.vsctl("del-port", bridge, "tapold", "--", "add-port", bridge, "tapnew", "--",
@@ -122,3 +126,5 @@ def test_a_vif_replugged_on_a_new_port_in_one_transaction_stays_present(
         assert vif is not None and getattr(vif, "name", None) == "tapnew"
     finally:
         conn.stop(5)
+        for tap in ("tapold", "tapnew"):
+            ovs.vsctl("--if-exists", "del-port", bridge, tap)

@@ -1,13 +1,13 @@
 """Watching the integration bridge's VIFs through the OVSDB IDL.
 
-The IDL runs in ovsdbapp's connection thread. `VifIdl` overrides two hooks of
+The IDL runs in ovsdbapp's connection thread (owned by `vifwire.ovs.bridge`,
+whose `LoopBoundary` is the sink). `VifIdl` overrides two hooks of
 that thread: `notify()` (called once per changed row after an update is fully
 applied) only notes which Ports went stale; `run()` (one batch of messages from
 ovsdb-server) then recomputes those Ports' VIFs, diffs them against what it last
-reported and hands the differences to `sink` as one `VifChanges` value. The
-sink is the single point where this thread meets the event loop (it uses
-`call_soon_threadsafe`), and because every observation travels through it, in
-order, the loop never needs sequence numbers or IDL reads of its own.
+reported and hands the differences to `sink` as one `VifChanges` value. Because
+every observation travels through it, in order, the loop never needs sequence
+numbers or IDL reads of its own.
 
 Invariants:
 - only Ports of the integration bridge count, minus the bridge's own port and
@@ -19,7 +19,15 @@ Invariants:
   UUIDs, no row objects) only when the Bridge row changed, and only stale
   Ports are decoded. A boot storm sends several updates per port; walking every
   port of the bridge for each of them made the agent's cost grow with the
-  square of the VMs on the host.
+  square of the VMs on the host;
+- a VIF whose device is gone is reported with `lost=True`, and again without
+  when the device returns: vswitchd shows it as Interface.ofport -1 (it could not
+  open the device, e.g. after a restart) or admin_state "down" (the netdev
+  datapath keeps the ofport of a deleted veth but sees it lose IFF_UP).
+
+Speed-up behind a switch (`raw_members`, OvsSettings.raw_members): the bridge's
+member set is read from python-ovs's private `Row._data` as raw UUIDs; off, it
+is read through the public `bridge.ports`, which builds a Row per member.
 """
 
 from __future__ import annotations
@@ -31,17 +39,18 @@ from typing import Any
 from ovs.db import idl as ovs_idl
 from ovsdbapp.backend.ovs_idl import connection
 
-from vifwire.agent.model import Vif, VifChanges
+from vifwire.ovs.model import Vif, VifChanges
 
 log = logging.getLogger(__name__)
 
-# Only what the agent reads (and writes: Port.tag/other_config; Open_vSwitch cfg
-# counters for ovsdbapp's vsctl-style transactions; Bridge for add_br).
+# Only what the agent reads (and writes: Port.tag/other_config,
+# Interface.ofport_request; Open_vSwitch cfg counters for ovsdbapp's vsctl-style
+# transactions; Bridge for add_br and fail_mode).
 MONITORED = {
     "Open_vSwitch": ["bridges", "cur_cfg", "next_cfg"],
     "Bridge": ["name", "ports", "datapath_type", "fail_mode"],
     "Port": ["name", "interfaces", "tag", "other_config"],
-    "Interface": ["name", "type", "external_ids"],
+    "Interface": ["name", "type", "external_ids", "ofport", "admin_state", "ofport_request"],
 }
 
 Sink = Callable[[VifChanges], None]
@@ -51,8 +60,9 @@ class VifIdl(connection.OvsdbIdl):
     """An IDL that reports the integration bridge's VIFs to `sink` as they change."""
 
     def __init__(self, remote: str, schema_helper: Any, *, bridge: str, sink: Sink,
-                 **kwargs: Any) -> None:
+                 raw_members: bool = True, **kwargs: Any) -> None:
         super().__init__(remote, schema_helper, **kwargs)
+        self._raw_members = raw_members
         self._bridge = bridge
         self._sink = sink
         self._reported: dict[str, Vif] = {}  # port id -> its VIF, as last reported
@@ -146,6 +156,8 @@ class VifIdl(connection.OvsdbIdl):
         """The bridge's Port uuids, read from the raw column (no row objects built)."""
         for bridge in self.tables["Bridge"].rows.values():
             if bridge.name == self._bridge:
+                if not self._raw_members:
+                    return {port.uuid for port in bridge.ports}
                 return {atom.value for atom in bridge._data["ports"].values}
         return set()
 
@@ -163,5 +175,13 @@ class VifIdl(connection.OvsdbIdl):
                 continue
             vifs.append(Vif(port_id=port_id, name=iface.name, mac=ids.get("attached-mac"),
                             tag=tag, other_config=other_config,
-                            vm_uuid=ids.get("vm-uuid"), iface_status=ids.get("iface-status")))
+                            vm_uuid=ids.get("vm-uuid"), iface_status=ids.get("iface-status"),
+                            lost=_lost(iface)))
         return tuple(vifs)
+
+
+def _lost(iface: Any) -> bool:
+    """vswitchd has no usable device for the Interface (see the module docstring)."""
+    # Optional columns read as lists; [] means vswitchd has not said yet (a new
+    # port): that is not a loss, so the plug path never waits for vswitchd.
+    return list(iface.ofport) == [-1] or list(iface.admin_state) == ["down"]

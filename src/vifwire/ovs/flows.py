@@ -1,0 +1,190 @@
+"""The agent's OpenFlow rules on the integration bridge, kept installed.
+
+`FlowTable` holds every rule the agent wants, grouped by key (the base rules,
+one group per port; security groups can add theirs the same way), and is the
+one writer of those rules. `put(key, flows)` replaces a group atomically (one
+OpenFlow bundle: delete by the group's cookie, add), so a port is never less
+isolated between two versions of its rules. `restore()` rewrites the whole set
+from that state in one bundle.
+
+Rules vanish without the agent doing anything: a restarted ovs-vswitchd starts
+with an empty table, and anyone may run `ovs-ofctl del-flows`. The bridge runs
+with fail_mode=secure (set by `OvsBridge.connect`), so an empty table forwards
+nothing: isolation holds until `restore()` put the rules back. The table learns
+of a loss with no polling: a `ovs-ofctl monitor <bridge> watch:` child holds an
+OpenFlow connection to vswitchd. Its end of file means vswitchd went away
+(reconnect with backoff, then restore); a DELETED event for a base rule means
+someone flushed the table (restore). Base rules carry their own cookie prefix,
+which `restore()` never deletes, so the table's own bundles never trigger it.
+
+All ovs-ofctl calls are asyncio subprocesses: no thread meets the loop here.
+Calls are serialised by one lock, so a restore never interleaves with a put.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable, Iterable
+
+from vifwire.ovs.model import Flow, OvsWriteFailed
+from vifwire.ovs.runtime import OvsRuntime
+
+log = logging.getLogger(__name__)
+
+# Cookies: the top 16 bits say whose rule it is. Base rules (never deleted by the
+# table itself, so their deletion is a loss) use 0x7676; groups 0x7677 + a hash.
+BASE_COOKIE = 0x7676 << 48
+GROUP_PREFIX, GROUP_MASK = 0x7677 << 48, 0xFFFF << 48
+BASE = "base"
+RECONNECT_S = (0.05, 1.0)
+
+
+def group_cookie(key: str) -> int:
+    return GROUP_PREFIX | int.from_bytes(hashlib.blake2b(key.encode(), digest_size=6).digest())
+
+
+class FlowTable:
+    def __init__(self, runtime: OvsRuntime, bridge: str,
+                 on_restored: Callable[[], None] | None = None) -> None:
+        self._runtime = runtime
+        self._bridge = bridge
+        self._on_restored = on_restored
+        self._groups: dict[str, list[Flow]] = {}
+        self._lock = asyncio.Lock()
+        self._watcher: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self.restores = 0  # how many times the whole set was rewritten
+
+    # -- what the agent wants ---------------------------------------------
+
+    def base(self, specs: Iterable[str]) -> None:
+        """Set the base rules (written by the next `restore()`)."""
+        self._groups[BASE] = [Flow(BASE_COOKIE, spec) for spec in specs]
+
+    def stage(self, key: str, specs: Iterable[str]) -> None:
+        """Record `key`'s rules without writing them (the next `restore()` does)."""
+        flows = [Flow(group_cookie(key), spec) for spec in specs]
+        if flows:
+            self._groups[key] = flows
+        else:
+            self._groups.pop(key, None)
+
+    def has(self, key: str) -> bool:
+        return key in self._groups
+
+    async def put(self, key: str, specs: Iterable[str]) -> None:
+        """Replace `key`'s rules (none: remove them) in one atomic bundle."""
+        cookie = group_cookie(key)
+        flows = [Flow(cookie, spec) for spec in specs]
+        async with self._lock:
+            lines = [f"delete cookie={cookie:#x}/-1", *(f"add {f.line()}" for f in flows)]
+            await self._bundle(lines)
+            if flows:
+                self._groups[key] = flows
+            else:
+                self._groups.pop(key, None)
+
+    async def restore(self) -> None:
+        """Rewrite every rule from state: one bundle, or group by group if that fails
+        (a port whose device went away must not keep the others out)."""
+        async with self._lock:
+            clear = f"delete cookie={GROUP_PREFIX:#x}/{GROUP_MASK:#x}"
+            lines = [clear, *(f"add {f.line()}" for flows in self._groups.values()
+                              for f in flows)]
+            try:
+                await self._bundle(lines)
+            except OvsWriteFailed as exc:
+                log.warning("restoring all flows failed, group by group: %s", exc)
+                base = self._groups.get(BASE, [])
+                await self._bundle([clear, *(f"add {f.line()}" for f in base)])
+                for key, flows in list(self._groups.items()):
+                    if key == BASE:
+                        continue
+                    try:
+                        await self._bundle([f"add {f.line()}" for f in flows])
+                    except OvsWriteFailed as one:
+                        log.warning("flows of %s not restored: %s", key, one)
+            self.restores += 1
+        log.info("flows of %s restored (%d groups)", self._bridge, len(self._groups))
+        if self._on_restored is not None:
+            self._on_restored()
+
+    # -- keeping them installed -------------------------------------------
+
+    async def start(self) -> None:
+        """Start watching vswitchd; returns once the watch is connected."""
+        self._watcher = asyncio.get_running_loop().create_task(
+            self._watch(), name=f"ovs:flows:{self._bridge}")
+        await self._connected.wait()
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+
+    async def _watch(self) -> None:
+        delay = RECONNECT_S[0]
+        first = True
+        while True:
+            # The monitor prints its reply on stdout but the events on stderr.
+            proc = await self._spawn("monitor", self._bridge, "watch:!initial", merged=True)
+            try:
+                assert proc.stdout is not None
+                if await _connected(proc.stdout):
+                    delay = RECONNECT_S[0]
+                    if first:
+                        first = False
+                        self._connected.set()
+                    else:
+                        await self.refresh()
+                    while line := await proc.stdout.readline():
+                        if b"event=DELETED" in line and f"cookie={BASE_COOKIE:#x}".encode() \
+                                in line:
+                            log.warning("a base flow of %s was deleted: restoring", self._bridge)
+                            await self.refresh()
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+            log.warning("lost the OpenFlow connection to %s; reconnecting", self._bridge)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_S[1])
+
+    async def refresh(self) -> None:
+        """`restore()`, logging a failure instead of raising it."""
+        try:
+            await self.restore()
+        except OvsWriteFailed as exc:  # vswitchd went away again: the watch sees it
+            log.warning("restoring flows of %s failed: %s", self._bridge, exc)
+
+    # -- ovs-ofctl ---------------------------------------------------------
+
+    async def _spawn(self, *args: str, stdin: bool = False,
+                     merged: bool = False) -> asyncio.subprocess.Process:
+        # OVS_RUNDIR in the runtime's env makes ovs-ofctl find "<bridge>.mgmt".
+        return await asyncio.create_subprocess_exec(
+            "ovs-ofctl", *args, env=self._runtime.env(),
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT if merged else asyncio.subprocess.PIPE)
+
+    async def _bundle(self, lines: list[str]) -> None:
+        proc = await self._spawn("--bundle", "add-flows", self._bridge, "-", stdin=True)
+        _, err = await proc.communicate("\n".join(lines).encode() + b"\n")
+        if proc.returncode != 0:
+            raise OvsWriteFailed(f"flows of {self._bridge}: {err.decode().strip()}")
+
+
+async def _connected(stdout: asyncio.StreamReader) -> bool:
+    """Whether the monitor got its first reply (it is connected), reading past
+    any warning it logs first; end of file: it failed (vswitchd is down)."""
+    while line := await stdout.readline():
+        if line.startswith(b"NXST_FLOW_MONITOR reply"):
+            return True
+        log.debug("ovs-ofctl monitor: %s", line.decode(errors="replace").strip())
+    return False
