@@ -35,12 +35,14 @@ from vifwire.compute.result import latency_summary
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
 
 
-def neutron_storm(peers: Path, vms: int) -> dict[str, Any]:
+def neutron_storm(peers: Path, vms: int, log: Path) -> dict[str, Any]:
     pace, load = calibration_s(), loadavg()
     done = subprocess.run([str(peers / "neutron" / "run.sh"), str(vms)], capture_output=True,
                           text=True, timeout=900, check=False)
+    log.write_text(f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}")
     if done.returncode != 0:
-        raise RuntimeError(f"neutron/run.sh failed: {done.stderr.strip()[-800:]}")
+        raise RuntimeError(f"neutron/run.sh failed (all of its output: {log}): "
+                           f"{done.stderr.strip()[-800:]}")
     storm: dict[str, Any] = json.JSONDecoder().raw_decode(
         done.stdout[done.stdout.index("{"):])[0]
     ok = [p for p in storm["ports"] if not p.get("err") and p.get("t_event") is not None]
@@ -91,8 +93,9 @@ def main() -> int:
     parser.add_argument("--vms", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="vwdistneutron-"))
     try:
-        neutron = neutron_storm(args.peers, args.vms)
+        neutron = neutron_storm(args.peers, args.vms, base / "neutron-run.log")
     finally:
         stop_neutron(args.peers)
     lat = neutron["plug_to_event_ms"]
@@ -105,7 +108,6 @@ def main() -> int:
           f"{neutron['last_event_after_first_create_s']} s after the first create; load "
           f"{neutron['loadavg_before']} -> {neutron['loadavg_after']}, calibration "
           f"{neutron['calibration_s']:.3f} s", flush=True)
-    base = Path(tempfile.mkdtemp(prefix="vwdistneutron-"))
     vifwire = distributed(base, args.workers, 1, args.vms, 1, "10.0.0.0/22")[0]
     print(describe(f"vifwire distributed (workers {args.workers}), {args.vms} VMs", vifwire))
     found = ratios(neutron, vifwire)
