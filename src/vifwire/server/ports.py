@@ -22,7 +22,17 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, exists, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    insert,
+    select,
+    update,
+)
 
 from vifwire.bus.base import BusError, NoEndpoint, agent_topic
 from vifwire.db.fast import Fast
@@ -86,6 +96,11 @@ _SET_STATUS = Fast(update(ports).where(ports.c.id == bindparam("b_id")).values(
     status=bindparam("status")))
 
 
+# Above this many rows, a listing fetches addresses and tags by its own statement
+# (a subquery) rather than by a list of ids.
+MANY_ROWS = 50
+
+
 def render(row: Any, fixed_ips: list[FixedIp]) -> dict[str, Any]:
     return {
         "id": row.id,
@@ -122,13 +137,17 @@ def get_row(conn: Connection, port_id: str) -> Any:
     return row
 
 
-def fixed_ips_of(conn: Connection, port_ids: list[str]) -> dict[str, list[FixedIp]]:
+def fixed_ips_of(conn: Connection,
+                 port_ids: list[str] | Select[Any]) -> dict[str, list[FixedIp]]:
+    """Addresses by port id; `port_ids` may be a subquery of ids (a listing's own
+    statement): thousands of bound parameters cost more to send and parse than
+    the semi-join costs the database (10,000 ports: most of a listing's time)."""
     result: dict[str, list[FixedIp]] = defaultdict(list)
-    if len(port_ids) == 1:
+    if isinstance(port_ids, list) and len(port_ids) == 1:
         result[port_ids[0]] = [FixedIp(subnet_id=subnet_id, ip_address=address) for
                                subnet_id, address in _IPS_OF_PORT.execute(conn,
                                                                   {"port_id": port_ids[0]})]
-    elif port_ids:
+    elif isinstance(port_ids, Select) or port_ids:
         query = select(ip_allocations.c.port_id, ip_allocations.c.subnet_id,
                        ip_allocations.c.ip_address).where(ip_allocations.c.port_id.in_(port_ids))
         for port_id, subnet_id, address in conn.execute(query):
@@ -204,10 +223,13 @@ class PortService:
 
     # -- reads ---------------------------------------------------------------
 
-    def _render_rows(self, conn: Connection,
-                     rows: builtins.list[Any]) -> builtins.list[dict[str, Any]]:
-        ids = [r.id for r in rows]
-        ips, tags = fixed_ips_of(conn, ids), tags_of(conn, ids)
+    def _render_rows(self, conn: Connection, rows: builtins.list[Any],
+                     ids: Select[Any] | None = None) -> builtins.list[dict[str, Any]]:
+        """Rows with their addresses and tags; `ids`, the subquery that selected the
+        rows, fetches those in one semi-join each (a listing of many rows)."""
+        wanted: builtins.list[str] | Select[Any] = (
+            [r.id for r in rows] if ids is None or len(rows) <= MANY_ROWS else ids)
+        ips, tags = fixed_ips_of(conn, wanted), tags_of(conn, wanted)
         rendered = []
         for row in rows:
             port = render(row, ips[row.id])
@@ -237,8 +259,10 @@ class PortService:
                 getattr(ip_allocations.c, key).in_(values))))
         stmt = stmt.order_by(ports.c.created_at, ports.c.id)
 
+        ids = stmt.with_only_columns(ports.c.id).order_by(None)
+
         def work(conn: Connection) -> builtins.list[dict[str, Any]]:
-            return self._render_rows(conn, list(conn.execute(stmt)))
+            return self._render_rows(conn, list(conn.execute(stmt)), ids)
         return [p for p in read(self.ctx.engine, work) if matches(p, rest)]
 
     # -- IPAM and binding, inside a transaction ------------------------------

@@ -46,12 +46,14 @@ def delete_tags(conn: Connection, resource_ids: Iterable[Any] | Select[Any]) -> 
     conn.execute(delete(tags).where(tags.c.resource_id.in_(resource_ids)))
 
 
-def tags_of(conn: Connection, resource_ids: list[str]) -> dict[str, list[str]]:
+def tags_of(conn: Connection, resource_ids: list[str] | Select[Any]) -> dict[str, list[str]]:
+    """Tags by resource id; `resource_ids` may be a subquery of ids (a listing's own
+    statement: one semi-join instead of thousands of bound parameters)."""
     found: dict[str, list[str]] = defaultdict(list)
     rows: Iterable[Any]
-    if len(resource_ids) == 1:
+    if isinstance(resource_ids, list) and len(resource_ids) == 1:
         rows = _TAGS_OF_ONE.execute(conn, {"resource_id": resource_ids[0]})
-    elif resource_ids:
+    elif isinstance(resource_ids, Select) or resource_ids:
         rows = conn.execute(select(tags.c.resource_id, tags.c.tag)
                             .where(tags.c.resource_id.in_(resource_ids)).order_by(tags.c.tag))
     else:

@@ -1,0 +1,106 @@
+"""One measured storm: `vifwire boot --json` processes at once, CPU per component.
+
+`run_storm(rig, boots, probes)` starts every boot (one per simulated host, all
+at once), samples the components' CPU meanwhile, and returns per-VM latencies
+pooled over every boot: plug -> network-vif-plugged and create -> vif-plugged
+(the boot's own stamps: `t_start` before the port create, `t_plug` before the
+OVSDB plug, `t_event` at Nova's receipt), and each component's CPU from the
+first port create to the last network-vif-plugged, per VM. With the machine's
+load average and the calibration loop (bench/storm.py's) next to the figures.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from dist_rig import CpuSampler, Host, Probe, Rig, parse_boot
+from storm import calibration_s
+
+from vifwire.compute.result import latency_summary
+
+
+@dataclass(frozen=True)
+class Boot:
+    host: Host
+    count: int
+    nova_url: str  # the Nova endpoint this boot process runs
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def run_storm(rig: Rig, boots: list[Boot], probes: list[Probe], *, network: str,
+              external: bool, connectivity: bool = True) -> dict[str, Any]:
+    pace = calibration_s()
+    load_before = loadavg()
+    with CpuSampler(probes) as sampler:
+        started = time.monotonic()
+        procs = [subprocess.Popen(rig.boot_cmd(b.host, b.count, b.nova_url, network,
+                                               connectivity, external),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for b in boots]
+        outputs = [p.communicate() for p in procs]
+        wall = time.monotonic() - started
+    summaries = [parse_boot(out, err) for out, err in outputs]
+    records = [r for s in summaries for r in s["records"] if not r.get("probe")]
+    plugged = [r for r in records if r.get("t_event") and not r.get("error")]
+    latencies = [r["latency_ms"] for r in plugged if r.get("latency_ms") is not None]
+    create_to_event = [(r["t_event"] - r["t_start"]) * 1000 for r in plugged]
+    vms = sum(b.count for b in boots)
+    # Where each VM's time went, by the boot's own stamps (ms, over plugged VMs).
+    stages = {name: latency_summary([(r[b] - r[a]) * 1000 for r in plugged])
+              for name, a, b in (("create", "t_start", "t_port"), ("bind", "t_port", "t_bound"),
+                                 ("vm", "t_bound", "t_vm"), ("plug", "t_vm", "t_plug"))}
+    result: dict[str, Any] = {
+        "vms": vms, "hosts": {b.host.name: b.count for b in boots},
+        "plugged": len(plugged), "ok": all(s.get("ok") for s in summaries),
+        "errors": [s.get("error") for s in summaries if s.get("error")],
+        "connectivity_ok": all(s.get("connectivity_ok") for s in summaries)
+        if connectivity else None,
+        "plug_to_event_ms": latency_summary(latencies),
+        "create_to_event_ms": latency_summary(create_to_event),
+        "stages_ms": stages,
+        "wall_s": round(wall, 2), "calibration_s": round(pace, 4),
+        "loadavg_before": load_before, "loadavg_after": loadavg(),
+    }
+    if plugged:
+        t0 = min(r["t_start"] for r in records)
+        t1 = max(r["t_event"] for r in plugged)
+        cpu = sampler.between(t0, t1)
+        result["first_create_to_last_event_s"] = round(t1 - t0, 3)
+        result["cpu_s_to_last_event"] = {k: round(v, 3) for k, v in cpu.items()}
+        result["cpu_ms_per_vm"] = {k: round(v * 1000 / vms, 2) for k, v in cpu.items()}
+        whole = sampler.between(sampler.samples[0][0], sampler.samples[-1][0])
+        result["cpu_s_whole_run"] = {k: round(v, 3) for k, v in whole.items()}
+    result["latencies_ms"] = sorted(round(x, 2) for x in latencies)
+    return result
+
+
+def describe(label: str, s: dict[str, Any]) -> str:
+    """Every figure of one storm on a few lines."""
+    lat, c2e = s["plug_to_event_ms"], s["create_to_event_ms"]
+
+    def ms(d: dict[str, Any], k: str) -> str:
+        return "n/a" if d.get(k) is None else f"{d[k]:.1f}"
+
+    lines = [f"{label}: {s['plugged']}/{s['vms']} plugged on {len(s['hosts'])} host(s), "
+             f"ok={s['ok']}, connectivity_ok={s['connectivity_ok']}, wall {s['wall_s']} s",
+             f"  plug -> vif-plugged ms: p50 {ms(lat, 'p50')}, p99 {ms(lat, 'p99')}, "
+             f"max {ms(lat, 'max')};  create -> vif-plugged ms: p50 {ms(c2e, 'p50')}, "
+             f"max {ms(c2e, 'max')}"]
+    lines.append("  stages ms (p50/max): " + ", ".join(
+        f"{k} {ms(v, 'p50')}/{ms(v, 'max')}" for k, v in s["stages_ms"].items()))
+    if "cpu_ms_per_vm" in s:
+        per_vm = ", ".join(f"{k} {v:.2f}" for k, v in s["cpu_ms_per_vm"].items())
+        lines.append(f"  CPU ms per VM (first create -> last event, "
+                     f"{s['first_create_to_last_event_s']} s): {per_vm}")
+    lines.append(f"  load average {s['loadavg_before']} -> {s['loadavg_after']}, "
+                 f"calibration loop {s['calibration_s']:.3f} s")
+    for error in s["errors"]:
+        lines.append(f"  error: {str(error)[:300]}")
+    return "\n".join(lines)
