@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from dist_storm import describe, loadavg
-from distributed import RESULTS, distributed
 from storm import calibration_s
 
+from distributed import RESULTS, distributed
 from vifwire.compute.result import latency_summary
 
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
