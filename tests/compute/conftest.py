@@ -13,8 +13,9 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -36,10 +37,10 @@ def short_id() -> str:
 
 
 @pytest.fixture
-def host_netns(short_id: str) -> Iterator[str]:
+def host_netns(short_id: str, unavailable: Callable[[str, object], NoReturn]) -> Iterator[str]:
     reason = _needs_root_and_ovs()
     if reason:
-        pytest.skip(reason)
+        unavailable("root and Open vSwitch", reason)
     name = f"vwch{short_id}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:

@@ -12,8 +12,9 @@ import sqlite3
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from sqlalchemy import Connection, Engine, create_engine, event, text
@@ -191,9 +192,9 @@ PG_BIN = PG_BINS[-1].parent if PG_BINS else Path("/nonexistent")
 
 
 @pytest.fixture
-def private_pg() -> Iterator[PrivatePostgres]:
+def private_pg(unavailable: Callable[[str, object], NoReturn]) -> Iterator[PrivatePostgres]:
     if not PG_BINS:
-        pytest.skip("no PostgreSQL server binaries")
+        unavailable("PostgreSQL server binaries", "none under /usr/lib/postgresql")
     pg = PrivatePostgres(Path(tempfile.mkdtemp(prefix="vifwire-pg-")) / "pg")
     pg.init()
     pg.start()
