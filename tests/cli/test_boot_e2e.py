@@ -14,6 +14,8 @@ import httpx
 import psutil
 import pytest
 
+from vifwire.compute.state import load_states
+
 pytestmark = [pytest.mark.ovs,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root for OVS and netns")]
 
@@ -52,6 +54,11 @@ def cli(tmp_path: Path) -> Iterator[Cli]:
         yield cli
     finally:
         cli("down", timeout=60)
+        # VMs a failed test kept (--keep): the run state files name them.
+        for state in load_states(Path(cli.options[1])):
+            for namespace in state.namespaces:
+                subprocess.run(["ip", "netns", "del", namespace], capture_output=True,
+                               check=False)
         subprocess.run(["ip", "netns", "del", cli.netns], capture_output=True, check=False)
 
 
