@@ -7,6 +7,13 @@ Server -> agent, topic `agent.<host>` (casts):
     fdb_add(entries: list[FdbEntry])   remote ports now ACTIVE on a network this host
                                        has ports on (l2population; upsert by port id)
     fdb_remove(entries: list[FdbGone]) remote ports gone from the host they name
+    firewall_changed(firewalls: list[PortFirewall])
+                                       a rule of a group these ports use changed (or their
+                                       groups / port security did): replace their firewall
+    sg_members_changed(group_id: str, members: dict[str, list[str]])
+                                       the whole new member address list of a group (by
+                                       ethertype) that a rule of a port on this host names
+                                       as remote_group_id; idempotent, replaces the old list
 
 Agent -> server, topic `server`:
     call get_host_ports(host) -> list[PortDetails]        full sync at agent start
@@ -45,6 +52,9 @@ class PortDetails(TypedDict):
     # Always sent by the server; NotRequired so older senders (tests, benches) still fit.
     port_security_enabled: NotRequired[bool]
     security_groups: NotRequired[list[str]]  # group ids; [] without port security
+    # The port's firewall, pushed with its details so the plug path needs no RPC
+    # (issue 10); absent from older senders: the agent then enforces nothing.
+    firewall: NotRequired[PortFirewall]
 
 
 class FirewallRule(TypedDict):
@@ -60,10 +70,16 @@ class FirewallRule(TypedDict):
     remote_group_id: str | None
 
 
+class AddressPair(TypedDict):
+    ip_address: str  # an address or a CIDR
+    mac_address: str
+
+
 class PortFirewall(TypedDict):
     """A port's firewall: its groups' rules and the addresses of the members of the
-    groups those rules name (`vifwire.server.security_groups.port_firewall`; not yet
-    sent to agents)."""
+    groups those rules name (`vifwire.server.security_groups.port_firewall`), plus
+    what anti-spoofing lets the port send as (its MAC and fixed IPs, and its allowed
+    address pairs)."""
 
     port_id: str
     port_security_enabled: bool
@@ -71,6 +87,7 @@ class PortFirewall(TypedDict):
     stateful: bool
     rules: list[FirewallRule]
     remote_members: dict[str, dict[str, list[str]]]  # group id -> ethertype -> addresses
+    allowed_address_pairs: NotRequired[list[AddressPair]]
 
 
 class AgentState(TypedDict):
