@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 
 from vifwire.bus.base import Bus
+from vifwire.server.firewalls import FirewallCasts
 from vifwire.server.l2pop import L2Population
 from vifwire.server.liveness import Liveness
 from vifwire.server.outbox import Event
@@ -25,7 +26,9 @@ class Context:
     send_events: Callable[[list[Event]], None] = field(default=lambda events: None)
     liveness: Liveness = field(init=False)
     l2pop: L2Population = field(init=False)
+    firewalls: FirewallCasts = field(init=False)
 
     def __post_init__(self) -> None:
         self.liveness = Liveness(self.settings.agent_down_time_s)
         self.l2pop = L2Population(self)
+        self.firewalls = FirewallCasts(self)

@@ -37,8 +37,8 @@ from sqlalchemy import (
 from vifwire.bus.base import BusError, NoEndpoint, agent_topic
 from vifwire.db.fast import Fast
 from vifwire.db.schema import ip_allocations, networks, ports
-from vifwire.messages import FixedIp, PortDetails
-from vifwire.server import faults, ipam, outbox, security_groups
+from vifwire.messages import FixedIp, PortDetails, PortFirewall
+from vifwire.server import faults, firewalls, ipam, outbox, security_groups
 from vifwire.server._db import read, run_read, run_transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import dumps, iso, loads, new_id, utcnow
@@ -71,6 +71,9 @@ COLUMNS = {
 # Changes an agent must hear about even when the host stays the same.
 AGENT_VISIBLE = {"admin_state_up", "fixed_ips", "mac_address", "security_groups",
                  "port_security_enabled", "allowed_address_pairs"}
+# Changes that may change the member lists of the port's groups, or its own firewall.
+MEMBERSHIP = {"security_groups", "fixed_ips", "allowed_address_pairs", "port_security_enabled"}
+OWN_FIREWALL = {"security_groups", "allowed_address_pairs", "port_security_enabled"}
 
 _PORT_BY_ID = Fast(select(ports).where(ports.c.id == bindparam("port_id")))
 # The port and what `details` needs of its network, in one statement (for updates).
@@ -158,8 +161,12 @@ def fixed_ips_of(conn: Connection,
 
 
 def details(conn: Connection, row: Any, network: Any = None,
-            fixed_ips: list[FixedIp] | None = None) -> PortDetails:
-    """What the agent needs; pass the network row and IPs when already at hand."""
+            fixed_ips: list[FixedIp] | None = None,
+            firewall: PortFirewall | None = None) -> PortDetails:
+    """What the agent needs, its firewall included; pass the network row, IPs and
+    firewall when already at hand."""
+    if firewall is None:
+        firewall = firewalls.of_port(conn, row)
     if network is None:
         network = get_network_row(conn, row.network_id)
     if fixed_ips is None:
@@ -171,7 +178,7 @@ def details(conn: Connection, row: Any, network: Any = None,
         admin_state_up=row.admin_state_up, fixed_ips=fixed_ips,
         device_owner=row.device_owner, device_id=row.device_id, host=row.binding_host,
         status=row.status, port_security_enabled=row.port_security_enabled,
-        security_groups=loads(row.security_groups))
+        security_groups=loads(row.security_groups), firewall=firewall)
 
 
 class AddressPairAndPortSecurityRequired(faults.Conflict):
@@ -213,6 +220,8 @@ class _Outcome:
     bound: PortDetails | None = None
     unbind_host: str | None = None
     events: builtins.list[outbox.Event] = field(default_factory=builtins.list)  # for Nova
+    member_of: set[str] = field(default_factory=set)  # groups whose members may have changed
+    own_firewall: bool = False  # its groups, pairs or port security changed
 
 
 class PortService:
@@ -325,7 +334,8 @@ class PortService:
                                             values["device_owner"])
         row = SimpleNamespace(**values)
         bound = details(conn, row, network, fixed_ips) if row.binding_vif_type == "ovs" else None
-        return _Outcome(port_id, created=True, bound=bound), render(row, fixed_ips)
+        return (_Outcome(port_id, created=True, bound=bound, member_of=set(groups)),
+                render(row, fixed_ips))
 
     async def create(self, bodies: builtins.list[dict[str, Any]]) -> builtins.list[dict[str, Any]]:
         def work(conn: Connection) -> tuple[builtins.list[_Outcome], builtins.list[dict[str, Any]]]:
@@ -366,6 +376,9 @@ class PortService:
             if groups is not None:
                 values["security_groups"] = dumps(groups)
                 security_groups.bind(conn, port_id, groups, replace=True)
+            if groups is not None or MEMBERSHIP & body.keys():
+                outcome.member_of = {*loads(row.security_groups), *(groups or ())}
+                outcome.own_firewall = groups is not None or OWN_FIREWALL & body.keys() != set()
             fixed_ips: builtins.list[FixedIp] | None = None
             if "fixed_ips" in body:
                 _DELETE_IPS.execute(conn, {"port_id": port_id})
@@ -402,7 +415,7 @@ class PortService:
     async def delete(self, port_id: str) -> None:
         def work(conn: Connection) -> _Outcome:
             row = get_row(conn, port_id)
-            outcome = _Outcome(port_id)
+            outcome = _Outcome(port_id, member_of=set(loads(row.security_groups)))
             if row.binding_host and row.binding_vif_type == "ovs":
                 outcome.unbind_host = row.binding_host
             # Like Neutron: vif-deleted for any compute port, whatever its status,
@@ -432,6 +445,7 @@ class PortService:
                 if await self._cast(outcome.bound["host"], "port_bound", port=outcome.bound):
                     tracer.mark(Stage.PUSHED, outcome.port_id)
         await self.ctx.l2pop.ports_changed(outcomes)
+        await self.ctx.firewalls.ports_changed(outcomes)
 
     async def _cast(self, host: str, method: str, **kwargs: Any) -> bool:
         try:
@@ -460,7 +474,9 @@ class PortService:
             for found in ips.values():
                 sort_ips(found)
             networks = {n: get_network_row(conn, n) for n in {r.network_id for r in rows}}
-            return [details(conn, r, networks[r.network_id], ips[r.id]) for r in rows]
+            walls = firewalls.build(conn, rows)
+            return [details(conn, r, networks[r.network_id], ips[r.id], walls[r.id])
+                    for r in rows]
         return await run_read(self.ctx.engine, work)
 
     async def host_port(self, host: str, port_id: str) -> PortDetails | None:

@@ -19,15 +19,14 @@ and be all stateful or all stateless. `ports.security_groups` keeps the ids as
 rendered; security_group_port_bindings holds the same pairs, so a group in use
 cannot be deleted (its foreign key) and a group's members are one indexed query.
 
-`port_firewall` is the seam for issue 10 item 3 (rules and remote-group members
-pushed to the agents): for a port, its groups' rules and the addresses of the
-members of every group those rules name. Nothing calls it on the plug path yet.
+What the agents hear of groups (each port's firewall with its details, and the
+casts after a change) is `vifwire.server.firewalls`; a change of `stateful`, and a
+delete that takes other groups' rules naming the group with it, tell it here.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections import defaultdict
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, exists, insert, select, update
@@ -35,13 +34,12 @@ from sqlalchemy import Connection, bindparam, delete, exists, insert, select, up
 from vifwire.db.fast import Fast
 from vifwire.db.schema import (
     default_security_groups,
-    ip_allocations,
     ports,
     security_group_port_bindings,
     security_groups,
 )
-from vifwire.messages import FirewallRule, PortFirewall
-from vifwire.server import faults, sg_faults, sg_rules
+from vifwire.messages import PortFirewall
+from vifwire.server import faults, firewalls, sg_faults, sg_rules
 from vifwire.server._db import read, run_transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import iso, loads, new_id, utcnow
@@ -190,56 +188,14 @@ def bind(conn: Connection, port_id: str, group_ids: builtins.list[str],
                      [{"port_id": port_id, "security_group_id": g} for g in group_ids])
 
 
-# -- the seam for the agents (issue 10 item 3) -----------------------------------
-
-def group_members(conn: Connection, group_ids: builtins.list[str]
-                  ) -> dict[str, dict[str, builtins.list[str]]]:
-    """group id -> ethertype -> the addresses of its member ports: fixed IPs and
-    allowed address pairs (a pair may be a CIDR), sorted."""
-    members: dict[str, dict[str, set[str]]] = {
-        g: {"IPv4": set(), "IPv6": set()} for g in group_ids}
-    if not group_ids:
-        return {}
-    bound = security_group_port_bindings.c
-    rows = builtins.list(conn.execute(
-        select(bound.security_group_id, bound.port_id, ports.c.allowed_address_pairs)
-        .join(ports, ports.c.id == bound.port_id).where(bound.security_group_id.in_(group_ids))))
-    groups_of: dict[str, builtins.list[str]] = defaultdict(builtins.list)
-    for group_id, port_id, pairs in rows:
-        groups_of[port_id].append(group_id)
-        for pair in loads(pairs):
-            address = pair["ip_address"]
-            members[group_id]["IPv6" if ":" in address else "IPv4"].add(address)
-    if groups_of:
-        for port_id, address in conn.execute(
-                select(ip_allocations.c.port_id, ip_allocations.c.ip_address)
-                .where(ip_allocations.c.port_id.in_(builtins.list(groups_of)))):
-            for group_id in groups_of[port_id]:
-                members[group_id]["IPv6" if ":" in address else "IPv4"].add(address)
-    return {g: {e: sorted(a) for e, a in by_type.items()} for g, by_type in members.items()}
-
+# -- what the agents need (issue 10 item 3; built in `vifwire.server.firewalls`) --
 
 def port_firewall(conn: Connection, port_id: str) -> PortFirewall:
-    """What the agent of a port will need to filter it: its groups' rules (each
-    with its normalized prefix) and the members of the remote groups they name."""
-    row = conn.execute(select(ports.c.security_groups, ports.c.port_security_enabled)
-                       .where(ports.c.id == port_id)).first()
+    """What the agent of a port needs to filter it (`firewalls.build`)."""
+    row = conn.execute(select(ports).where(ports.c.id == port_id)).first()
     if row is None:
         raise faults.PortNotFound(port_id)
-    group_ids = loads(row.security_groups)
-    stateful = all(r.stateful for r in conn.execute(
-        select(security_groups.c.stateful).where(security_groups.c.id.in_(group_ids))))
-    found = sg_rules.rules_of(conn, group_ids)
-    rules = [FirewallRule(
-        security_group_id=r.security_group_id, direction=r.direction, ethertype=r.ethertype,
-        protocol=sg_rules.protocol_number(r.protocol), port_range_min=r.port_range_min,
-        port_range_max=r.port_range_max, remote_ip_prefix=sg_rules.normalized_cidr(
-            r.remote_ip_prefix), remote_group_id=r.remote_group_id)
-        for g in group_ids for r in found[g]]
-    remote = sorted({r["remote_group_id"] for r in rules if r["remote_group_id"]})
-    return PortFirewall(port_id=port_id, port_security_enabled=row.port_security_enabled,
-                        security_groups=group_ids, stateful=stateful, rules=rules,
-                        remote_members=group_members(conn, remote))
+    return firewalls.of_port(conn, row)
 
 
 class SecurityGroupService:
@@ -283,7 +239,7 @@ class SecurityGroupService:
 
     async def update(self, group_id: str, body: dict[str, Any],
                      if_revision: int | None = None) -> dict[str, Any]:
-        def work(conn: Connection) -> dict[str, Any]:
+        def work(conn: Connection) -> tuple[dict[str, Any], bool]:
             row = get_row(conn, group_id)
             if if_revision is not None and row.revision_number != if_revision:
                 raise faults.RevisionNumberConstraintFailed(if_revision, row.revision_number)
@@ -296,17 +252,23 @@ class SecurityGroupService:
             conn.execute(update(security_groups).where(security_groups.c.id == group_id)
                          .values(**values, updated_at=utcnow(),
                                  revision_number=row.revision_number + 1))
-            return self._render_rows(conn, [get_row(conn, group_id)])[0]
-        return await run_transaction(self.ctx.engine, work)
+            return self._render_rows(conn, [get_row(conn, group_id)])[0], \
+                "stateful" in body and body["stateful"] != row.stateful
+        rendered, flipped = await run_transaction(self.ctx.engine, work)
+        if flipped:  # in use, it is refused; cast anyway should that rule ever go
+            await self.ctx.firewalls.groups_changed([group_id])
+        return rendered
 
     async def delete(self, group_id: str) -> None:
-        def work(conn: Connection) -> None:
+        def work(conn: Connection) -> builtins.list[str]:
             if in_use(conn, group_id):  # Neutron checks this first, then that it exists
                 raise sg_faults.SecurityGroupInUse(group_id)
             row = get_row(conn, group_id)
             if row.name == DEFAULT_NAME:
                 raise sg_faults.SecurityGroupCannotRemoveDefault()
             delete_tags(conn, [group_id])
+            losing = firewalls.naming(conn, group_id)
             # Its rules, and other groups' rules naming it, go by ON DELETE CASCADE.
             conn.execute(delete(security_groups).where(security_groups.c.id == group_id))
-        await run_transaction(self.ctx.engine, work)
+            return losing
+        await self.ctx.firewalls.groups_changed(await run_transaction(self.ctx.engine, work))

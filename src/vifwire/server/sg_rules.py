@@ -10,7 +10,8 @@ most one remote (a prefix or a group). Then the groups must exist and the rule m
 be new: two rules are the same when they match the same packets (the protocol by
 number, an any-address prefix as no prefix). Rules are never updated but for their
 description; creating or deleting one bumps its group's revision_number, as
-Neutron's revision plugin does.
+Neutron's revision plugin does, and, after commit, sends the group's bound ports
+their new firewalls (`vifwire.server.firewalls`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import builtins
 import ipaddress
 from collections import defaultdict
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
@@ -30,8 +31,10 @@ from vifwire.server import faults, sg_faults
 from vifwire.server._db import read, run_transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import iso, new_id, utcnow
-from vifwire.server.context import Context
 from vifwire.server.sg_faults import PROTOCOL_NUMBERS
+
+if TYPE_CHECKING:  # the context holds `firewalls`, which imports this module
+    from vifwire.server.context import Context
 
 PORT_PROTOCOLS = {6, 17, 33, 132, 136}  # tcp, udp, dccp, sctp, udplite
 ICMP_PROTOCOLS = {1, 58}
@@ -213,7 +216,9 @@ class RuleService:
                     for rule, body in zip(checked, bodies, strict=True)]
             touch_group(conn, group_id)
             return [render(SimpleNamespace(**values)) for values in made]
-        return await run_transaction(self.ctx.engine, work)
+        made = await run_transaction(self.ctx.engine, work)
+        await self.ctx.firewalls.groups_changed([group_id])  # after commit
+        return made
 
     async def update(self, rule_id: str, body: dict[str, Any],
                      if_revision: int | None = None) -> dict[str, Any]:
@@ -229,8 +234,10 @@ class RuleService:
         return await run_transaction(self.ctx.engine, work)
 
     async def delete(self, rule_id: str) -> None:
-        def work(conn: Connection) -> None:
+        def work(conn: Connection) -> str:
             row = self._get_row(conn, rule_id)
             conn.execute(delete(rules_table).where(rules_table.c.id == rule_id))
             touch_group(conn, row.security_group_id)
-        await run_transaction(self.ctx.engine, work)
+            return str(row.security_group_id)
+        group_id = await run_transaction(self.ctx.engine, work)
+        await self.ctx.firewalls.groups_changed([group_id])  # after commit

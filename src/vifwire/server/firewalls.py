@@ -1,0 +1,282 @@
+"""Security groups on the agents: each port's firewall pushed with its details, and
+the casts that keep the agents' firewalls current (issue 10 item 3).
+
+Building: `build(conn, rows)` gives the `PortFirewall` of each port row in a fixed
+number of statements whatever the number of ports (its groups' rules and
+statefulness in one, the members of every remote group those rules name in one),
+so `get_host_ports` costs the same three queries for 1 or 1,000 ports. A port with
+one group whose rules name one remote group (every port in the default group) goes
+through prebuilt statements (`vifwire.db.fast`): that is the bind on the plug path.
+
+Casting, after commit, as l2pop does (`vifwire.server.l2pop`):
+
+- a port joined or left groups, or its addresses changed (create, update of
+  security_groups / fixed_ips / allowed_address_pairs / port_security_enabled,
+  delete): `sg_members_changed(group_id, members)` with the group's whole member
+  list to every host with a bound port whose rules name that group as
+  remote_group_id. Such casts are coalesced per group: while one round of them is
+  being read and sent, the groups marked meanwhile wait for the next round, so a
+  storm of N ports in one group sends far fewer than N lists, and a caller
+  returns once a round that read after its own commit has been sent (the lists
+  are whole and idempotent: a later round only makes them newer). A bound port
+  whose groups or port security changed also gets `firewall_changed` for itself
+  (on top of `port_bound`, which carries the same firewall).
+- a rule was created or deleted, or a group's `stateful` changed, or a group
+  some rules named as remote was deleted: `firewall_changed` with the new
+  firewall of each bound port of the groups concerned, one cast per host.
+
+Known gap: with several server processes, two rounds for one group in different
+processes may reach an agent out of order (the older list last) until the next
+change of that group or the agent's full sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import Connection, bindparam, select
+
+from vifwire.bus.base import BusError, NoEndpoint, agent_topic
+from vifwire.db.fast import Fast
+from vifwire.db.schema import ip_allocations, ports, security_group_port_bindings
+from vifwire.db.schema import security_group_rules as rules_table
+from vifwire.db.schema import security_groups as groups_table
+from vifwire.messages import AddressPair, FirewallRule, PortDetails, PortFirewall
+from vifwire.server._db import run_read
+from vifwire.server._utils import loads
+from vifwire.server.sg_rules import normalized_cidr, protocol_number
+
+if TYPE_CHECKING:
+    from vifwire.server.context import Context
+
+log = logging.getLogger(__name__)
+
+ETHERTYPES = ("IPv4", "IPv6")
+_BOUND = ports.c.binding_vif_type == "ovs"
+_bindings = security_group_port_bindings.c
+
+# A group's statefulness and rules (none: one row of NULLs), oldest rule first.
+_RULE_COLUMNS = (groups_table.c.id.label("group_id"), groups_table.c.stateful,
+                 rules_table.c.direction, rules_table.c.ethertype, rules_table.c.protocol,
+                 rules_table.c.port_range_min, rules_table.c.port_range_max,
+                 rules_table.c.remote_ip_prefix, rules_table.c.remote_group_id)
+_RULES_FROM = groups_table.outerjoin(
+    rules_table, rules_table.c.security_group_id == groups_table.c.id)
+_RULE_ORDER = (rules_table.c.created_at, rules_table.c.id)
+_RULES_OF_GROUP = Fast(select(*_RULE_COLUMNS).select_from(_RULES_FROM)
+                       .where(groups_table.c.id == bindparam("group_id")).order_by(*_RULE_ORDER))
+_RULES_OF_GROUPS = (select(*_RULE_COLUMNS).select_from(_RULES_FROM)
+                    .where(groups_table.c.id.in_(bindparam("group_ids", expanding=True)))
+                    .order_by(*_RULE_ORDER))
+# Each member port's pairs and addresses (a port without addresses: one NULL).
+_MEMBER_COLUMNS = (_bindings.security_group_id, _bindings.port_id,
+                   ports.c.allowed_address_pairs, ip_allocations.c.ip_address)
+_MEMBERS_FROM = security_group_port_bindings.join(
+    ports, ports.c.id == _bindings.port_id).outerjoin(
+    ip_allocations, ip_allocations.c.port_id == _bindings.port_id)
+_MEMBERS_OF_GROUP = Fast(select(*_MEMBER_COLUMNS).select_from(_MEMBERS_FROM)
+                         .where(_bindings.security_group_id == bindparam("group_id")))
+_MEMBERS_OF_GROUPS = (select(*_MEMBER_COLUMNS).select_from(_MEMBERS_FROM)
+                      .where(_bindings.security_group_id.in_(
+                          bindparam("group_ids", expanding=True))))
+# The hosts with a bound port whose rules name each group as remote.
+_REFERRING_HOSTS = (
+    select(rules_table.c.remote_group_id, ports.c.binding_host).distinct()
+    .select_from(rules_table.join(
+        security_group_port_bindings,
+        _bindings.security_group_id == rules_table.c.security_group_id)
+        .join(ports, ports.c.id == _bindings.port_id))
+    .where(rules_table.c.remote_group_id.in_(bindparam("group_ids", expanding=True)), _BOUND))
+# The bound ports of some groups, and the groups whose rules name some group.
+_BOUND_PORTS_OF = (select(ports).distinct().join(
+    security_group_port_bindings, _bindings.port_id == ports.c.id)
+    .where(_bindings.security_group_id.in_(bindparam("group_ids", expanding=True)), _BOUND))
+_NAMING = select(rules_table.c.security_group_id).distinct().where(
+    rules_table.c.remote_group_id == bindparam("group_id"))
+
+
+def _rule(row: Any) -> FirewallRule:
+    return FirewallRule(
+        security_group_id=row.group_id, direction=row.direction, ethertype=row.ethertype,
+        protocol=protocol_number(row.protocol), port_range_min=row.port_range_min,
+        port_range_max=row.port_range_max,
+        remote_ip_prefix=normalized_cidr(row.remote_ip_prefix),
+        remote_group_id=row.remote_group_id)
+
+
+def _rules(conn: Connection, group_ids: builtins.list[str]
+           ) -> tuple[dict[str, builtins.list[FirewallRule]], dict[str, bool]]:
+    """group id -> its rules, and group id -> stateful."""
+    found: dict[str, builtins.list[FirewallRule]] = defaultdict(builtins.list)
+    stateful: dict[str, bool] = {}
+    rows = (_RULES_OF_GROUP.execute(conn, {"group_id": group_ids[0]}) if len(group_ids) == 1
+            else conn.execute(_RULES_OF_GROUPS, {"group_ids": group_ids}))
+    for row in rows:
+        stateful[row.group_id] = row.stateful
+        if row.direction is not None:
+            found[row.group_id].append(_rule(row))
+    return found, stateful
+
+
+def members(conn: Connection, group_ids: Iterable[str]
+            ) -> dict[str, dict[str, builtins.list[str]]]:
+    """group id -> ethertype -> the sorted addresses of its member ports: fixed IPs
+    and allowed address pairs (a pair may be a CIDR)."""
+    wanted = sorted(set(group_ids))
+    if not wanted:
+        return {}
+    found: dict[str, dict[str, set[str]]] = {g: {e: set() for e in ETHERTYPES} for g in wanted}
+    rows = (_MEMBERS_OF_GROUP.execute(conn, {"group_id": wanted[0]}) if len(wanted) == 1
+            else conn.execute(_MEMBERS_OF_GROUPS, {"group_ids": wanted}))
+    seen_pairs: set[tuple[str, str]] = set()
+    for group_id, port_id, pairs, address in rows:
+        by_type = found[group_id]
+        if address is not None:
+            by_type["IPv6" if ":" in address else "IPv4"].add(address)
+        if pairs != "[]" and (group_id, port_id) not in seen_pairs:
+            seen_pairs.add((group_id, port_id))
+            for pair in loads(pairs):
+                ip = pair["ip_address"]
+                by_type["IPv6" if ":" in ip else "IPv4"].add(ip)
+    return {g: {e: sorted(a) for e, a in by_type.items()} for g, by_type in found.items()}
+
+
+def _pairs(row: Any) -> builtins.list[AddressPair]:
+    return [AddressPair(ip_address=p["ip_address"], mac_address=p["mac_address"])
+            for p in loads(row.allowed_address_pairs)]
+
+
+def build(conn: Connection, rows: Iterable[Any]) -> dict[str, PortFirewall]:
+    """port id -> its firewall, for port rows (module doc: a fixed number of queries)."""
+    rows = builtins.list(rows)
+    groups_of = {r.id: loads(r.security_groups) if r.port_security_enabled else []
+                 for r in rows}
+    all_groups = sorted({g for groups in groups_of.values() for g in groups})
+    rules, stateful = _rules(conn, all_groups) if all_groups else ({}, {})
+    remote = {r["remote_group_id"] for g in all_groups for r in rules.get(g, ())
+              if r["remote_group_id"]}
+    found = members(conn, remote)
+    firewalls = {}
+    for row in rows:
+        groups = groups_of[row.id]
+        own_rules = [r for g in groups for r in rules.get(g, ())]
+        names = sorted({r["remote_group_id"] for r in own_rules if r["remote_group_id"]})
+        firewalls[row.id] = PortFirewall(
+            port_id=row.id, port_security_enabled=row.port_security_enabled,
+            security_groups=groups, stateful=all(stateful.get(g, True) for g in groups),
+            rules=own_rules, remote_members={g: found[g] for g in names},
+            allowed_address_pairs=_pairs(row))
+    return firewalls
+
+
+def of_port(conn: Connection, row: Any) -> PortFirewall:
+    return build(conn, [row])[row.id]
+
+
+class PortChange(Protocol):
+    """What a committed port write tells this module (`server.ports._Outcome`)."""
+
+    port_id: str
+    bound: PortDetails | None  # its details now, when its agent must hear of them
+    member_of: set[str]  # groups whose member list this write may have changed
+    own_firewall: bool  # its own groups or port security changed
+
+
+class FirewallCasts:
+    """The casts of the module doc; one per server process (on `Context`)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._pending: set[str] = set()  # groups marked for the next round
+        self._next: asyncio.Future[None] | None = None  # done when that round is sent
+        self._worker: asyncio.Task[None] | None = None
+        self.rounds = 0  # member rounds sent (for tests and benches)
+
+    # -- after a port write --------------------------------------------------
+
+    async def ports_changed(self, changes: Iterable[PortChange]) -> None:
+        changed: set[str] = set()
+        own: builtins.list[PortDetails] = []
+        for change in changes:
+            changed |= change.member_of
+            if change.own_firewall and change.bound is not None and "firewall" in change.bound:
+                own.append(change.bound)
+        for details in own:
+            await self._cast(details["host"], "firewall_changed",
+                             firewalls=[details["firewall"]])
+        if changed:
+            await self.members_changed(changed)
+
+    async def members_changed(self, group_ids: Iterable[str]) -> None:
+        """Send these groups' member lists; returns once a round that read after
+        this call began has been sent (module doc)."""
+        self._pending |= set(group_ids)
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        waiting = self._next
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._rounds(), name="vw-sg-members")
+        await asyncio.shield(waiting)
+
+    async def _rounds(self) -> None:
+        while self._pending:
+            groups, self._pending = self._pending, set()
+            done, self._next = self._next, None
+            try:
+                await self._send_members(groups)
+            except Exception:  # a round must not strand its waiters
+                log.exception("could not send the members of groups %s", sorted(groups))
+            finally:
+                self.rounds += 1
+                if done is not None and not done.done():
+                    done.set_result(None)
+
+    async def _send_members(self, groups: set[str]) -> None:
+        def work(conn: Connection) -> tuple[dict[str, Any], dict[str, set[str]]]:
+            hosts: dict[str, set[str]] = defaultdict(set)
+            for group_id, host in conn.execute(_REFERRING_HOSTS,
+                                               {"group_ids": sorted(groups)}):
+                hosts[group_id].add(host)
+            return members(conn, hosts), hosts
+        found, hosts = await run_read(self.ctx.engine, work)
+        for group_id, targets in hosts.items():
+            for host in sorted(targets):
+                await self._cast(host, "sg_members_changed", group_id=group_id,
+                                 members=found[group_id])
+
+    # -- after a rule or group write -----------------------------------------
+
+    async def groups_changed(self, group_ids: Iterable[str]) -> None:
+        """The rules or statefulness of these groups changed: new firewalls for
+        their bound ports, one cast per host."""
+        wanted = sorted(set(group_ids))
+        if not wanted:
+            return
+
+        def work(conn: Connection) -> dict[str, builtins.list[PortFirewall]]:
+            rows = builtins.list(conn.execute(_BOUND_PORTS_OF, {"group_ids": wanted}))
+            firewalls = build(conn, rows)
+            by_host: dict[str, builtins.list[PortFirewall]] = defaultdict(builtins.list)
+            for row in rows:
+                by_host[row.binding_host].append(firewalls[row.id])
+            return by_host
+        for host, firewalls in (await run_read(self.ctx.engine, work)).items():
+            await self._cast(host, "firewall_changed", firewalls=firewalls)
+
+    async def _cast(self, host: str, method: str, **kwargs: Any) -> None:
+        try:
+            await self.ctx.bus.cast(agent_topic(host), method, **kwargs)
+        except NoEndpoint:
+            log.info("no agent on %s for %s; it gets it at its full sync", host, method)
+        except BusError:
+            log.warning("could not cast %s to %s", method, host, exc_info=True)
+
+
+def naming(conn: Connection, group_id: str) -> builtins.list[str]:
+    """The groups with a rule naming `group_id` as remote (they lose it if it goes)."""
+    return [g for (g,) in conn.execute(_NAMING, {"group_id": group_id}) if g != group_id]
