@@ -179,3 +179,37 @@ async def test_a_create_whose_answer_was_lost_is_adopted(stack: Settings) -> Non
             await direct.delete_network(net["id"])
     finally:
         await proxy.stop()
+
+
+async def test_storm_with_port_security(stack: Settings, ovs: OvsRuntime, short_id: str,
+                                        host_netns: str) -> None:
+    """`boot --port-security`: members in the default group ping each other; an
+    outsider in its own group is refused both ways once the agent enforces groups
+    (until then the summary must say it was not refused)."""
+    prefix = f"vwfw{short_id}-"
+    config = StormConfig(
+        neutron_url=stack.api_url, network="secured", count=3, host=stack.host,
+        ovs=ovs.settings, run_dir=stack.run_dir, nova_url=stack.nova_url, timeout=60,
+        ensure_network=True, ns_prefix=prefix, host_netns=host_netns, port_security=True)
+    summary = (await run_storm(config)).to_dict()
+    assert summary["plugged"] == 3, summary["failures"]
+    secured = summary["port_security"]
+    assert secured["members_ok"] is True, summary["connectivity"]
+    assert secured["outsider_ip"] is not None, summary["connectivity"]
+    enforced = hasattr(agent_module.OvsAgent, "firewall_changed")
+    assert secured["outsider_refused"] is enforced, secured
+    assert summary["connectivity_ok"] is enforced
+    assert list_namespaces(prefix) == []
+    async with NeutronClient(stack.api_url) as neutron:
+        network = await neutron.find_network("secured")
+        assert network is not None and network["port_security_enabled"] is True
+        groups = (await neutron._call("GET", "/security-groups"))["security_groups"]
+        assert [g["name"] for g in groups] == ["default"]  # the outsider's group went
+    # A network without port security is refused by a port-security storm.
+    async with NeutronClient(stack.api_url) as neutron:
+        await neutron.create_network(f"open-{short_id}", port_security_enabled=False)
+    with pytest.raises(ComputeError, match="has port security off"):
+        await run_storm(StormConfig(
+            neutron_url=stack.api_url, network=f"open-{short_id}", count=1, host=stack.host,
+            ovs=ovs.settings, run_dir=stack.run_dir, nova_url=stack.nova_url,
+            ns_prefix=prefix, host_netns=host_netns, port_security=True))

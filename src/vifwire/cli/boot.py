@@ -53,6 +53,7 @@ class BootOptions:
     cprofile: bool = False
     host: str | None = None  # every VM on this host; default: spread over the hosts
     cluster: Path | None = None  # a `vifwire cluster` rig's state file or directory
+    port_security: bool | None = None  # True: `--port-security` (StormConfig.port_security)
 
 
 @contextlib.contextmanager
@@ -208,7 +209,8 @@ def _storm(settings: Settings, options: BootOptions, neutron_url: str, console: 
             run_dir=settings.run_dir, check_connectivity=options.check_connectivity,
             tracer=tracer, progress=on_progress, ensure_network=ensure_network,
             host_netns=settings.ovs_netns, watch_active=external and profile_dir is not None,
-            nova_auth=options.target is None, hosts=hosts)
+            nova_auth=options.target is None, hosts=hosts,
+            port_security=options.port_security)
         if sampler is not None:
             sampler.start()
         try:
@@ -239,6 +241,12 @@ def print_summary(summary: dict[str, Any], network: str, console: Console) -> No
     elif summary.get("connectivity_ok"):
         table.add_row("connectivity", "[green]ok[/]: each VM reached its neighbour, the other "
                       "network's VM stayed unreachable")
+    secured = summary.get("port_security")
+    if secured:
+        table.add_row("port security", f"members reach each other: {secured['members_ok']}; "
+                      f"a VM of another group refused: {secured['outsider_refused']}"
+                      + (f" (answered {', '.join(secured['outsider_answered'])})"
+                         if secured["outsider_answered"] else ""))
     else:
         table.add_row("connectivity", f"[red]FAILED[/] {summary.get('connectivity')}")
     if summary.get("neutron_retries"):

@@ -327,6 +327,9 @@ def boot(
                        "hosts).")] = None,
     cluster: Annotated[Path | None, typer.Option(
         help="A `vifwire cluster` state file or dir (default: the run dir's cluster).")] = None,
+    port_security: Annotated[bool, typer.Option(
+        "--port-security", help="On a network with port security, every VM in the default "
+                                "group; also prove a VM of another group is refused.")] = False,
 ) -> None:
     """Boot COUNT VMs at once: ports bound, VIFs plugged, vif-plugged awaited, traffic proven."""
     import orjson
@@ -339,7 +342,7 @@ def boot(
                           timeout=timeout, check_connectivity=connectivity,
                           show_progress=not json_output and sys.stderr.isatty(),
                           profile_dir=profile, cprofile=cprofile, host=boot_host,
-                          cluster=cluster)
+                          cluster=cluster, port_security=True if port_security else None)
     if cprofile and profile is None:
         fail("--cprofile needs --profile DIR")
     with _errors():

@@ -8,6 +8,15 @@ can reach it, two tenant networks share a segment: isolation is broken.
 
 The probe network is recorded in the run state before use, so teardown and
 crashed-run cleanup remove it like everything else.
+
+Port security (`boot --port-security`): every VM is in its project's default
+group, whose rules let members in, so the ring proves that members reach each
+other. Then an outsider VM joins the target network in a group of its own
+(Neutron's new-group rules: egress only) on another host than VM 0 when there is
+one: VM 0 must not get an answer from it (its group lets nothing in), and it must
+not get one from VM 0 (VM 0's group lets only members in). Both are refused only
+when the agents enforce the groups. The group is recorded in the run state and
+deleted after its port.
 """
 
 from __future__ import annotations
@@ -48,6 +57,12 @@ async def check_connectivity(storm: Storm) -> None:
         await _isolation(storm, storm.vms[wired[0].port_id])
     except ComputeError as exc:
         conn.detail = f"isolation probe failed: {exc}"
+    if storm.config.port_security:
+        conn.port_security = True
+        try:
+            await _outsider(storm, storm.vms[wired[0].port_id])
+        except ComputeError as exc:
+            conn.detail = f"outsider check failed: {exc}"
 
 
 async def _ring(storm: Storm, wired: list[VmRecord]) -> None:
@@ -100,3 +115,26 @@ async def _isolation(storm: Storm, source: Vm) -> None:
     if conn.probe_reachable:
         conn.detail = (f"VM 0 reached {conn.probe_ip} on {name}: the two networks share "
                        "a segment")
+
+
+async def _outsider(storm: Storm, source: Vm) -> None:
+    """A VM of another group on the target network: refused both ways (module doc)."""
+    conn = storm.result.connectivity
+    group = await storm.neutron.create_security_group(
+        f"{storm.config.network}-outsider-{storm.state.run_id}", storm.config.project_id)
+    storm.state.add(security_group=group["id"])
+    record = VmRecord(index=len(storm.result.records), vm_uuid=str(uuid.uuid4()), probe=True)
+    storm.result.records.append(record)
+    source_index = next(r.index for r in storm.result.vms if r.port_id == source.spec.port_id)
+    await storm.boot(record, storm.target, storm.place(source_index + 1),
+                     security_groups=[group["id"]])
+    if not record.plugged:
+        conn.detail = f"outsider VM was not wired ({record.stage}: {record.error})"
+        return
+    conn.outsider_ip = record.ip
+    outsider = storm.vms[record.port_id]
+    to_it, from_it = await asyncio.gather(source.ping(record.ip),
+                                          outsider.ping(source.spec.ip))
+    conn.outsider_answered = (["member->outsider"] if to_it else []) + \
+        (["outsider->member"] if from_it else [])
+    conn.outsider_refused = not conn.outsider_answered

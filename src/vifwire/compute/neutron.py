@@ -241,6 +241,21 @@ class NeutronClient:
     async def list_ports(self, **filters: Any) -> list[Resource]:
         return list((await self._call("GET", "/ports", params=filters))["ports"])
 
+    # security groups
+
+    async def create_security_group(self, name: str, project_id: str | None = None
+                                    ) -> Resource:
+        """POST a group (it gets Neutron's two egress rules, no ingress)."""
+        group: Resource = {"name": name}
+        if project_id:
+            group["tenant_id"] = project_id
+        recover = self._finder("/security-groups", "security_group", {"name": name})
+        return (await self._call("POST", "/security-groups", {"security_group": group},
+                                 recover=recover))["security_group"]
+
+    async def delete_security_group(self, group_id: str) -> None:
+        await self._call("DELETE", f"/security-groups/{group_id}")
+
 
 async def delete_quietly(call: Any, resource_id: str) -> bool:
     """Delete by `call(id)`, treating 404 as done. Returns whether it was found."""

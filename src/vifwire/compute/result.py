@@ -70,15 +70,31 @@ class Connectivity:
     probe_wired: bool = False
     probe_reachable: bool | None = None
     detail: str | None = None
+    # Port security (`vifwire.compute.connectivity`): the outsider VM's address, the
+    # directions in which it got an answer (none when the groups are enforced).
+    port_security: bool = False
+    outsider_ip: str | None = None
+    outsider_answered: list[str] = field(default_factory=list)
+    outsider_refused: bool | None = None  # None: not measured
 
     @property
     def isolation_ok(self) -> bool:
         return self.probe_wired and self.probe_reachable is False
 
     @property
+    def members_ok(self) -> bool:
+        return self.ring_pairs > 0 and self.ring_ok == self.ring_pairs
+
+    @property
     def ok(self) -> bool:
-        return (self.checked and self.ring_pairs > 0 and self.ring_ok == self.ring_pairs
-                and self.isolation_ok)
+        return (self.checked and self.members_ok and self.isolation_ok
+                and (not self.port_security or self.outsider_refused is True))
+
+    def port_security_summary(self) -> dict[str, Any] | None:
+        if not self.port_security:
+            return None
+        return {"members_ok": self.members_ok, "outsider_refused": self.outsider_refused,
+                "outsider_ip": self.outsider_ip, "outsider_answered": self.outsider_answered}
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "isolation_ok": self.isolation_ok, "ok": self.ok}
@@ -135,6 +151,7 @@ class StormResult:
             "latency_ms": latency_summary(self.latencies_ms),
             "connectivity_ok": self.connectivity.ok,
             "connectivity": self.connectivity.to_dict(),
+            "port_security": self.connectivity.port_security_summary(),
             "ok": self.ok,
             "error": self.error,
             "failures": [{"index": r.index, "port_id": r.port_id, "stage": r.stage,

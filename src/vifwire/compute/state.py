@@ -55,6 +55,7 @@ class RunState:
     networks: list[str] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     taps: list[str] = field(default_factory=list)
+    security_groups: list[str] = field(default_factory=list)  # deleted after the ports
     # The write that will carry the latest add()s, while one is scheduled.
     _pending: asyncio.Future[None] | None = field(default=None, init=False, repr=False,
                                                   compare=False)
@@ -76,7 +77,8 @@ class RunState:
         return {"run_id": self.run_id, "pid": self.pid, "started": self.started,
                 "status": self.status, "neutron_url": self.neutron_url, "bridge": self.bridge,
                 "host_netns": self.host_netns, "ports": self.ports, "networks": self.networks,
-                "namespaces": self.namespaces, "taps": self.taps}
+                "namespaces": self.namespaces, "taps": self.taps,
+                "security_groups": self.security_groups}
 
     def save(self) -> None:
         """Write it all now (which also carries any scheduled write)."""
@@ -166,11 +168,13 @@ class CleanupReport:
     interfaces: list[str] = field(default_factory=list)
     ports: list[str] = field(default_factory=list)
     networks: list[str] = field(default_factory=list)
+    security_groups: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.namespaces or self.interfaces or self.ports or self.networks)
+        return not (self.namespaces or self.interfaces or self.ports or self.networks
+                    or self.security_groups)
 
 
 async def clean_leftovers(run_dir: Path, plugger: OvsPlugger,
@@ -207,7 +211,7 @@ async def clean_leftovers(run_dir: Path, plugger: OvsPlugger,
         for tap in state.taps:
             with contextlib.suppress(OSError, VmError):
                 await asyncio.to_thread(delete_tap_sync, tap, state.host_netns)
-        holds_neutron = bool(state.ports or state.networks)
+        holds_neutron = bool(state.ports or state.networks or state.security_groups)
         if holds_neutron and (neutron is None or
                               not await _clean_neutron(state, neutron, report)):
             continue  # keep the file: Neutron may still hold what it lists
@@ -219,7 +223,9 @@ async def _clean_neutron(state: RunState, neutron: NeutronClient,
                          report: CleanupReport) -> bool:
     ok = True
     for kind, call, done in (("port", neutron.delete_port, report.ports),
-                             ("network", neutron.delete_network, report.networks)):
+                             ("network", neutron.delete_network, report.networks),
+                             ("security_group", neutron.delete_security_group,
+                              report.security_groups)):
         for resource_id in list(getattr(state, kind + "s")):
             try:
                 if await delete_quietly(call, resource_id):

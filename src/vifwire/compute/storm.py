@@ -104,6 +104,12 @@ class StormConfig:
     # Several hosts: VM i goes to hosts[i % len(hosts)], as Nova's scheduler spreads
     # equal instances. Empty: the one host given by host, ovs and host_netns.
     hosts: tuple[StormHost, ...] = ()
+    # `boot --port-security`: the network has port security on (a new one is made
+    # so), every VM is in its project's default group, and the connectivity check
+    # also boots an outsider in a group of its own that the members must not
+    # reach (`vifwire.compute.connectivity`). False: a network without port
+    # security. None: whatever the network has.
+    port_security: bool | None = None
 
     @property
     def storm_hosts(self) -> tuple[StormHost, ...]:
@@ -245,6 +251,12 @@ class Storm:
                 self.state.discard(network=network_id)
             except NeutronClientError as exc:
                 self.result.teardown_errors.append(str(exc))
+        for group_id in list(self.state.security_groups):  # unused once its ports went
+            try:
+                await delete_quietly(self.neutron.delete_security_group, group_id)
+                self.state.discard(security_group=group_id)
+            except NeutronClientError as exc:
+                self.result.teardown_errors.append(str(exc))
         self.state.save()
 
     async def _teardown_one(self, record: VmRecord) -> None:
@@ -345,7 +357,8 @@ async def _finish(storm: Storm, keep: bool) -> None:
         await task
         raise
     storm.state.status = DONE
-    if storm.state.ports or storm.state.networks or storm.state.namespaces:
+    if storm.state.ports or storm.state.networks or storm.state.namespaces \
+            or storm.state.security_groups:
         storm.state.save()  # the next storm's cleanup takes what is left
     else:
         storm.state.path.unlink(missing_ok=True)
@@ -353,12 +366,17 @@ async def _finish(storm: Storm, keep: bool) -> None:
 
 async def find_target_network(neutron: NeutronClient, config: StormConfig) -> TargetNetwork:
     network = await neutron.find_network(config.network)
+    wanted = config.port_security
     if network is None:
         if not config.ensure_network:
             raise ComputeError(f"network {config.network!r} not found in Neutron at "
                                f"{config.neutron_url}")
-        network = await neutron.create_network(config.network)
+        network = await neutron.create_network(
+            config.network, **({} if wanted is None else {"port_security_enabled": wanted}))
         await neutron.create_subnet(network["id"], DEMO_CIDR, name=f"{config.network}-v4")
+    if wanted is not None and network.get("port_security_enabled", True) != wanted:
+        raise ComputeError(f"network {config.network!r} has port security "
+                           f"{'off' if wanted else 'on'}; boot on another network")
     subnets = {s["id"]: s for s in await neutron.list_subnets(network["id"])}
     v4 = [s for s in subnets.values() if ipaddress.ip_network(s["cidr"]).version == 4]
     if not v4:
