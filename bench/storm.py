@@ -145,10 +145,10 @@ async def concurrent_creates(settings: Settings, count: int) -> dict[str, Any]:
     return {"requests": count, "latency_ms": latency_summary(sorted(ms for ms, _ in results))}
 
 
-def start_private_switch(settings: Settings) -> OvsRuntime:
-    subprocess.run(["ip", "netns", "add", NETNS], check=False, capture_output=True)
-    subprocess.run(["ip", "-n", NETNS, "link", "set", "lo", "up"], check=True)
-    runtime = OvsRuntime(settings.ovs, netns=NETNS)
+def start_private_switch(settings: Settings, netns: str = NETNS) -> OvsRuntime:
+    subprocess.run(["ip", "netns", "add", netns], check=False, capture_output=True)
+    subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+    runtime = OvsRuntime(settings.ovs, netns=netns)
     runtime.destroy()
     shutil.rmtree(settings.run_dir, ignore_errors=True)
     runtime.start()

@@ -39,7 +39,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import ColumnElement, Connection, Select, bindparam, select
 
 from vifwire.bus.base import BusError, NoEndpoint, agent_topic
 from vifwire.db.fast import Fast
@@ -56,42 +56,49 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ETHERTYPES = ("IPv4", "IPv6")
 _BOUND = ports.c.binding_vif_type == "ovs"
 _bindings = security_group_port_bindings.c
 
+
+
+class _PerGroup:
+    """A statement over some groups: prebuilt for one group (`vifwire.db.fast`: the
+    plug path's case, one default group), an expanding IN for more."""
+
+    def __init__(self, statement: Select[Any], column: ColumnElement[Any]) -> None:
+        self._one = Fast(statement.where(column == bindparam("group_id")))
+        self._many = statement.where(column.in_(bindparam("group_ids", expanding=True)))
+
+    def rows(self, conn: Connection, group_ids: builtins.list[str]) -> Iterable[Any]:
+        if len(group_ids) == 1:
+            return self._one.execute(conn, {"group_id": group_ids[0]})
+        return conn.execute(self._many, {"group_ids": group_ids})
+
+
 # A group's statefulness and rules (none: one row of NULLs), oldest rule first.
-_RULE_COLUMNS = (groups_table.c.id.label("group_id"), groups_table.c.stateful,
-                 rules_table.c.direction, rules_table.c.ethertype, rules_table.c.protocol,
-                 rules_table.c.port_range_min, rules_table.c.port_range_max,
-                 rules_table.c.remote_ip_prefix, rules_table.c.remote_group_id)
-_RULES_FROM = groups_table.outerjoin(
-    rules_table, rules_table.c.security_group_id == groups_table.c.id)
-_RULE_ORDER = (rules_table.c.created_at, rules_table.c.id)
-_RULES_OF_GROUP = Fast(select(*_RULE_COLUMNS).select_from(_RULES_FROM)
-                       .where(groups_table.c.id == bindparam("group_id")).order_by(*_RULE_ORDER))
-_RULES_OF_GROUPS = (select(*_RULE_COLUMNS).select_from(_RULES_FROM)
-                    .where(groups_table.c.id.in_(bindparam("group_ids", expanding=True)))
-                    .order_by(*_RULE_ORDER))
-# Each member port's pairs and addresses (a port without addresses: one NULL).
-_MEMBER_COLUMNS = (_bindings.security_group_id, _bindings.port_id,
-                   ports.c.allowed_address_pairs, ip_allocations.c.ip_address)
-_MEMBERS_FROM = security_group_port_bindings.join(
-    ports, ports.c.id == _bindings.port_id).outerjoin(
-    ip_allocations, ip_allocations.c.port_id == _bindings.port_id)
-_MEMBERS_OF_GROUP = Fast(select(*_MEMBER_COLUMNS).select_from(_MEMBERS_FROM)
-                         .where(_bindings.security_group_id == bindparam("group_id")))
-_MEMBERS_OF_GROUPS = (select(*_MEMBER_COLUMNS).select_from(_MEMBERS_FROM)
-                      .where(_bindings.security_group_id.in_(
-                          bindparam("group_ids", expanding=True))))
-# The hosts with a bound port whose rules name each group as remote.
-_REFERRING_HOSTS = (
+_RULES = _PerGroup(select(
+    groups_table.c.id.label("group_id"), groups_table.c.stateful, rules_table.c.direction,
+    rules_table.c.ethertype, rules_table.c.protocol, rules_table.c.port_range_min,
+    rules_table.c.port_range_max, rules_table.c.remote_ip_prefix, rules_table.c.remote_group_id)
+    .select_from(groups_table.outerjoin(
+        rules_table, rules_table.c.security_group_id == groups_table.c.id))
+    .order_by(rules_table.c.created_at, rules_table.c.id), groups_table.c.id)
+# The members' addresses, and their address pairs (few ports have any: the
+# filter keeps the common row out of Python).
+_ADDRESSES = _PerGroup(select(_bindings.security_group_id, ip_allocations.c.ip_address)
+                       .join(ip_allocations, ip_allocations.c.port_id == _bindings.port_id),
+                       _bindings.security_group_id)
+_PAIRS = _PerGroup(select(_bindings.security_group_id, ports.c.allowed_address_pairs)
+                   .join(ports, ports.c.id == _bindings.port_id)
+                   .where(ports.c.allowed_address_pairs != "[]"), _bindings.security_group_id)
+# The hosts with a bound port whose rules name the group as remote.
+_REFERRING_HOSTS = _PerGroup(
     select(rules_table.c.remote_group_id, ports.c.binding_host).distinct()
     .select_from(rules_table.join(
         security_group_port_bindings,
         _bindings.security_group_id == rules_table.c.security_group_id)
-        .join(ports, ports.c.id == _bindings.port_id))
-    .where(rules_table.c.remote_group_id.in_(bindparam("group_ids", expanding=True)), _BOUND))
+        .join(ports, ports.c.id == _bindings.port_id)).where(_BOUND),
+    rules_table.c.remote_group_id)
 # The bound ports of some groups, and the groups whose rules name some group.
 _BOUND_PORTS_OF = (select(ports).distinct().join(
     security_group_port_bindings, _bindings.port_id == ports.c.id)
@@ -114,9 +121,7 @@ def _rules(conn: Connection, group_ids: builtins.list[str]
     """group id -> its rules, and group id -> stateful."""
     found: dict[str, builtins.list[FirewallRule]] = defaultdict(builtins.list)
     stateful: dict[str, bool] = {}
-    rows = (_RULES_OF_GROUP.execute(conn, {"group_id": group_ids[0]}) if len(group_ids) == 1
-            else conn.execute(_RULES_OF_GROUPS, {"group_ids": group_ids}))
-    for row in rows:
+    for row in _RULES.rows(conn, group_ids):
         stateful[row.group_id] = row.stateful
         if row.direction is not None:
             found[row.group_id].append(_rule(row))
@@ -130,20 +135,14 @@ def members(conn: Connection, group_ids: Iterable[str]
     wanted = sorted(set(group_ids))
     if not wanted:
         return {}
-    found: dict[str, dict[str, set[str]]] = {g: {e: set() for e in ETHERTYPES} for g in wanted}
-    rows = (_MEMBERS_OF_GROUP.execute(conn, {"group_id": wanted[0]}) if len(wanted) == 1
-            else conn.execute(_MEMBERS_OF_GROUPS, {"group_ids": wanted}))
-    seen_pairs: set[tuple[str, str]] = set()
-    for group_id, port_id, pairs, address in rows:
-        by_type = found[group_id]
-        if address is not None:
-            by_type["IPv6" if ":" in address else "IPv4"].add(address)
-        if pairs != "[]" and (group_id, port_id) not in seen_pairs:
-            seen_pairs.add((group_id, port_id))
-            for pair in loads(pairs):
-                ip = pair["ip_address"]
-                by_type["IPv6" if ":" in ip else "IPv4"].add(ip)
-    return {g: {e: sorted(a) for e, a in by_type.items()} for g, by_type in found.items()}
+    found: dict[str, set[str]] = {g: set() for g in wanted}
+    for group_id, address in _ADDRESSES.rows(conn, wanted):
+        found[group_id].add(address)
+    for group_id, pairs in _PAIRS.rows(conn, wanted):
+        found[group_id].update(p["ip_address"] for p in loads(pairs))
+    return {g: {"IPv4": sorted(a for a in addresses if ":" not in a),
+                "IPv6": sorted(a for a in addresses if ":" in a)}
+            for g, addresses in found.items()}
 
 
 def _pairs(row: Any) -> builtins.list[AddressPair]:
@@ -239,8 +238,7 @@ class FirewallCasts:
     async def _send_members(self, groups: set[str]) -> None:
         def work(conn: Connection) -> tuple[dict[str, Any], dict[str, set[str]]]:
             hosts: dict[str, set[str]] = defaultdict(set)
-            for group_id, host in conn.execute(_REFERRING_HOSTS,
-                                               {"group_ids": sorted(groups)}):
+            for group_id, host in _REFERRING_HOSTS.rows(conn, sorted(groups)):
                 hosts[group_id].add(host)
             return members(conn, hosts), hosts
         found, hosts = await run_read(self.ctx.engine, work)
