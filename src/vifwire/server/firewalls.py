@@ -18,9 +18,11 @@ Casting, after commit, as l2pop does (`vifwire.server.l2pop`):
   being read and sent, the groups marked meanwhile wait for the next round, so a
   storm of N ports in one group sends far fewer than N lists, and a caller
   returns once a round that read after its own commit has been sent (the lists
-  are whole and idempotent: a later round only makes them newer). A bound port
-  whose groups or port security changed also gets `firewall_changed` for itself
-  (on top of `port_bound`, which carries the same firewall).
+  are whole and idempotent: a later round only makes them newer). Where writers
+  do not serialize (PostgreSQL, MySQL), a bind also sends a round for the groups
+  its rules name (see `ports_changed`). A bound port whose groups or port
+  security changed also gets `firewall_changed` for itself (on top of
+  `port_bound`, which carries the same firewall).
 - a rule was created or deleted, or a group's `stateful` changed, or a group
   some rules named as remote was deleted: `firewall_changed` with the new
   firewall of each bound port of the groups concerned, one cast per host.
@@ -201,10 +203,19 @@ class FirewallCasts:
     async def ports_changed(self, changes: Iterable[PortChange]) -> None:
         changed: set[str] = set()
         own: builtins.list[PortDetails] = []
+        serialized = self.ctx.engine.dialect.name == "sqlite"  # one writer at a time
         for change in changes:
             changed |= change.member_of
-            if change.own_firewall and change.bound is not None and "firewall" in change.bound:
-                own.append(change.bound)
+            bound = change.bound
+            if bound is None or "firewall" not in bound:
+                continue
+            if change.own_firewall:
+                own.append(bound)
+            if not serialized:
+                # Under READ COMMITTED a bind may have read the members before a
+                # new member committed, whose round ran before this bind committed
+                # and so did not count this host: a round after the bind closes that.
+                changed |= bound["firewall"]["remote_members"].keys()
         for details in own:
             await self._cast(details["host"], "firewall_changed",
                              firewalls=[details["firewall"]])
