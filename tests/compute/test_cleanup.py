@@ -85,11 +85,12 @@ async def test_crashed_run_is_cleaned_live_run_is_kept(
 
 async def test_state_file_round_trip(tmp_path: Path) -> None:
     state = RunState.new(tmp_path, "r1", neutron_url="http://x")
-    state.add(port="p1", network="n1")
+    state.add(port="p1", network="n1", security_group="g1")
     state.add(port="p1")
     await state.commit()
     loaded = RunState.load(state.path)
     assert (loaded.ports, loaded.networks, loaded.pid) == (["p1"], ["n1"], os.getpid())
+    assert loaded.security_groups == ["g1"]
     assert not loaded.alive()  # our own run is never "another live storm"
 
 

@@ -191,7 +191,11 @@ async def test_storm_with_port_security(stack: Settings, ovs: OvsRuntime, short_
         neutron_url=stack.api_url, network="secured", count=3, host=stack.host,
         ovs=ovs.settings, run_dir=stack.run_dir, nova_url=stack.nova_url, timeout=60,
         ensure_network=True, ns_prefix=prefix, host_netns=host_netns, port_security=True)
+    async with NeutronClient(stack.api_url) as neutron:  # a crashed run's outsider group
+        left = await neutron.create_security_group(f"crashed-{short_id}")
+    RunState.new(stack.run_dir, "crashed-sg", pid=_dead_pid(), security_groups=[left["id"]])
     summary = (await run_storm(config)).to_dict()
+    assert summary["cleaned_leftovers"]["security_groups"] == [left["id"]]
     assert summary["plugged"] == 3, summary["failures"]
     secured = summary["port_security"]
     assert secured["members_ok"] is True, summary["connectivity"]
