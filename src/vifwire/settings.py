@@ -63,6 +63,10 @@ class Settings:
     agent_heartbeat_s: float = 5.0
     # Neutron's default agent_down_time.
     agent_down_time_s: float = 75.0
+    # How long the server gathers port changes before it sends a group's new member
+    # list (vifwire.server.firewalls): each list makes every agent rewrite the member
+    # flows of every port naming the group, so a storm should send few.
+    sg_members_delay_s: float = 0.05
     default_network_type: str = "vxlan"
     vxlan_vni_range: tuple[int, int] = (1, 16_000_000)
     vlan_range: tuple[int, int] = (1, 4094)

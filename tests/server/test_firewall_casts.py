@@ -55,8 +55,10 @@ async def _agents(stack: Stack) -> dict[str, Recorder]:
 
 
 async def _settle(stack: Stack, agents: dict[str, Recorder]) -> None:
-    """Casts on a topic arrive in order: once a mark cast now has arrived
+    """Once the member rounds asked for are sent (they wait `sg_members_delay_s`),
+    casts on a topic arrive in order: once a mark cast now has arrived
     everywhere, so has everything cast before it."""
+    await stack.app.state.services.context.firewalls.settled()
     want = {h: r.marks + 1 for h, r in agents.items()}
     for host in agents:
         await stack.bus.cast(agent_topic(host), "mark")

@@ -14,13 +14,15 @@ Casting, after commit, as l2pop does (`vifwire.server.l2pop`):
   security_groups / fixed_ips / allowed_address_pairs / port_security_enabled,
   delete): `sg_members_changed(group_id, members)` with the group's whole member
   list to every host with a bound port whose rules name that group as
-  remote_group_id. Such casts are coalesced per group: while one round of them is
-  being read and sent, the groups marked meanwhile wait for the next round, so a
-  storm of N ports in one group sends far fewer than N lists, and a caller
-  returns once a round that read after its own commit has been sent (the lists
-  are whole and idempotent: a later round only makes them newer). Where writers
-  do not serialize (PostgreSQL, MySQL), a bind also sends a round for the groups
-  its rules name (see `ports_changed`). A bound port whose groups or port
+  remote_group_id. Such casts are coalesced per group in rounds: a round starts
+  `sg_members_delay_s` after the first change that found none pending, and every
+  group changed meanwhile (or while a round is being read and sent) goes into it
+  or the next one, so a storm of N ports in one group sends a few lists, not N
+  (each makes every agent rewrite the member flows of every port naming the
+  group). The writer does not wait for its round (the API answers at once); the
+  lists are whole and idempotent, so a later round only makes them newer. Where
+  writers do not serialize (PostgreSQL, MySQL), a bind also asks for a round for
+  the groups its rules name (see `ports_changed`). A bound port whose groups or port
   security changed also gets `firewall_changed` for itself (on top of
   `port_bound`, which carries the same firewall).
 - a rule was created or deleted, or a group's `stateful` changed, or a group
@@ -193,9 +195,9 @@ class FirewallCasts:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self._pending: set[str] = set()  # groups marked for the next round
-        self._next: asyncio.Future[None] | None = None  # done when that round is sent
-        self._worker: asyncio.Task[None] | None = None
+        self.delay_s = ctx.settings.sg_members_delay_s
+        self._pending: set[str] = set()  # groups for the next round
+        self._worker: asyncio.Task[None] | None = None  # runs rounds while any is pending
         self.rounds = 0  # member rounds sent (for tests and benches)
 
     # -- after a port write --------------------------------------------------
@@ -223,28 +225,34 @@ class FirewallCasts:
             await self.members_changed(changed)
 
     async def members_changed(self, group_ids: Iterable[str]) -> None:
-        """Send these groups' member lists; returns once a round that read after
-        this call began has been sent (module doc)."""
+        """Send these groups' member lists in the next round (module doc)."""
         self._pending |= set(group_ids)
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-        waiting = self._next
-        if self._worker is None or self._worker.done():
+        if self._pending and (self._worker is None or self._worker.done()):
             self._worker = asyncio.create_task(self._rounds(), name="vw-sg-members")
-        await asyncio.shield(waiting)
 
     async def _rounds(self) -> None:
         while self._pending:
+            await asyncio.sleep(self.delay_s)  # gather what else changes meanwhile
             groups, self._pending = self._pending, set()
-            done, self._next = self._next, None
             try:
                 await self._send_members(groups)
-            except Exception:  # a round must not strand its waiters
+            except Exception:  # the next change sends whole lists again
                 log.exception("could not send the members of groups %s", sorted(groups))
-            finally:
-                self.rounds += 1
-                if done is not None and not done.done():
-                    done.set_result(None)
+            self.rounds += 1
+
+    async def settled(self) -> None:
+        """Wait until every round asked for so far has been sent."""
+        while self._worker is not None and not self._worker.done():
+            await asyncio.wait([self._worker])
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Send what is pending (within `timeout`), then stop."""
+        try:
+            await asyncio.wait_for(self.settled(), timeout)
+        except TimeoutError:
+            if self._worker is not None:
+                self._worker.cancel()
+                await asyncio.wait([self._worker])
 
     async def _send_members(self, groups: set[str]) -> None:
         def work(conn: Connection) -> tuple[dict[str, Any], dict[str, set[str]]]:

@@ -137,6 +137,7 @@ async def running(settings: Settings, bus: Bus, tracer: Tracer,
             log.info("vifwire server ready on %s", engine.url.render_as_string())
             yield services
         finally:
+            await ctx.firewalls.close()  # pending member lists, before the engine goes
             await notifier.stop()
     finally:
         release_connections(engine)
