@@ -191,6 +191,7 @@ async def test_full_sync_answers_every_port_in_statements_that_do_not_grow_with_
     made: list[dict[str, Any]] = []
 
     async def statements_for_sync() -> tuple[int, list[dict[str, Any]]]:
+        await stack.app.state.services.context.firewalls.settled()  # member rounds: not ours
         probe = install_sql_probe(stack.app.state.services.context.engine)
         try:
             listed = await stack.rpc("get_host_ports", host=HOST)
