@@ -327,6 +327,9 @@ def boot(
                        "hosts).")] = None,
     cluster: Annotated[Path | None, typer.Option(
         help="A `vifwire cluster` state file or dir (default: the run dir's cluster).")] = None,
+    max_concurrent_builds: Annotated[int, typer.Option(
+        min=0, help="At most this many VMs in build at once per host, as Nova's "
+                    "max_concurrent_builds (its default: 10); 0: all at once.")] = 0,
 ) -> None:
     """Boot COUNT VMs at once: ports bound, VIFs plugged, vif-plugged awaited, traffic proven."""
     import orjson
@@ -339,7 +342,7 @@ def boot(
                           timeout=timeout, check_connectivity=connectivity,
                           show_progress=not json_output and sys.stderr.isatty(),
                           profile_dir=profile, cprofile=cprofile, host=boot_host,
-                          cluster=cluster)
+                          cluster=cluster, max_concurrent_builds=max_concurrent_builds)
     if cprofile and profile is None:
         fail("--cprofile needs --profile DIR")
     with _errors():
