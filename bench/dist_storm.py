@@ -64,6 +64,12 @@ def run_storm(rig: Rig, boots: list[Boot], probes: list[Probe], *, network: str,
         "errors": [s.get("error") for s in summaries if s.get("error")],
         "connectivity_ok": all(s.get("connectivity_ok") for s in summaries)
         if connectivity else None,
+        "cross_host_pairs": sum(s.get("cross_host_pairs") or 0 for s in summaries),
+        # Per boot, what its ping check found (the first failed pairs only): enough to
+        # tell a lost ping under load from a wiring fault.
+        "connectivity": [{**(s.get("connectivity") or {}),
+                          "ring_failed": (s.get("connectivity") or {}).get("ring_failed", [])[:5]}
+                         for s in summaries] if connectivity else None,
         "plug_to_event_ms": latency_summary(latencies),
         "create_to_event_ms": latency_summary(create_to_event),
         "stages_ms": stages,
