@@ -36,14 +36,19 @@ log = logging.getLogger(__name__)
 
 # Cookies: the top 16 bits say whose rule it is. Base rules (never deleted by the
 # table itself, so their deletion is a loss) use 0x7676; groups 0x7677 + a hash.
+# Groups keyed "kept:..." (the firewall's) use 0x7678: `restore()` rewrites them
+# but never clears them, so a restarted agent keeps enforcing the previous one's
+# until it replaces each group by key (same key, same cookie).
 BASE_COOKIE = 0x7676 << 48
 GROUP_PREFIX, GROUP_MASK = 0x7677 << 48, 0xFFFF << 48
+KEPT, KEPT_PREFIX = "kept:", 0x7678 << 48
 BASE = "base"
 RECONNECT_S = (0.05, 1.0)
 
 
 def group_cookie(key: str) -> int:
-    return GROUP_PREFIX | int.from_bytes(hashlib.blake2b(key.encode(), digest_size=6).digest())
+    prefix = KEPT_PREFIX if key.startswith(KEPT) else GROUP_PREFIX
+    return prefix | int.from_bytes(hashlib.blake2b(key.encode(), digest_size=6).digest())
 
 
 class FlowTable:
@@ -110,8 +115,9 @@ class FlowTable:
                 await self._bundle(lines)
             except OvsWriteFailed as exc:
                 log.warning("restoring all flows failed, group by group: %s", exc)
-                base = self._groups.get(BASE, [])
-                await self._bundle([clear, *(f"add {f.line()}" for f in base)])
+                # The base rules (NORMAL) last: until then nothing is switched
+                # but what a kept (firewall) group passed.
+                await self._bundle([clear])
                 for key, flows in list(self._groups.items()):
                     if key == BASE:
                         continue
@@ -119,6 +125,8 @@ class FlowTable:
                         await self._bundle([f"add {f.line()}" for f in flows])
                     except OvsWriteFailed as one:
                         log.warning("flows of %s not restored: %s", key, one)
+                base = self._groups.get(BASE, [])
+                await self._bundle([f"add {f.line()}" for f in base])
             self.restores += 1
         log.info("flows of %s restored (%d groups)", self._bridge, len(self._groups))
         if self._on_restored is not None:

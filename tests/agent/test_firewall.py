@@ -1,0 +1,245 @@
+"""Security groups enforced on br-int, proven by traffic: real OVS (netdev
+datapath, conntrack), namespaces, python sockets (fw_probe.py).
+
+The rig: one network, three VMs.
+- `a` (group "web"): ingress ICMP and TCP 80 from anywhere, UDP 53 from members
+  of "clients"; egress everything.
+- `b` (group "clients", a member): egress everything, no ingress rule.
+- `c` (group "other", no member of "clients"): egress everything, ingress ICMP;
+  allowed address pair 10.77.0.50.
+This module has its own private OVS (the `ovs` fixture is module-scoped), so
+killing its vswitchd disturbs no other test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from vifwire.agent.service import OvsAgent
+from vifwire.bus.base import agent_topic
+from vifwire.bus.local import LocalBus
+from vifwire.messages import FirewallRule, PortDetails, PortFirewall
+from vifwire.ovs.runtime import OvsRuntime
+from vifwire.settings import Settings
+
+from .peers import ServerPeer, Vm, port, sh, wait_for
+
+pytestmark = pytest.mark.ovs
+
+PROBE = str(Path(__file__).with_name("fw_probe.py"))
+NET = "net-fwagent"
+
+
+@pytest.fixture
+def fast() -> bool:
+    return True  # the OVSDB paths are covered elsewhere; traffic is the point here
+
+
+def rule(direction: str, protocol: int | None = None, low: int | None = None,
+         high: int | None = None, *, remote_group: str | None = None,
+         prefix: str | None = None, group: str = "web") -> FirewallRule:
+    return FirewallRule(security_group_id=group, direction=direction, ethertype="IPv4",
+                        protocol=protocol, port_range_min=low, port_range_max=high,
+                        remote_ip_prefix=prefix, remote_group_id=remote_group)
+
+
+EGRESS = rule("egress")
+WEB = [rule("ingress", 1), rule("ingress", 6, 80, 80),
+       rule("ingress", 17, 53, 53, remote_group="clients"), EGRESS]
+
+
+def firewall(port_id: str, groups: list[str], rules: list[FirewallRule],
+             members: dict[str, dict[str, list[str]]] | None = None,
+             pairs: list[str] = ()) -> PortFirewall:  # type: ignore[assignment]
+    return PortFirewall(port_id=port_id, port_security_enabled=True, security_groups=groups,
+                        stateful=True, rules=rules, remote_members=members or {},
+                        allowed_address_pairs=[{"ip_address": ip, "mac_address": ""}
+                                               for ip in pairs])
+
+
+@dataclass
+class Rig:
+    agent: OvsAgent
+    a: Vm
+    b: Vm
+    c: Vm
+    ports: dict[str, PortDetails]
+    log: Path
+
+
+def probe(vm: Vm, *args: str) -> bool:
+    done = subprocess.run(["ip", "netns", "exec", vm.netns, sys.executable, PROBE, *args],
+                          capture_output=True, text=True, timeout=30, check=False)
+    return done.returncode == 0
+
+
+async def reach(vm: Vm, *args: str) -> bool:
+    return await asyncio.to_thread(probe, vm, *args)
+
+
+async def ping(vm: Vm, ip: str, count: int = 2) -> bool:
+    return await asyncio.to_thread(vm.ping, ip, count)
+
+
+def fw_vm(vms: Callable[..., Vm], port_id: str, ip: str, mac: str) -> Vm:
+    vm = vms(port_id, ip, mac, plug=False, prefix="fwag")  # namespace vwa-fwag...
+    assert probe(vm, "nocsum", "eth0")
+    vm.plug()
+    return vm
+
+
+@pytest.fixture
+async def rig(make_agent: Callable[..., OvsAgent], server: ServerPeer, settings: Settings,
+              vms: Callable[..., Vm], tmp_path: Path) -> AsyncIterator[Rig]:
+    ids = {n: str(uuid.uuid4()) for n in "abc"}
+    ips = {"a": "10.77.0.1", "b": "10.77.0.2", "c": "10.77.0.3"}
+    fws = {"a": firewall(ids["a"], ["web"], WEB, {"clients": {"IPv4": [ips["b"]]}}),
+           "b": firewall(ids["b"], ["clients"], [rule("egress", group="clients")]),
+           "c": firewall(ids["c"], ["other"], [rule("egress", group="other"),
+                                               rule("ingress", 1, group="other")],
+                         pairs=["10.77.0.50"])}
+    ports = {}
+    for i, n in enumerate("abc", 1):
+        p = port(ids[n], NET, settings.host, mac=f"fa:16:3e:77:00:0{i}", ip=ips[n])
+        p["port_security_enabled"] = True
+        p["firewall"] = fws[n]
+        server.ports[ids[n]] = ports[n] = p
+    agent = make_agent()
+    await agent.start()
+    a, b, c = (fw_vm(vms, ids[n], ips[n], ports[n]["mac_address"]) for n in "abc")
+    await wait_for(lambda: server.reported_up() >= set(ids.values()), what="ports up")
+    log = tmp_path / "served.log"
+    server_proc = subprocess.Popen(["ip", "netns", "exec", a.netns, sys.executable, PROBE,
+                                    "serve", str(log), "80,81", "53,54"])
+    try:
+        await wait_for(lambda: log.exists() and "ready" in log.read_text(), what="listener")
+        yield Rig(agent, a, b, c, ports, log)
+    finally:
+        server_proc.kill()
+        server_proc.wait()
+
+
+def udp_from(log: Path, port: int, ip: str) -> int:
+    return sum(1 for line in log.read_text().splitlines() if line == f"udp {port} {ip}")
+
+
+async def test_rules_allow_and_deny_icmp_tcp_udp_and_return_traffic(rig: Rig) -> None:
+    a, b, c = rig.a, rig.b, rig.c
+    assert await ping(b, a.ip)  # ICMP allowed in; the echo reply returns to b
+    assert not await ping(a, b.ip)  # b has no ingress rule: a's request is dropped
+    assert await ping(a, c.ip)  # c allows ICMP in
+    assert await reach(b, "tcp", a.ip, "80")  # the SYN-ACK and echo come back
+    assert not await reach(b, "tcp", a.ip, "81")
+    assert await reach(c, "tcp", a.ip, "80")
+    assert not await reach(b, "udp", a.ip, "54")
+
+
+async def test_remote_group_member_gets_in_non_member_does_not(
+        rig: Rig, bus: LocalBus, settings: Settings) -> None:
+    a, b, c = rig.a, rig.b, rig.c
+    assert await reach(b, "udp", a.ip, "53")
+    assert not await reach(c, "udp", a.ip, "53")
+    assert udp_from(rig.log, 53, c.ip) == 0
+    base = rig.agent.firewalls.written(f"kept:fw:{a.port_id}")
+    # c joins "clients": only a's member flows change
+    await bus.cast(agent_topic(settings.host), "sg_members_changed", group_id="clients",
+                   members={"IPv4": [b.ip, c.ip]})
+    await wait_for(lambda: any(c.ip in f for f in rig.agent.firewalls.written(
+        f"kept:fw:{a.port_id}:clients") or []), what="member flow")
+    assert rig.agent.firewalls.written(f"kept:fw:{a.port_id}") is base
+    assert await reach(c, "udp", a.ip, "53")
+    await bus.cast(agent_topic(settings.host), "sg_members_changed", group_id="clients",
+                   members={"IPv4": [c.ip]})
+    await wait_for(lambda: not any(b.ip in f for f in rig.agent.firewalls.written(
+        f"kept:fw:{a.port_id}:clients") or []), what="member gone")
+    assert not await reach(b, "udp", a.ip, "53")
+
+
+async def test_spoofed_mac_and_ip_are_dropped_an_address_pair_passes(rig: Rig) -> None:
+    a, c = rig.a, rig.c
+    inside = ["ip", "netns", "exec", c.netns]
+    await asyncio.to_thread(sh, *inside, "ip", "addr", "add", "10.77.0.50/24", "dev", "eth0")
+    await asyncio.to_thread(sh, *inside, "ip", "addr", "add", "10.77.0.99/24", "dev", "eth0")
+    assert await reach(c, "tcp", a.ip, "80", "10.77.0.50")  # the allowed address pair
+    assert not await reach(c, "tcp", a.ip, "80", "10.77.0.99")  # not c's
+    assert not await reach(c, "tcp", a.ip, "80", rig.b.ip)  # b's address
+    assert await reach(c, "tcp", a.ip, "80")
+    await asyncio.to_thread(sh, *inside, "ip", "link", "set", "eth0", "address",
+                            "fa:16:3e:77:00:99")
+    await asyncio.to_thread(sh, *inside, "ip", "neigh", "flush", "dev", "eth0")
+    assert not await reach(c, "tcp", a.ip, "80")
+    assert not await ping(c, a.ip)
+
+
+async def test_a_removed_rule_blocks_new_connections(
+        rig: Rig, bus: LocalBus, settings: Settings) -> None:
+    a, b = rig.a, rig.b
+    assert await reach(b, "tcp", a.ip, "80")
+    fw = rig.ports["a"]["firewall"]
+    fewer = [r for r in fw["rules"] if r["port_range_min"] != 80]
+    await bus.cast(agent_topic(settings.host), "firewall_changed",
+                   firewalls=[{**fw, "rules": fewer}])
+    await wait_for(lambda: not any("tp_dst=80" in f for f in rig.agent.firewalls.written(
+        f"kept:fw:{a.port_id}") or []), what="rule removed")
+    assert not await reach(b, "tcp", a.ip, "80")
+    assert await ping(b, a.ip)  # the others hold
+
+
+async def blast_denied(rig: Rig, seconds: float) -> subprocess.Popen[bytes]:
+    """c sends to a's UDP 54 (no rule allows it) every 10 ms."""
+    return subprocess.Popen(["ip", "netns", "exec", rig.c.netns, sys.executable, PROBE,
+                             "blast", rig.a.ip, "54", str(seconds)])
+
+
+async def test_agent_restart_never_lets_a_denied_packet_pass(
+        rig: Rig, make_agent: Callable[..., OvsAgent], server: ServerPeer) -> None:
+    blast = await blast_denied(rig, 8)
+    try:
+        await asyncio.sleep(0.5)
+        await rig.agent.stop()
+        await asyncio.sleep(1.0)  # no agent at all
+        second = make_agent()
+        await second.start()
+        await wait_for(lambda: all(second.firewalls.installed(vm.port_id)
+                                   for vm in (rig.a, rig.b, rig.c)), what="reinstalled")
+        assert await wait_reach(rig.b, "tcp", rig.a.ip, "80")
+        assert not await reach(rig.b, "tcp", rig.a.ip, "81")
+    finally:
+        await asyncio.to_thread(blast.wait)
+    assert udp_from(rig.log, 54, rig.c.ip) == 0
+
+
+async def test_vswitchd_kill_never_lets_a_denied_packet_pass(rig: Rig, ovs: OvsRuntime) -> None:
+    blast = await blast_denied(rig, 8)
+    try:
+        await asyncio.sleep(0.5)
+        victim = ovs.pid("ovs-vswitchd")
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        await wait_for(lambda: ovs.pid("ovs-vswitchd") is None, what="vswitchd gone")
+        await asyncio.to_thread(ovs.start_vswitchd)
+        await wait_for(lambda: rig.agent.flow_restores >= 2, timeout=15, what="restored")
+        assert await wait_reach(rig.b, "tcp", rig.a.ip, "80")
+        assert not await reach(rig.b, "tcp", rig.a.ip, "81")
+        assert not await reach(rig.c, "udp", rig.a.ip, "53")
+    finally:
+        await asyncio.to_thread(blast.wait)
+    assert udp_from(rig.log, 54, rig.c.ip) == 0
+
+
+async def wait_reach(vm: Vm, *args: str, tries: int = 10) -> bool:
+    for _ in range(tries):
+        if await reach(vm, *args):
+            return True
+        await asyncio.sleep(0.3)
+    return False
