@@ -243,3 +243,51 @@ async def wait_reach(vm: Vm, *args: str, tries: int = 10) -> bool:
             return True
         await asyncio.sleep(0.3)
     return False
+
+
+async def test_every_rule_shape_is_accepted_by_ovs(
+        rig: Rig, bus: LocalBus, settings: Settings) -> None:
+    c = rig.c
+    v6 = [FirewallRule(security_group_id="other", direction=d, ethertype="IPv6", protocol=p,
+                       port_range_min=lo, port_range_max=hi, remote_ip_prefix=pre,
+                       remote_group_id=rg)
+          for d, p, lo, hi, pre, rg in [("ingress", 58, 128, None, None, None),
+                                        ("ingress", 6, 1000, 1999, "2001:db8::/64", None),
+                                        ("egress", 17, None, None, None, "v6group"),
+                                        ("ingress", None, None, None, None, "v6group")]]
+    shapes = [rule("ingress", 1, 8, 0, group="other"), rule("egress", group="other"),
+              rule("ingress", 6, 1, 65535),
+              rule("ingress", 17, 5000, 5100, prefix="10.0.0.0/8"), rule("ingress", 47),
+              rule("egress", 132, 9, 9, remote_group="clients"), *v6]
+    for stateful in (False, True):
+        fw = firewall(c.port_id, ["other"], shapes,
+                      {"v6group": {"IPv6": ["2001:db8::7", "2001:db8::8"]}},
+                      pairs=["10.77.0.50"])
+        fw["stateful"] = stateful
+        await bus.cast(agent_topic(settings.host), "firewall_changed", firewalls=[fw])
+        key = f"kept:fw:{c.port_id}"
+
+        def written(key: str = key, stateful: bool = stateful) -> bool:
+            flows = rig.agent.firewalls.written(key) or []
+            return any("icmp6" in f for f in flows) and \
+                stateful == any("ct(commit" in f for f in flows)
+
+        await wait_for(written, what="written")
+        assert rig.agent.firewalls.written(f"{key}:v6group")
+        assert await ping(rig.a, c.ip)  # ICMP echo still comes in
+        assert await ping(c, rig.a.ip) == stateful  # stateless: no ingress rule for the reply
+
+
+async def test_a_port_without_port_security_passes_everything(
+        rig: Rig, bus: LocalBus, settings: Settings) -> None:
+    a, b = rig.a, rig.b
+    assert not await ping(a, b.ip)
+    fw = {**rig.ports["b"]["firewall"], "port_security_enabled": False, "security_groups": []}
+    await bus.cast(agent_topic(settings.host), "firewall_changed", firewalls=[fw])
+    await wait_for(lambda: not any("reg5" in f for f in rig.agent.firewalls.written(
+        f"kept:fw:{b.port_id}") or ["reg5"]), what="open")
+    assert await ping(a, b.ip)
+    inside = ["ip", "netns", "exec", b.netns]
+    await asyncio.to_thread(sh, *inside, "ip", "addr", "add", "10.77.0.98/24", "dev", "eth0")
+    assert await reach(b, "tcp", a.ip, "80", "10.77.0.98")  # any source address
+    assert not await reach(b, "tcp", a.ip, "81", "10.77.0.98")  # a's rules still hold

@@ -29,7 +29,8 @@ member address carrying a `conjunction(id, 1/2)` for each rule naming that
 group, and per rule its protocol/port flows as `conjunction(id, 2/2)`; so flows
 grow with members + rules. The member flows are their own group
 (`member_flows`), rewritten alone when the group's members change.
-Stateless groups (`stateful` false) match without conntrack.
+Stateless groups (`stateful` false) match without conntrack (and clear the
+state the sender's side gave a packet).
 """
 
 from __future__ import annotations
@@ -132,8 +133,9 @@ def port_flows(p: FwPort) -> list[str]:
                      f"actions=set_field:{p.reg}->reg5,resubmit(,{T_INGRESS})")
         flows += _spoofing(reg, mac, [a for m, a in pairs if m == mac], fw["stateful"])
     if not fw["stateful"]:
+        # ct_clear: the sender's conntrack state must not let a reply in here.
         flows += [f"table={T_INGRESS},priority=60,{reg},{eth},"
-                  f"actions=resubmit(,{T_INGRESS_RULES})" for eth in ("ip", "ipv6")]
+                  f"actions=ct_clear,resubmit(,{T_INGRESS_RULES})" for eth in ("ip", "ipv6")]
     flows += _rule_flows(p)
     return flows
 
