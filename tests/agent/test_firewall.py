@@ -87,7 +87,7 @@ async def reach(vm: Vm, *args: str) -> bool:
     return await asyncio.to_thread(probe, vm, *args)
 
 
-async def ping(vm: Vm, ip: str, count: int = 2) -> bool:
+async def ping(vm: Vm, ip: str, count: int = 3) -> bool:
     return await asyncio.to_thread(vm.ping, ip, count)
 
 
@@ -138,30 +138,30 @@ async def test_rules_allow_and_deny_icmp_tcp_udp_and_return_traffic(rig: Rig) ->
     assert await ping(b, a.ip)  # ICMP allowed in; the echo reply returns to b
     assert not await ping(a, b.ip)  # b has no ingress rule: a's request is dropped
     assert await ping(a, c.ip)  # c allows ICMP in
-    assert await reach(b, "tcp", a.ip, "80")  # the SYN-ACK and echo come back
+    assert await wait_reach(b, "tcp", a.ip, "80")  # the SYN-ACK and echo come back
     assert not await reach(b, "tcp", a.ip, "81")
-    assert await reach(c, "tcp", a.ip, "80")
+    assert await wait_reach(c, "tcp", a.ip, "80")
     assert not await reach(b, "udp", a.ip, "54")
 
 
 async def test_remote_group_member_gets_in_non_member_does_not(
         rig: Rig, bus: LocalBus, settings: Settings) -> None:
     a, b, c = rig.a, rig.b, rig.c
-    assert await reach(b, "udp", a.ip, "53")
+    assert await wait_reach(b, "udp", a.ip, "53")
     assert not await reach(c, "udp", a.ip, "53")
     assert udp_from(rig.log, 53, c.ip) == 0
     base = rig.agent.firewalls.written(f"kept:fw:{a.port_id}")
-    # c joins "clients": only a's member flows change
+    # c joins "clients": only the group's member flows change
     await bus.cast(agent_topic(settings.host), "sg_members_changed", group_id="clients",
                    members={"IPv4": [b.ip, c.ip]})
     await wait_for(lambda: any(c.ip in f for f in rig.agent.firewalls.written(
-        f"kept:fw:{a.port_id}:clients") or []), what="member flow")
+        "kept:fw:rg:clients") or []), what="member flow")
     assert rig.agent.firewalls.written(f"kept:fw:{a.port_id}") is base
-    assert await reach(c, "udp", a.ip, "53")
+    assert await wait_reach(c, "udp", a.ip, "53")
     await bus.cast(agent_topic(settings.host), "sg_members_changed", group_id="clients",
                    members={"IPv4": [c.ip]})
     await wait_for(lambda: not any(b.ip in f for f in rig.agent.firewalls.written(
-        f"kept:fw:{a.port_id}:clients") or []), what="member gone")
+        "kept:fw:rg:clients") or []), what="member gone")
     assert not await reach(b, "udp", a.ip, "53")
 
 
@@ -170,10 +170,10 @@ async def test_spoofed_mac_and_ip_are_dropped_an_address_pair_passes(rig: Rig) -
     inside = ["ip", "netns", "exec", c.netns]
     await asyncio.to_thread(sh, *inside, "ip", "addr", "add", "10.77.0.50/24", "dev", "eth0")
     await asyncio.to_thread(sh, *inside, "ip", "addr", "add", "10.77.0.99/24", "dev", "eth0")
-    assert await reach(c, "tcp", a.ip, "80", "10.77.0.50")  # the allowed address pair
+    assert await wait_reach(c, "tcp", a.ip, "80", "10.77.0.50")  # the allowed address pair
     assert not await reach(c, "tcp", a.ip, "80", "10.77.0.99")  # not c's
     assert not await reach(c, "tcp", a.ip, "80", rig.b.ip)  # b's address
-    assert await reach(c, "tcp", a.ip, "80")
+    assert await wait_reach(c, "tcp", a.ip, "80")
     await asyncio.to_thread(sh, *inside, "ip", "link", "set", "eth0", "address",
                             "fa:16:3e:77:00:99")
     await asyncio.to_thread(sh, *inside, "ip", "neigh", "flush", "dev", "eth0")
@@ -184,7 +184,7 @@ async def test_spoofed_mac_and_ip_are_dropped_an_address_pair_passes(rig: Rig) -
 async def test_a_removed_rule_blocks_new_connections(
         rig: Rig, bus: LocalBus, settings: Settings) -> None:
     a, b = rig.a, rig.b
-    assert await reach(b, "tcp", a.ip, "80")
+    assert await wait_reach(b, "tcp", a.ip, "80")
     fw = rig.ports["a"]["firewall"]
     fewer = [r for r in fw["rules"] if r["port_range_min"] != 80]
     await bus.cast(agent_topic(settings.host), "firewall_changed",
@@ -237,7 +237,9 @@ async def test_vswitchd_kill_never_lets_a_denied_packet_pass(rig: Rig, ovs: OvsR
     assert udp_from(rig.log, 54, rig.c.ip) == 0
 
 
-async def wait_reach(vm: Vm, *args: str, tries: int = 10) -> bool:
+async def wait_reach(vm: Vm, *args: str, tries: int = 5) -> bool:
+    """Reached within a few tries (the machine may be loaded); a denied probe uses
+    `reach`, one try of two packets."""
     for _ in range(tries):
         if await reach(vm, *args):
             return True
@@ -273,7 +275,7 @@ async def test_every_rule_shape_is_accepted_by_ovs(
                 stateful == any("ct(commit" in f for f in flows)
 
         await wait_for(written, what="written")
-        assert rig.agent.firewalls.written(f"{key}:v6group")
+        assert rig.agent.firewalls.written("kept:fw:rg:v6group")
         assert await ping(rig.a, c.ip)  # ICMP echo still comes in
         assert await ping(c, rig.a.ip) == stateful  # stateless: no ingress rule for the reply
 
@@ -289,5 +291,5 @@ async def test_a_port_without_port_security_passes_everything(
     assert await ping(a, b.ip)
     inside = ["ip", "netns", "exec", b.netns]
     await asyncio.to_thread(sh, *inside, "ip", "addr", "add", "10.77.0.98/24", "dev", "eth0")
-    assert await reach(b, "tcp", a.ip, "80", "10.77.0.98")  # any source address
+    assert await wait_reach(b, "tcp", a.ip, "80", "10.77.0.98")  # any source address
     assert not await reach(b, "tcp", a.ip, "81", "10.77.0.98")  # a's rules still hold

@@ -9,11 +9,14 @@ import sys
 from vifwire.agent.firewall import (
     BASE_FLOWS,
     FwPort,
+    Signature,
+    conjunction_id,
     firewall_reg,
-    member_flows,
+    group_flows,
     port_flows,
     port_masks,
     remote_groups,
+    signatures,
 )
 from vifwire.messages import FirewallRule, PortFirewall
 
@@ -34,16 +37,23 @@ def fw_port(rules: list[FirewallRule], *, secured: bool = True, stateful: bool =
     return FwPort("p1", "tap1", 7, 12, "fa:16:3e:00:00:01", ("10.0.0.5", "2001:db8::5"), fw)
 
 
+def conj(fw: PortFirewall) -> dict[Signature, int]:
+    return {sig: conjunction_id(sig) for sig in signatures(fw)}
+
+
+def flows_of(p: FwPort) -> list[str]:
+    return port_flows(p, conj(p.firewall))
+
+
 def test_without_port_security_only_the_network_is_marked() -> None:
-    flows = port_flows(fw_port([rule()], secured=False))
+    flows = flows_of(fw_port([rule()], secured=False))
     assert flows == ["priority=100,in_port=tap1,actions=set_field:12->reg6,resubmit(,73)"]
-    assert member_flows(fw_port([rule(group="g")], secured=False), "g",
-                        {"IPv4": ["10.0.0.9"]}) == []
+    assert signatures(fw_port([rule(group="g")], secured=False).firewall) == []
 
 
 def test_anti_spoofing_allows_only_own_macs_and_addresses() -> None:
     p = fw_port([], pairs=[{"ip_address": "10.0.9.0/24", "mac_address": "fa:16:3e:00:00:99"}])
-    flows = port_flows(p)
+    flows = flows_of(p)
     sends = [f for f in flows if f.startswith("table=71") and "priority=90" in f]
     sources = sorted(re.search(r"(?:nw_src|ipv6_src|arp_spa)=([^,]+)", f).group(1)  # type: ignore[union-attr]
                      for f in sends)
@@ -74,7 +84,7 @@ def test_rules_match_protocols_ports_icmp_and_prefixes() -> None:
                  rule("ingress", 1, 8, 0),
                  rule("ingress", 1, ethertype="IPv6"),
                  rule("ingress", 47)])
-    flows = port_flows(p)
+    flows = flows_of(p)
     assert any("table=82" in f and "tcp" in f and "tp_dst=22" in f and
                "nw_src=192.168.0.0/16" in f and "ct_state=+trk+new-est" in f and
                "ct(commit" in f for f in flows)
@@ -100,28 +110,36 @@ def test_remote_groups_cost_members_plus_rules() -> None:
              rule("ingress", None, group="g"), rule("egress")]
     p = fw_port(rules)
     assert remote_groups(p.firewall) == ["g"]
-    few = member_flows(p, "g", {"IPv4": [f"10.1.0.{i}" for i in range(2)]})
-    many = member_flows(p, "g", {"IPv4": [f"10.1.{i // 250}.{i % 250}" for i in range(500)]})
-    assert len(few) == 2 and len(many) == 500
-    # one flow per member, carrying both conjunction ids of each of the 3 rules
-    assert all(f.count("conjunction(") == 6 for f in many)
-    ids = {int(i) for f in many for i in re.findall(r"conjunction\((\d+),1/2\)", f)}
-    clause2 = {int(i) for f in port_flows(p) for i in re.findall(r"conjunction\((\d+),2/2\)", f)}
-    accepts = {int(i) for f in port_flows(p) for i in re.findall(r"conj_id=(\d+)", f)}
-    assert ids == clause2 == accepts and len(ids) == 6
+    ids = conj(p.firewall)
+    assert len(ids) == 6  # 3 rules x (new, established)
+    few = group_flows("g", {"IPv4": [f"10.1.0.{i}" for i in range(2)]}, ids)
+    many = group_flows("g", {"IPv4": [f"10.1.{i // 250}.{i % 250}" for i in range(500)]}, ids)
+    assert len(few) == 2 + 6 and len(many) == 500 + 6  # members + one accept per conjunction
+    members = [f for f in many if "conjunction(" in f]
+    assert all(f.count("conjunction(") == 6 and "reg5" not in f for f in members)
+    first = {int(i) for f in members for i in re.findall(r"conjunction\((\d+),1/2\)", f)}
+    second = {int(i) for f in flows_of(p) for i in re.findall(r"conjunction\((\d+),2/2\)", f)}
+    accepts = {int(i) for f in many for i in re.findall(r"conj_id=(\d+)", f)}
+    assert first == second == accepts == set(ids.values())
+    # the port's own flows name no member; another group's flows none of its conjunctions
+    assert not any("10.1." in f for f in flows_of(p))
+    assert group_flows("h", {"IPv4": ["10.9.9.9"]}, ids) == []
+    commits = [f for f in many if "conj_id=" in f and "ct(commit" in f]
+    assert len(commits) == 3
 
 
-def test_conjunction_ids_do_not_depend_on_rule_order() -> None:
+def test_ports_sharing_a_rule_share_its_conjunction() -> None:
     rules = [rule("ingress", 6, 22, 22, group="g"), rule("ingress", 17, 53, 53, group="h")]
     a, b = fw_port(rules), fw_port(list(reversed(rules)))
-    members = {"IPv4": ["10.0.0.9"]}
-    assert member_flows(a, "g", members) == member_flows(b, "g", members)
-    assert sorted(port_flows(a)) == sorted(port_flows(b))
+    assert conj(a.firewall) == conj(b.firewall)
+    assert sorted(flows_of(a)) == sorted(flows_of(b))
+    assert conjunction_id(signatures(a.firewall)[0], 1) != conjunction_id(
+        signatures(a.firewall)[0])
 
 
 def test_stateless_rules_use_no_conntrack() -> None:
-    flows = port_flows(fw_port([rule("ingress", 6, 80, 80), rule("egress", group="g")],
-                               stateful=False))
+    p = fw_port([rule("ingress", 6, 80, 80), rule("egress", group="g")], stateful=False)
+    flows = flows_of(p) + group_flows("g", {"IPv4": ["10.0.0.9"]}, conj(p.firewall))
     assert not any("ct(" in f or "ct_state" in f for f in flows)
     assert "table=81,priority=60,reg5=7,ip,actions=ct_clear,resubmit(,82)" in flows
 

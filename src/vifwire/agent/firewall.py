@@ -24,11 +24,13 @@ reg6 = the conntrack zone = the network's local VLAN.
 Rules match twice: `+new-est` (commit, then accept) and `+est-rel-rpl`, so one
 connection's packets are checked by both ends' rules even though the two ends
 share the network's zone; `+est+rpl` and `+rel` pass, `+inv` is dropped.
-Remote-group rules are conjunctions: per (port, remote group) one flow per
-member address carrying a `conjunction(id, 1/2)` for each rule naming that
-group, and per rule its protocol/port flows as `conjunction(id, 2/2)`; so flows
-grow with members + rules. The member flows are their own group
-(`member_flows`), rewritten alone when the group's members change.
+Remote-group rules are conjunctions, one per rule shape and conntrack state
+(`Signature`, its id a hash of it): per remote group and host, one flow per
+member address carrying `conjunction(id, 1/2)` of every conjunction naming that
+group, and each port's rules add their protocol/port match for their reg5 as
+`conjunction(id, 2/2)`; so flows grow with members + rules, and the member
+flows (`group_flows`) are shared by the host's ports: a member change rewrites
+them and nothing else.
 Stateless groups (`stateful` false) match without conntrack (and clear the
 state the sender's side gave a packet).
 """
@@ -39,6 +41,7 @@ import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from vifwire.messages import FirewallRule, PortFirewall
 
@@ -83,6 +86,19 @@ _PROTO_NAMES = {(4, 1): "icmp", (4, 6): "tcp", (4, 17): "udp", (4, 132): "sctp",
 _PORTED = {6, 17, 132}
 
 
+class Signature(NamedTuple):
+    """One conjunction: a remote-group rule's shape and conntrack state (new: the
+    accept commits; est: it does not; none: a stateless group's)."""
+
+    group: str
+    direction: str
+    ethertype: str
+    protocol: int | None
+    port_range_min: int | None
+    port_range_max: int | None
+    state: str
+
+
 @dataclass(frozen=True)
 class FwPort:
     """What a port's rules are made from, besides its groups' members."""
@@ -114,8 +130,9 @@ def remote_groups(fw: PortFirewall) -> list[str]:
     return sorted({r["remote_group_id"] for r in fw["rules"] if r["remote_group_id"]})
 
 
-def port_flows(p: FwPort) -> list[str]:
-    """Every rule of the port but its remote groups' member flows."""
+def port_flows(p: FwPort, conjunctions: Mapping[Signature, int]) -> list[str]:
+    """Every rule of the port but its remote groups' (`group_flows`); `conjunctions`
+    gives the id of each of its `signatures`."""
     fw = p.firewall
     if not fw["port_security_enabled"]:
         return [f"priority=100,in_port={p.ofport},"
@@ -136,30 +153,54 @@ def port_flows(p: FwPort) -> list[str]:
         # ct_clear: the sender's conntrack state must not let a reply in here.
         flows += [f"table={T_INGRESS},priority=60,{reg},{eth},"
                   f"actions=ct_clear,resubmit(,{T_INGRESS_RULES})" for eth in ("ip", "ipv6")]
-    flows += _rule_flows(p)
-    return flows
+    flows += _rule_flows(p, conjunctions)
+    return list(dict.fromkeys(flows))  # two groups may hold the same rule
 
 
-def member_flows(p: FwPort, group: str, members: Mapping[str, Sequence[str]]) -> list[str]:
-    """The conjunction's first clause for the rules of `p` naming `group` as remote:
-    one flow per member address and (direction, ethertype)."""
-    fw = p.firewall
+def signatures(fw: PortFirewall) -> list[Signature]:
+    """The conjunctions the port's remote-group rules take part in, sorted."""
     if not fw["port_security_enabled"]:
         return []
+    states = ("new", "est") if fw["stateful"] else ("none",)
+    return sorted({Signature(r["remote_group_id"], r["direction"], r["ethertype"],
+                             r["protocol"], r["port_range_min"], r["port_range_max"], state)
+                   for r in fw["rules"] if r["remote_group_id"] for state in states},
+                  key=repr)
+
+
+def group_flows(group: str, members: Mapping[str, Sequence[str]],
+                conjunctions: Mapping[Signature, int]) -> list[str]:
+    """The rules of one remote group, shared by every port of the host: one flow
+    per member address and (direction, ethertype) carrying the first clause of
+    each conjunction naming the group, and each conjunction's accept."""
     by_kind: dict[tuple[str, str], list[str]] = {}
-    for rule, conj in _conjunctive(fw):
-        if rule["remote_group_id"] == group:
-            by_kind.setdefault((rule["direction"], rule["ethertype"]), []).extend(
-                [f"conjunction({conj},1/2)", f"conjunction({conj + 1},1/2)"])
     flows = []
+    for sig, conj in sorted(conjunctions.items(), key=lambda item: item[1]):
+        if sig.group != group:
+            continue
+        by_kind.setdefault((sig.direction, sig.ethertype), []).append(
+            f"conjunction({conj},1/2)")
+        table, next_table = _tables(sig.direction)
+        eth = "ip" if sig.ethertype == "IPv4" else "ipv6"
+        commit = f"ct(commit,{ZONE})," if sig.state == "new" else ""
+        flows.append(f"table={table},priority={CONJ_PRIORITY},conj_id={conj},{eth},"
+                     f"actions={commit}resubmit(,{next_table})")
     for (direction, ethertype), actions in sorted(by_kind.items()):
-        table = T_INGRESS_RULES if direction == "ingress" else T_EGRESS_RULES
+        table, _ = _tables(direction)
         field = _address_field(ethertype, direction)
         eth = "ip" if ethertype == "IPv4" else "ipv6"
         for address in sorted(set(members.get(ethertype, ()))):
-            flows.append(f"table={table},priority={CONJ_PRIORITY},reg5={p.reg},{eth},"
-                         f"{field}={address},actions={','.join(actions)}")
+            flows.append(f"table={table},priority={CONJ_PRIORITY},{eth},{field}={address},"
+                         f"actions={','.join(actions)}")
     return flows
+
+
+def conjunction_id(sig: Signature, salt: int = 0) -> int:
+    """A conjunction's id from its shape: the same across agent restarts, so a
+    restarted agent's rules never take part in another conjunction of the old
+    agent's; callers probe `salt` on a clash."""
+    digest = hashlib.blake2b(f"{sig!r}/{salt}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest) or 1
 
 
 # -- the parts -------------------------------------------------------------
@@ -200,27 +241,14 @@ def _spoofing(reg: str, mac: str, addresses: Iterable[str], stateful: bool) -> l
     return flows
 
 
-def _conjunctive(fw: PortFirewall) -> list[tuple[FirewallRule, int]]:
-    """The remote-group rules, each with its pair of conjunction ids (new, est):
-    numbered in a stable order, so member flows and rule flows always agree."""
-    rules = sorted((r for r in fw["rules"] if r["remote_group_id"]), key=_rule_key)
-    return [(rule, 2 * i + 1) for i, rule in enumerate(rules)]
-
-
-def _rule_key(rule: FirewallRule) -> tuple[str, ...]:
-    return (rule["direction"], rule["ethertype"], str(rule["remote_group_id"]),
-            str(rule["protocol"]), str(rule["port_range_min"]), str(rule["port_range_max"]),
-            str(rule["remote_ip_prefix"]), rule["security_group_id"])
-
-
-def _rule_flows(p: FwPort) -> list[str]:
+def _rule_flows(p: FwPort, conjunctions: Mapping[Signature, int]) -> list[str]:
     fw = p.firewall
     reg = f"reg5={p.reg}"
     flows = []
     for rule in fw["rules"]:
         if rule["remote_group_id"]:
             continue
-        table, next_table = _tables(rule)
+        table, next_table = _tables(rule["direction"])
         remote = ""
         if rule["remote_ip_prefix"]:
             remote = f",{_address_field(rule['ethertype'], rule['direction'])}=" \
@@ -228,23 +256,18 @@ def _rule_flows(p: FwPort) -> list[str]:
         for match in _protocol_matches(rule):
             flows += _accepting(table, RULE_PRIORITY, f"{reg},{match}{remote}", next_table,
                                 fw["stateful"])
-    for rule, conj in _conjunctive(fw):
-        table, next_table = _tables(rule)
-        for match in _protocol_matches(rule):
-            if fw["stateful"]:
-                flows.append(f"table={table},priority={CONJ_PRIORITY},ct_state={CT_NEW},"
-                             f"{reg},{match},actions=conjunction({conj},2/2)")
-                flows.append(f"table={table},priority={CONJ_PRIORITY},ct_state={CT_EST},"
-                             f"{reg},{match},actions=conjunction({conj + 1},2/2)")
-            else:
-                flows.append(f"table={table},priority={CONJ_PRIORITY},{reg},{match},"
-                             f"actions=conjunction({conj},2/2),conjunction({conj + 1},2/2)")
-        eth = "ip" if rule["ethertype"] == "IPv4" else "ipv6"
-        commit = f"ct(commit,{ZONE})," if fw["stateful"] else ""
-        flows.append(f"table={table},priority={CONJ_PRIORITY},conj_id={conj},{reg},{eth},"
-                     f"actions={commit}resubmit(,{next_table})")
-        flows.append(f"table={table},priority={CONJ_PRIORITY},conj_id={conj + 1},{reg},{eth},"
-                     f"actions=resubmit(,{next_table})")
+    for rule in fw["rules"]:
+        if not rule["remote_group_id"]:
+            continue
+        table, _ = _tables(rule["direction"])
+        for state in ("new", "est") if fw["stateful"] else ("none",):
+            conj = conjunctions[Signature(rule["remote_group_id"], rule["direction"],
+                                          rule["ethertype"], rule["protocol"],
+                                          rule["port_range_min"], rule["port_range_max"],
+                                          state)]
+            ct = {"new": f"ct_state={CT_NEW},", "est": f"ct_state={CT_EST},"}.get(state, "")
+            flows += [f"table={table},priority={CONJ_PRIORITY},{ct}{reg},{match},"
+                      f"actions=conjunction({conj},2/2)" for match in _protocol_matches(rule)]
     return flows
 
 
@@ -258,8 +281,8 @@ def _accepting(table: int, priority: int, match: str, next_table: int,
             f"{head},ct_state={CT_EST},{match},actions=resubmit(,{next_table})"]
 
 
-def _tables(rule: FirewallRule) -> tuple[int, int]:
-    if rule["direction"] == "ingress":
+def _tables(direction: str) -> tuple[int, int]:
+    if direction == "ingress":
         return T_INGRESS_RULES, T_OUTPUT
     return T_EGRESS_RULES, T_ACCEPTED
 

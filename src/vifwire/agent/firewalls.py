@@ -7,12 +7,16 @@ member addresses of every remote group (the latest of a port's details and
 them by key):
 
     kept:fw                    the pipeline's own rules (`firewall.BASE_FLOWS`)
-    kept:fw:<port>             the port's rules but member flows
-    kept:fw:<port>:<group>     the member flows of one remote group of the port
+    kept:fw:<port>             the port's rules
+    kept:fw:rg:<group>         a remote group's member flows and conjunctions,
+                               shared by every port whose rules name the group
 
-`ensure` plans a port's keys (pure, `vifwire.agent.firewall`) and writes only
-the keys whose rules changed, so a member change rewrites member flows and
-nothing else. Callers are the per-port workers (one at a time per port);
+`ensure` plans a port's rules (pure, `vifwire.agent.firewall`) and writes, in
+one bundle, its key and the keys of the remote groups whose conjunctions it
+changed, each only if its rules changed. A member change rewrites its group's
+key and nothing else (`members_changed`, retried until it is written).
+Conjunction ids are hashes of their shape, so ports sharing a rule share its
+conjunction. Callers of `ensure` are the per-port workers (one at a time per port);
 writes of concurrent ports coalesce into one bundle: whatever is asked while
 a bundle is in flight goes into the next, and a failed bundle is retried per
 caller so one port whose device vanished cannot fail the others.
@@ -28,10 +32,13 @@ from collections.abc import Mapping, Sequence
 from vifwire.agent.firewall import (
     BASE_FLOWS,
     FwPort,
+    Signature,
+    conjunction_id,
     firewall_reg,
-    member_flows,
+    group_flows,
     port_flows,
     remote_groups,
+    signatures,
 )
 from vifwire.agent.tasks import cancel_and_wait, spawn
 from vifwire.messages import PortDetails, PortFirewall
@@ -48,8 +55,8 @@ def port_key(port_id: str) -> str:
     return f"{BASE_KEY}:{port_id}"
 
 
-def members_key(port_id: str, group: str) -> str:
-    return f"{BASE_KEY}:{port_id}:{group}"
+def group_key(group: str) -> str:
+    return f"{BASE_KEY}:rg:{group}"
 
 
 class Firewalls:
@@ -61,6 +68,11 @@ class Firewalls:
         self._keys: dict[str, set[str]] = {}  # port -> its keys written
         self._regs: dict[str, int] = {}  # port -> reg5
         self._owners: dict[int, str] = {}  # reg5 -> port
+        self._conj: dict[Signature, int] = {}  # conjunctions in use -> id
+        self._conj_ids: dict[int, Signature] = {}
+        self._users: dict[Signature, set[str]] = {}  # conjunction -> ports
+        self._sigs: dict[str, list[Signature]] = {}  # port -> its conjunctions
+        self._rewrites: set[asyncio.Task[None]] = set()
         self._pending: list[tuple[Changes, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self.bundles = 0  # bundles written (for benches)
@@ -73,11 +85,14 @@ class Firewalls:
             for group, members in fw["remote_members"].items():
                 self.members[group] = members
 
-    def set_members(self, group: str, members: Mapping[str, Sequence[str]]) -> list[str]:
-        """The whole new member list of `group`; returns the ports whose rules use it."""
+    def members_changed(self, group: str, members: Mapping[str, Sequence[str]]) -> None:
+        """The whole new member list of `group`: rewrite its flows (in the background,
+        until written) if a port here uses it."""
         self.members[group] = {eth: list(addrs) for eth, addrs in members.items()}
-        return [port_id for port_id, fw in self._firewalls.items()
-                if group in remote_groups(fw)]
+        if any(sig.group == group for sig in self._conj):
+            task = spawn(self._rewrite(group), name=f"agent:firewall-group:{group}")
+            self._rewrites.add(task)
+            task.add_done_callback(self._rewrites.discard)
 
     def installed(self, port_id: str) -> bool:
         return port_id in self._keys
@@ -96,32 +111,76 @@ class Firewalls:
         fw = details["firewall"]  # its members were learnt when the details came
         p = FwPort(port_id, ofport, self._reg(port_id), vlan, details["mac_address"],
                    tuple(ip["ip_address"] for ip in details["fixed_ips"]), fw)
-        wanted: Changes = {BASE_KEY: list(BASE_FLOWS), port_key(port_id): port_flows(p)}
-        for group in remote_groups(fw):
-            members = self.members.get(group) or fw["remote_members"].get(group, {})
-            wanted[members_key(port_id, group)] = member_flows(p, group, members)
+        touched = self._use(port_id, signatures(fw)) | set(remote_groups(fw))
+        wanted: Changes = {BASE_KEY: list(BASE_FLOWS), port_key(port_id): port_flows(p, self._conj)}
+        wanted.update((group_key(g), self._group_flows(g)) for g in touched)
         changes = {k: v for k, v in wanted.items() if self._written.get(k) != v}
-        for key in self._keys.get(port_id, set()) - wanted.keys():
-            changes[key] = []
         if changes:
             await self._write(changes)
         self._firewalls[port_id] = fw
-        self._keys[port_id] = set(wanted) - {BASE_KEY}
+        self._keys[port_id] = {port_key(port_id)}
 
     async def remove(self, port_id: str) -> None:
         keys = self._keys.get(port_id)
         if keys is None:
             return
-        await self._write({key: [] for key in keys})
+        changes: Changes = {key: [] for key in keys}
+        changes.update((group_key(g), self._group_flows(g)) for g in self._use(port_id, []))
+        await self._write(changes)
         del self._keys[port_id]
         self._firewalls.pop(port_id, None)
         reg = self._regs.pop(port_id, None)
         if reg is not None:
             self._owners.pop(reg, None)
 
+    def _use(self, port_id: str, sigs: list[Signature]) -> set[str]:
+        """Record the port's conjunctions; returns the groups whose set changed."""
+        old = set(self._sigs.get(port_id, ()))
+        touched = set()
+        for sig in old - set(sigs):
+            users = self._users[sig]
+            users.discard(port_id)
+            if not users:
+                del self._users[sig]
+                self._conj_ids.pop(self._conj.pop(sig))
+                touched.add(sig.group)
+        for sig in set(sigs) - old:
+            if sig not in self._users:
+                self._users[sig] = set()
+                salt = 0
+                while (conj := conjunction_id(sig, salt)) in self._conj_ids:
+                    salt += 1
+                self._conj[sig], self._conj_ids[conj] = conj, sig
+                touched.add(sig.group)
+            self._users[sig].add(port_id)
+        if sigs:
+            self._sigs[port_id] = sigs
+        else:
+            self._sigs.pop(port_id, None)
+        return touched
+
+    def _group_flows(self, group: str) -> list[str]:
+        conj = {sig: n for sig, n in self._conj.items() if sig.group == group}
+        return group_flows(group, self.members.get(group, {}), conj) if conj else []
+
+    async def _rewrite(self, group: str) -> None:
+        delay = 0.05
+        while True:
+            flows = self._group_flows(group)
+            if self._written.get(group_key(group), []) == flows:
+                return
+            try:
+                await self._write({group_key(group): flows})
+                return
+            except OvsError as exc:
+                log.warning("members of %s: %s (retrying)", group, exc)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 5.0)
+
     async def stop(self, timeout: float = 5.0) -> None:
         """Let the bundle in flight finish (a cancelled ovs-ofctl would outlive
         us), then stop."""
+        await cancel_and_wait(*self._rewrites)
         if self._writer is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._writer), timeout)

@@ -263,12 +263,9 @@ class OvsAgent:
             self._kick(fw["port_id"])
 
     def on_members_changed(self, group_id: str, members: dict[str, list[str]]) -> None:
-        """Only the member flows of the ports using the group are rewritten: their
-        workers find nothing else changed."""
-        if not self._running:
-            return
-        for port_id in self.firewalls.set_members(group_id, members):
-            self._kick(port_id)
+        """Only the group's member flows (shared by the ports using it) are rewritten."""
+        if self._running:
+            self.firewalls.members_changed(group_id, members)
 
     def on_port_unbound(self, port_id: str) -> None:
         if not self._running:
