@@ -25,10 +25,12 @@ from pathlib import Path
 
 import pytest
 
+from vifwire.agent.firewalls import port_key
 from vifwire.agent.service import OvsAgent
 from vifwire.bus.base import agent_topic
 from vifwire.bus.local import LocalBus
 from vifwire.messages import FirewallRule, PortDetails, PortFirewall
+from vifwire.ovs.flows import group_cookie
 from vifwire.ovs.runtime import OvsRuntime
 from vifwire.settings import Settings
 
@@ -210,7 +212,7 @@ async def test_agent_restart_never_lets_a_denied_packet_pass(
         await asyncio.sleep(1.0)  # no agent at all
         second = make_agent()
         await second.start()
-        await wait_for(lambda: all(second.firewalls.installed(vm.port_id)
+        await wait_for(lambda: all(second.firewalls.enforced(vm.port_id)
                                    for vm in (rig.a, rig.b, rig.c)), what="reinstalled")
         assert await wait_reach(rig.b, "tcp", rig.a.ip, "80")
         assert not await reach(rig.b, "tcp", rig.a.ip, "81")
@@ -293,3 +295,25 @@ async def test_a_port_without_port_security_passes_everything(
     await asyncio.to_thread(sh, *inside, "ip", "addr", "add", "10.77.0.98/24", "dev", "eth0")
     assert await wait_reach(b, "tcp", a.ip, "80", "10.77.0.98")  # any source address
     assert not await reach(b, "tcp", a.ip, "81", "10.77.0.98")  # a's rules still hold
+
+
+async def test_restart_drops_the_rules_of_ports_gone_meanwhile(
+        rig: Rig, make_agent: Callable[..., OvsAgent], server: ServerPeer,
+        ovs: OvsRuntime) -> None:
+    a, b, c = rig.a, rig.b, rig.c
+    assert await wait_reach(c, "tcp", a.ip, "80")
+    await rig.agent.stop()
+    del server.ports[c.port_id]  # deleted on the server: its VIF stays, unknown
+    await asyncio.to_thread(b.unplug)  # gone from the bridge
+    second = make_agent()
+    await second.start()
+
+    def cookies() -> str:
+        return ovs.ofctl("dump-flows", ovs.settings.integration_bridge)
+
+    stale = [f"cookie={group_cookie(port_key(vm.port_id)):#x}," for vm in (b, c)]
+    await wait_for(lambda: not any(s in cookies() for s in stale), what="old rules gone")
+    await wait_for(lambda: c.dropped(), what="c isolated")
+    assert second.firewalls.enforced(a.port_id)
+    assert not await reach(c, "tcp", a.ip, "80")
+    assert f"cookie={group_cookie(port_key(a.port_id)):#x}," in cookies()

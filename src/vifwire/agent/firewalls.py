@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from vifwire.agent.firewall import (
     BASE_FLOWS,
@@ -42,7 +42,7 @@ from vifwire.agent.firewall import (
 )
 from vifwire.agent.tasks import cancel_and_wait, spawn
 from vifwire.messages import PortDetails, PortFirewall
-from vifwire.ovs.flows import KEPT, FlowTable
+from vifwire.ovs.flows import KEPT, FlowTable, group_cookie
 from vifwire.ovs.runtime import OvsError
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,10 @@ class Firewalls:
         self._users: dict[Signature, set[str]] = {}  # conjunction -> ports
         self._sigs: dict[str, list[Signature]] = {}  # port -> its conjunctions
         self._rewrites: set[asyncio.Task[None]] = set()
+        # Ports a previous agent may have left rules for (`suspect`): removed
+        # unless wanted, as if installed.
+        self._suspects: set[str] = set()
+        self._sweep = False
         self._pending: list[tuple[Changes, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self.bundles = 0  # bundles written (for benches)
@@ -94,7 +98,38 @@ class Firewalls:
             self._rewrites.add(task)
             task.add_done_callback(self._rewrites.discard)
 
+    async def adopt(self, port_ids: Iterable[str]) -> None:
+        """At start, before any write: find the rules a previous agent left. Those of
+        `port_ids` (VIFs on the bridge) count as installed until each port's
+        worker rewrote or removed them; once none is left, whatever else is
+        left (ports gone meanwhile, groups no longer used) is swept."""
+        present = await self._flows.cookies()
+        self._suspects = {p for p in port_ids if group_cookie(port_key(p)) in present}
+        self._sweep = bool(present)
+        self._settled()
+
+    def _settled(self) -> None:
+        if self._sweep and not self._suspects:
+            self._sweep = False
+            task = spawn(self._swept(), name="agent:firewall-sweep")
+            self._rewrites.add(task)
+            task.add_done_callback(self._rewrites.discard)
+
+    async def _swept(self) -> None:
+        try:
+            gone = await self._flows.sweep()
+        except OvsError as exc:
+            log.warning("sweeping old firewall rules: %s", exc)
+            return
+        if gone:
+            log.info("swept the rules of %d groups a previous agent left", gone)
+
     def installed(self, port_id: str) -> bool:
+        """Rules of ours, or maybe of a previous agent's, are there for the port."""
+        return port_id in self._keys or port_id in self._suspects
+
+    def enforced(self, port_id: str) -> bool:
+        """We wrote the port's rules."""
         return port_id in self._keys
 
     def written(self, key: str) -> list[str] | None:
@@ -119,15 +154,21 @@ class Firewalls:
             await self._write(changes)
         self._firewalls[port_id] = fw
         self._keys[port_id] = {port_key(port_id)}
+        if port_id in self._suspects:
+            self._suspects.discard(port_id)
+            self._settled()
 
     async def remove(self, port_id: str) -> None:
-        keys = self._keys.get(port_id)
+        keys = self._keys.get(port_id, {port_key(port_id)} if port_id in self._suspects else None)
         if keys is None:
             return
         changes: Changes = {key: [] for key in keys}
         changes.update((group_key(g), self._group_flows(g)) for g in self._use(port_id, []))
         await self._write(changes)
-        del self._keys[port_id]
+        self._keys.pop(port_id, None)
+        if port_id in self._suspects:
+            self._suspects.discard(port_id)
+            self._settled()
         self._firewalls.pop(port_id, None)
         reg = self._regs.pop(port_id, None)
         if reg is not None:

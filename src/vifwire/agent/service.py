@@ -197,6 +197,7 @@ class OvsAgent:
         except TimeoutError as exc:
             raise OvsUnavailable("no OpenFlow connection to "
                                  f"{self.ovs_settings.integration_bridge}") from exc
+        await self.firewalls.adopt(self._ports)  # a previous agent's rules stay until replaced
         await self._flows.restore()
 
     @property
@@ -404,7 +405,7 @@ class OvsAgent:
                     await self._flows.put(port_id, [_drop_spec(str(ofport))])
                     state.dropped = True
                 vlan = self._vlans.vlan_of(state.network) if state.network else None
-                if self.firewalls.installed(port_id) and state.details is not None \
+                if self.firewalls.enforced(port_id) and state.details is not None \
                         and "firewall" in state.details and vlan is not None:
                     # Its rules on the new number before vswitchd opens the device.
                     await self.firewalls.ensure(port_id, state.details, str(ofport), vlan)

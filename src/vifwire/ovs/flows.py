@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 
 from vifwire.ovs.model import Flow, OvsWriteFailed
@@ -131,6 +132,24 @@ class FlowTable:
         log.info("flows of %s restored (%d groups)", self._bridge, len(self._groups))
         if self._on_restored is not None:
             self._on_restored()
+
+    async def cookies(self, prefix: int = KEPT_PREFIX) -> set[int]:
+        """The cookies of the bridge's flows under `prefix` (the top 16 bits)."""
+        proc = await self._spawn("dump-flows", self._bridge, f"cookie={prefix:#x}/{GROUP_MASK:#x}")
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise OvsWriteFailed(f"flows of {self._bridge}: {err.decode().strip()}")
+        return {int(c, 16) for c in re.findall(rb"cookie=(0x[0-9a-f]+)", out)}
+
+    async def sweep(self, prefix: int = KEPT_PREFIX) -> int:
+        """Delete the flows under `prefix` no group held here owns (a previous
+        agent's); returns how many groups went."""
+        async with self._lock:
+            held = {group_cookie(key) for key in self._groups if key != BASE}
+            stale = await self.cookies(prefix) - held
+            if stale:
+                await self._bundle([f"delete cookie={c:#x}/-1" for c in sorted(stale)])
+        return len(stale)
 
     # -- keeping them installed -------------------------------------------
 
