@@ -12,7 +12,12 @@ fresh agent on a LocalBus whose server peer pushes every port's firewall:
   from the group, egress all, IPv4 and IPv6), so each port's rules name every
   other port as a member.
 
-For each: the agent's start until every port's firewall is installed (wall,
+Then a plug burst: a running agent, `--ports` new VIFs added at once in the
+dead VLAN (as os-vif's isolate_vif leaves them), with no firewall, and with the
+`group` one: per port the agent's seen -> wired -> up (its trace), since the
+firewall is written before the tag.
+
+For each of the first two: the agent's start until every port's firewall is installed (wall,
 this process's CPU: all its threads), OpenFlow flows per port (the agent's
 count and the bridge's total), then `firewall_changed` adding one rule to all
 ports and (group case) `sg_members_changed` adding one member, each timed from
@@ -46,7 +51,7 @@ from vifwire.bus.local import LocalBus
 from vifwire.messages import FirewallRule, PortDetails, PortFirewall
 from vifwire.ovs.runtime import OvsRuntime
 from vifwire.settings import OvsSettings, Settings
-from vifwire.trace import NullTracer
+from vifwire.trace import NullTracer, Stage, Tracer
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -131,6 +136,51 @@ async def timed_start(agent: OvsAgent, done: Callable[[], bool]) -> dict[str, fl
             "cpu_ms": round(1000 * (time.process_time() - cpu), 1)}
 
 
+async def plug_burst(template: PortFirewall | None, runtime: OvsRuntime, netns: str,
+                     settings: Settings,
+                     bus: LocalBus, ports: dict[str, PortDetails], tag: str) -> dict[str, Any]:
+    """A running agent; the ports' VIFs plugged at once; per port seen -> up."""
+    network = str(uuid.uuid4())
+    fresh = {}
+    for p in ports.values():
+        q = {**p, "port_id": str(uuid.uuid4()), "network_id": network, "status": "DOWN"}
+        q.pop("firewall", None)
+        if template is not None:
+            q["firewall"] = {**template, "port_id": q["port_id"]}
+        fresh[q["port_id"]] = q
+    ports.clear()
+    ports.update(fresh)  # what the server peer answers
+    tracer = Tracer("agent", None)
+    agent = OvsAgent(settings, bus, tracer, ovs=runtime.settings, ovs_timeout=60)
+    names = [f"vp{tag}{i:04d}" for i in range(len(fresh))]
+    await agent.start()
+    try:
+        wall = time.perf_counter()
+        cpu = time.process_time()
+        await asyncio.to_thread(plug_all, runtime, netns, names, list(fresh),
+                                [p["mac_address"] for p in fresh.values()], {"tag": "4095"})
+        await until(lambda: sum(1 for e in tracer.events if e["stage"] == Stage.UP)
+                    >= len(fresh))
+        out: dict[str, Any] = {"firewall": template is not None, "ports": len(fresh),
+                               "plug_until_all_up_ms": round(1000 * (time.perf_counter() - wall)),
+                               "cpu_ms_per_port": round(1000 * (time.process_time() - cpu)
+                                                        / len(fresh), 2),
+                               "firewall_bundles": agent.firewalls.bundles}
+    finally:
+        await agent.stop()
+    t: dict[str, dict[str, float]] = {}
+    for e in tracer.events:
+        t.setdefault(e["port"], {}).setdefault(e["stage"], e["t"])
+    seen_up = sorted(1000 * (v[Stage.UP] - v[Stage.SEEN]) for v in t.values()
+                     if Stage.UP in v and Stage.SEEN in v)
+    out["seen_to_up_ms"] = {"p50": round(seen_up[len(seen_up) // 2], 1),
+                            "p99": round(seen_up[int(len(seen_up) * 0.99) - 1], 1),
+                            "max": round(seen_up[-1], 1)}
+    runtime.vsctl("--if-exists", "del-br", runtime.settings.integration_bridge, timeout=120)
+    runtime.ensure_bridge(runtime.settings.integration_bridge)
+    return out
+
+
 def bridge_flows(runtime: OvsRuntime) -> int:
     out = runtime.ofctl("dump-aggregate", runtime.settings.integration_bridge)
     return int(out.split("flow_count=")[1].split()[0])
@@ -164,6 +214,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for case in ("prefix", "group"):
             results.append(await one_case(case, runtime, settings, bus, ports, ips))
             runtime.ofctl("del-flows", runtime.settings.integration_bridge)
+        runtime.vsctl("--if-exists", "del-br", runtime.settings.integration_bridge, timeout=120)
+        runtime.ensure_bridge(runtime.settings.integration_bridge)
+        subprocess.run(["ip", "-n", netns, "-batch", "-"], input="".join(
+            f"link del {n}\n" for n in names), text=True, check=False)
+        template = next(iter(ports.values()))["firewall"]
+        for n, fw in enumerate((None, template)):
+            results.append(await plug_burst(fw, runtime, netns, settings, bus,
+                                            ports, f"{short[:4]}{n}"))
     finally:
         await bus.stop()
         runtime.destroy()
