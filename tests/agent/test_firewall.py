@@ -317,3 +317,30 @@ async def test_restart_drops_the_rules_of_ports_gone_meanwhile(
     assert second.firewalls.enforced(a.port_id)
     assert not await reach(c, "tcp", a.ip, "80")
     assert f"cookie={group_cookie(port_key(a.port_id)):#x}," in cookies()
+
+
+async def test_traffic_from_a_trunk_meets_the_ingress_rules(
+        rig: Rig, ovs: OvsRuntime, vms: Callable[..., Vm]) -> None:
+    """A remote VM behind a patch port (as behind patch-tun: VLAN-tagged frames on
+    the network's local VLAN) reaches a's allowed ports only; replies go back."""
+    vlan = rig.agent.local_vlans()[NET]
+    d = vms(str(uuid.uuid4()), "10.77.0.9", "fa:16:3e:77:00:09", plug=False, prefix="fwag")
+    assert probe(d, "nocsum", "eth0")
+    other, short = f"brx{d.tag[-4:]}", d.tag[-4:]
+    bridge = ovs.settings.integration_bridge
+    ovs.vsctl("add-br", other, "--", "set", "Bridge", other, "datapath_type=netdev",
+              "--", "add-port", other, d.device, f"tag={vlan}",
+              "--", "add-port", other, f"pxi{short}", "--", "set", "Interface", f"pxi{short}",
+              "type=patch", f"options:peer=pxb{short}",
+              "--", "add-port", bridge, f"pxb{short}", "--", "set", "Interface", f"pxb{short}",
+              "type=patch", f"options:peer=pxi{short}")
+    try:
+        assert await wait_reach(d, "tcp", rig.a.ip, "80")
+        assert not await reach(d, "tcp", rig.a.ip, "81")
+        assert not await reach(d, "udp", rig.a.ip, "53")  # not a member of "clients"
+        assert await ping(d, rig.a.ip)
+        assert not await ping(d, rig.b.ip)
+        assert await ping(rig.a, d.ip)  # a's egress; the reply comes in from the patch
+    finally:
+        ovs.vsctl("--if-exists", "del-port", bridge, f"pxb{short}", "--", "--if-exists",
+                  "del-br", other)
