@@ -344,3 +344,41 @@ async def test_traffic_from_a_trunk_meets_the_ingress_rules(
     finally:
         ovs.vsctl("--if-exists", "del-port", bridge, f"pxb{short}", "--", "--if-exists",
                   "del-br", other)
+
+
+def link_local(vm: Vm) -> str:
+    out = sh("ip", "-n", vm.netns, "-6", "-o", "addr", "show", "dev", "eth0", "scope",
+             "link").stdout
+    return out.split("inet6 ")[1].split("/")[0]
+
+
+async def ping6(vm: Vm, address: str) -> bool:
+    done = await asyncio.to_thread(sh, "ip", "netns", "exec", vm.netns, "ping", "-6", "-c", "3",
+                                   "-i", "0.2", "-W", "1", f"{address}%eth0", check=False)
+    return done.returncode == 0
+
+
+async def test_ipv6_neighbour_discovery_passes_rules_decide(
+        rig: Rig, bus: LocalBus, settings: Settings) -> None:
+    a, b = rig.a, rig.b
+    target = await wait_for(lambda: "inet6" in sh("ip", "-n", a.netns, "-6", "addr").stdout
+                            and link_local(a), what="a's link-local address")
+    icmp6 = FirewallRule(security_group_id="web", direction="ingress", ethertype="IPv6",
+                         protocol=58, port_range_min=None, port_range_max=None,
+                         remote_ip_prefix=None, remote_group_id=None)
+    egress6 = FirewallRule(**{**icmp6, "direction": "egress", "protocol": None})
+    topic = agent_topic(settings.host)
+
+    async def add(vm: Vm, name: str, rules: list[FirewallRule], table: str) -> None:
+        fw = rig.ports[name]["firewall"]
+        await bus.cast(topic, "firewall_changed", firewalls=[{**fw, "rules": [*fw["rules"],
+                                                                             *rules]}])
+        await wait_for(lambda: any("ipv6" in f or "icmp6" in f for f in (
+            rig.agent.firewalls.written(f"kept:fw:{vm.port_id}") or []) if table in f),
+            what="IPv6 rules")
+
+    await add(b, "b", [egress6], "table=72")
+    assert not await ping6(b, target)  # ND passes, but a has no IPv6 ingress rule
+    await add(a, "a", [icmp6, egress6], "table=82")
+    # NS/NA between their link-local addresses, then the echo and its reply
+    assert any([await ping6(b, target) for _ in range(3)])
