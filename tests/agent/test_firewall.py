@@ -320,7 +320,8 @@ async def test_restart_drops_the_rules_of_ports_gone_meanwhile(
 
 
 async def test_traffic_from_a_trunk_meets_the_ingress_rules(
-        rig: Rig, ovs: OvsRuntime, vms: Callable[..., Vm]) -> None:
+        rig: Rig, ovs: OvsRuntime, vms: Callable[..., Vm],
+        make_agent: Callable[..., OvsAgent]) -> None:
     """A remote VM behind a patch port (as behind patch-tun: VLAN-tagged frames on
     the network's local VLAN) reaches a's allowed ports only; replies go back."""
     vlan = rig.agent.local_vlans()[NET]
@@ -335,6 +336,10 @@ async def test_traffic_from_a_trunk_meets_the_ingress_rules(
               "--", "add-port", bridge, f"pxb{short}", "--", "set", "Interface", f"pxb{short}",
               "type=patch", f"options:peer=pxi{short}")
     try:
+        await rig.agent.stop()  # again, with that patch port as a trunk
+        agent = make_agent(trunks=(f"pxb{short}",))
+        await agent.start()
+        await wait_for(lambda: agent.firewalls.enforced(rig.a.port_id), what="firewall")
         assert await wait_reach(d, "tcp", rig.a.ip, "80")
         assert not await reach(d, "tcp", rig.a.ip, "81")
         assert not await reach(d, "udp", rig.a.ip, "53")  # not a member of "clients"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from dataclasses import replace
 
 from vifwire.agent.firewall import (
     BASE_FLOWS,
@@ -66,8 +67,13 @@ def test_anti_spoofing_allows_only_own_macs_and_addresses() -> None:
     na = [f for f in flows if "icmp_type=136" in f]
     assert sorted(f.split("nd_target=")[1].split(",")[0] for f in na) == \
         sorted(["2001:db8::5", "fe80::f816:3eff:fe00:1", "fe80::f816:3eff:fe00:99"])
-    # ingress for both MACs: from the local pipeline and from a trunk
-    assert sum("dl_dst=fa:16:3e:00:00:99" in f for f in flows) == 2
+    # ingress for both MACs: from the local pipeline, and from a trunk only
+    assert sum("dl_dst=fa:16:3e:00:00:99" in f for f in flows) == 1
+    trunked = flows_of(replace(p, trunks=("patch-tun",)))
+    assert [f for f in trunked if "dl_vlan" in f] == [
+        f"priority=50,in_port=patch-tun,dl_vlan=12,dl_dst={mac},actions=set_field:7->reg5,"
+        f"set_field:12->reg6,strip_vlan,resubmit(,81)"
+        for mac in ("fa:16:3e:00:00:01", "fa:16:3e:00:00:99")]
 
 
 def test_dhcp_servers_and_router_advertisements_of_a_vm_are_dropped() -> None:

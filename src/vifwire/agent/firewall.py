@@ -6,8 +6,10 @@ reg6 = the conntrack zone = the network's local VLAN.
 
     table 0   in_port=<VIF with a firewall> -> reg5, reg6, to 71 (prio 100)
               in_port=<VIF, port security off> -> reg6, to 73 (prio 100)
-              VLAN-tagged arrival (patch-tun) for a local firewall port's MAC ->
-              reg5, reg6, strip VLAN, to 81 (prio 50); else as before (NORMAL)
+              from a trunk (patch-tun), VLAN-tagged, for a local firewall port's
+              MAC -> reg5, reg6, strip VLAN, to 81 (prio 50; only from a trunk:
+              a VIF without rules must not reach another VLAN by tagging its
+              frames); else as before (NORMAL)
     table 71  egress anti-spoofing: ARP, IPv4, IPv6 only from the port's MACs and
               addresses (fixed IPs, allowed address pairs, the MACs' link-local);
               DHCP client, RS/NS/MLD and NA for its own addresses pass; DHCP
@@ -110,6 +112,7 @@ class FwPort:
     mac: str
     fixed_ips: tuple[str, ...]
     firewall: PortFirewall
+    trunks: tuple[str, ...] = ()  # ports carrying VLAN-tagged traffic (patch-tun)
 
 
 def firewall_reg(port_id: str, salt: int = 0) -> int:
@@ -144,8 +147,8 @@ def port_flows(p: FwPort, conjunctions: Mapping[Signature, int]) -> list[str]:
     into = f"set_field:{p.reg}->reg5,set_field:{p.vlan}->reg6"
     pairs = _allowed(p)
     for mac in sorted({m for m, _ in pairs}):
-        flows.append(f"priority=50,dl_vlan={p.vlan},dl_dst={mac},"
-                     f"actions={into},strip_vlan,resubmit(,{T_INGRESS})")
+        flows += [f"priority=50,in_port={trunk},dl_vlan={p.vlan},dl_dst={mac},"
+                  f"actions={into},strip_vlan,resubmit(,{T_INGRESS})" for trunk in p.trunks]
         flows.append(f"table={T_ACCEPTED},priority=100,reg6={p.vlan},dl_dst={mac},"
                      f"actions=set_field:{p.reg}->reg5,resubmit(,{T_INGRESS})")
         flows += _spoofing(reg, mac, [a for m, a in pairs if m == mac], fw["stateful"])

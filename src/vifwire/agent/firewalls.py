@@ -60,8 +60,9 @@ def group_key(group: str) -> str:
 
 
 class Firewalls:
-    def __init__(self, flows: FlowTable) -> None:
+    def __init__(self, flows: FlowTable, trunks: tuple[str, ...] = ()) -> None:
         self._flows = flows
+        self._trunks = trunks  # ports VLAN-tagged traffic arrives on
         self.members: dict[str, dict[str, list[str]]] = {}
         self._firewalls: dict[str, PortFirewall] = {}  # port -> firewall installed
         self._written: dict[str, list[str]] = {}  # key -> rules written
@@ -145,7 +146,7 @@ class Firewalls:
         `ofport` on local VLAN `vlan`; raises OvsError."""
         fw = details["firewall"]  # its members were learnt when the details came
         p = FwPort(port_id, ofport, self._reg(port_id), vlan, details["mac_address"],
-                   tuple(ip["ip_address"] for ip in details["fixed_ips"]), fw)
+                   tuple(ip["ip_address"] for ip in details["fixed_ips"]), fw, self._trunks)
         touched = self._use(port_id, signatures(fw)) | set(remote_groups(fw))
         wanted: Changes = {BASE_KEY: list(BASE_FLOWS), port_key(port_id): port_flows(p, self._conj)}
         wanted.update((group_key(g), self._group_flows(g)) for g in touched)

@@ -40,6 +40,7 @@ from vifwire.agent.overlay import Overlay
 from vifwire.agent.plan import Lookup, PortView, network_to_hold, plan
 from vifwire.agent.reporter import StatusReporter
 from vifwire.agent.tasks import KeyedWorkers, cancel_and_wait, spawn
+from vifwire.agent.tunnels import PATCH_TUN
 from vifwire.agent.vlans import LocalVlans
 from vifwire.bus.base import SERVER_TOPIC, Bus, BusError, agent_topic
 from vifwire.messages import AgentState, FdbEntry, FdbGone, PortDetails, PortFirewall
@@ -105,7 +106,7 @@ class _Endpoint:
 class OvsAgent:
     def __init__(self, settings: Settings, bus: Bus, tracer: Tracer, *,
                  ovs: OvsSettings | None = None, ovs_timeout: float = 10.0,
-                 rpc_timeout: float = 30.0) -> None:
+                 rpc_timeout: float = 30.0, trunks: tuple[str, ...] | None = None) -> None:
         self.settings = settings
         self.ovs_settings = ovs or settings.ovs
         self.host = settings.host
@@ -115,7 +116,10 @@ class OvsAgent:
         self._bridge = OvsBridge(self.ovs_settings, self._on_vif_changes, timeout=ovs_timeout)
         self._flows = FlowTable(OvsRuntime(self.ovs_settings),
                                 self.ovs_settings.integration_bridge)
-        self.firewalls = Firewalls(self._flows)
+        # Trunks: where VLAN-tagged traffic for local ports arrives (the overlay's
+        # patch port); a firewall port's ingress rules apply to it there too.
+        self.firewalls = Firewalls(self._flows, trunks if trunks is not None else
+                                   (PATCH_TUN,) if settings.local_ip else ())
         self._reporter = StatusReporter(bus, self.host, tracer, timeout=rpc_timeout,
                                         backoff=BACKOFF)
         self._vlans = LocalVlans()
