@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 
 from vifwire.ovs.model import Flow, OvsWriteFailed
@@ -36,14 +37,19 @@ log = logging.getLogger(__name__)
 
 # Cookies: the top 16 bits say whose rule it is. Base rules (never deleted by the
 # table itself, so their deletion is a loss) use 0x7676; groups 0x7677 + a hash.
+# Groups keyed "kept:..." (the firewall's) use 0x7678: `restore()` rewrites them
+# but never clears them, so a restarted agent keeps enforcing the previous one's
+# until it replaces each group by key (same key, same cookie).
 BASE_COOKIE = 0x7676 << 48
 GROUP_PREFIX, GROUP_MASK = 0x7677 << 48, 0xFFFF << 48
+KEPT, KEPT_PREFIX = "kept:", 0x7678 << 48
 BASE = "base"
 RECONNECT_S = (0.05, 1.0)
 
 
 def group_cookie(key: str) -> int:
-    return GROUP_PREFIX | int.from_bytes(hashlib.blake2b(key.encode(), digest_size=6).digest())
+    prefix = KEPT_PREFIX if key.startswith(KEPT) else GROUP_PREFIX
+    return prefix | int.from_bytes(hashlib.blake2b(key.encode(), digest_size=6).digest())
 
 
 class FlowTable:
@@ -110,8 +116,9 @@ class FlowTable:
                 await self._bundle(lines)
             except OvsWriteFailed as exc:
                 log.warning("restoring all flows failed, group by group: %s", exc)
-                base = self._groups.get(BASE, [])
-                await self._bundle([clear, *(f"add {f.line()}" for f in base)])
+                # The base rules (NORMAL) last: until then nothing is switched
+                # but what a kept (firewall) group passed.
+                await self._bundle([clear])
                 for key, flows in list(self._groups.items()):
                     if key == BASE:
                         continue
@@ -119,10 +126,30 @@ class FlowTable:
                         await self._bundle([f"add {f.line()}" for f in flows])
                     except OvsWriteFailed as one:
                         log.warning("flows of %s not restored: %s", key, one)
+                base = self._groups.get(BASE, [])
+                await self._bundle([f"add {f.line()}" for f in base])
             self.restores += 1
         log.info("flows of %s restored (%d groups)", self._bridge, len(self._groups))
         if self._on_restored is not None:
             self._on_restored()
+
+    async def cookies(self, prefix: int = KEPT_PREFIX) -> set[int]:
+        """The cookies of the bridge's flows under `prefix` (the top 16 bits)."""
+        proc = await self._spawn("dump-flows", self._bridge, f"cookie={prefix:#x}/{GROUP_MASK:#x}")
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise OvsWriteFailed(f"flows of {self._bridge}: {err.decode().strip()}")
+        return {int(c, 16) for c in re.findall(rb"cookie=(0x[0-9a-f]+)", out)}
+
+    async def sweep(self, prefix: int = KEPT_PREFIX) -> int:
+        """Delete the flows under `prefix` no group held here owns (a previous
+        agent's); returns how many groups went."""
+        async with self._lock:
+            held = {group_cookie(key) for key in self._groups if key != BASE}
+            stale = await self.cookies(prefix) - held
+            if stale:
+                await self._bundle([f"delete cookie={c:#x}/-1" for c in sorted(stale)])
+        return len(stale)
 
     # -- keeping them installed -------------------------------------------
 
