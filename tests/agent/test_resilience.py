@@ -172,3 +172,36 @@ async def wait_ping(vm: Vm, ip: str, attempts: int = 10) -> bool:
         if await asyncio.to_thread(vm.ping, ip, 1):
             return True
     return False
+
+
+async def test_restarted_agent_keeps_flows_in_place_and_restores_changed_ones(
+        make_agent: Callable[..., OvsAgent], server: ServerPeer, vms: MakeVm,
+        ovs: OvsRuntime) -> None:
+    """A restart writes no flow when vswitchd holds exactly the agent's rules, and
+    rewrites them all when one is missing or a stale one is in the table."""
+    bridge = ovs.settings.integration_bridge
+    first = make_agent()
+    await first.start()
+    d1 = vms(pid(), "10.35.0.1", "fa:16:3e:35:00:01")
+    d2 = vms(pid(), "10.35.0.2", "fa:16:3e:35:00:02")
+    for vm in (d1, d2):
+        await wait_tag(vm, DEAD_VLAN)
+    await wait_for(lambda: flows(ovs).count("actions=drop") == 3, what="drops")
+    await first.stop()
+    kept = make_agent()
+    await kept.start()
+    assert (kept.flow_restores, kept.flows_kept) == (1, 1)
+    assert flows(ovs).count("actions=drop") == 3
+    await kept.stop()
+    # While no agent ran: d2's drop flow deleted, and a stale rule of the agent's
+    # (a group of a port long gone) added. Both are differences: all rewritten.
+    ovs.ofctl("del-flows", bridge, f"in_port={d2.device}")
+    ovs.ofctl("add-flow", bridge, "cookie=0x7677000000000abc,priority=7,arp,actions=drop")
+    assert flows(ovs).count("actions=drop") == 3
+    fixed = make_agent()
+    await fixed.start()
+    assert (fixed.flow_restores, fixed.flows_kept) == (1, 0)
+    table = flows(ovs)
+    assert "0x7677000000000abc" not in table
+    assert table.count("actions=drop") == 3
+    assert not await asyncio.to_thread(d1.ping, d2.ip, 3)
