@@ -62,6 +62,15 @@ async def two_dead_two_wired(make_agent: Callable[..., OvsAgent], server: Server
     return agent, [*wired, *dead]
 
 
+async def two_dead(vms: MakeVm, ovs: OvsRuntime, octet: int) -> tuple[Vm, Vm]:
+    """Two VIFs the server does not know, once a running agent isolated both."""
+    d1, d2 = (vms(pid(), f"10.{octet}.0.{i}", f"fa:16:3e:{octet:02x}:00:0{i}") for i in (1, 2))
+    for vm in (d1, d2):
+        await wait_tag(vm, DEAD_VLAN)
+    await wait_for(lambda: flows(ovs).count("actions=drop") == 3, what="drops")
+    return d1, d2
+
+
 async def test_bridge_is_fail_secure(make_agent: Callable[..., OvsAgent],
                                      ovs: OvsRuntime) -> None:
     agent = make_agent()
@@ -147,11 +156,7 @@ async def test_dead_vif_keeps_its_drop_flow_across_device_loss(
         ovs: OvsRuntime) -> None:
     agent = make_agent()
     await agent.start()
-    d1 = vms(pid(), "10.34.0.1", "fa:16:3e:34:00:01")
-    d2 = vms(pid(), "10.34.0.2", "fa:16:3e:34:00:02")
-    for vm in (d1, d2):
-        await wait_tag(vm, DEAD_VLAN)
-    await wait_for(lambda: flows(ovs).count("actions=drop") == 3, what="drops")
+    d1, d2 = await two_dead(vms, ovs, 34)
     await asyncio.to_thread(d2.unlink)
     await asyncio.to_thread(d2.link)
     # The returned device may have a new ofport: its drop flow must follow it.
@@ -182,11 +187,7 @@ async def test_restarted_agent_keeps_flows_in_place_and_restores_changed_ones(
     bridge = ovs.settings.integration_bridge
     first = make_agent()
     await first.start()
-    d1 = vms(pid(), "10.35.0.1", "fa:16:3e:35:00:01")
-    d2 = vms(pid(), "10.35.0.2", "fa:16:3e:35:00:02")
-    for vm in (d1, d2):
-        await wait_tag(vm, DEAD_VLAN)
-    await wait_for(lambda: flows(ovs).count("actions=drop") == 3, what="drops")
+    d1, d2 = await two_dead(vms, ovs, 35)
     await first.stop()
     kept = make_agent()
     await kept.start()
