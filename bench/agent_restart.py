@@ -36,6 +36,7 @@ import cProfile
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import time
@@ -310,6 +311,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 pinger.kill()
         await bus.stop()
         runtime.destroy()
+        shutil.rmtree(run_dir, ignore_errors=True)
         for name in [*vms, netns]:
             subprocess.run(["ip", "netns", "del", name], check=False)
     for figures in restarts:
