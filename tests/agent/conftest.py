@@ -53,7 +53,7 @@ def fast(request: pytest.FixtureRequest) -> bool:
 
 @pytest.fixture
 def ovs_settings(ovs: OvsRuntime, fast: bool) -> OvsSettings:
-    return replace(ovs.settings, raw_members=fast)
+    return replace(ovs.settings, raw_rows=fast)
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ nothing triggers a global resync.
 Start order matters: OVSDB first (its initial snapshot gives the VLAN hints
 that keep tags stable, and `connect` makes the bridge fail secure), then the
 OpenFlow rules (`_flows`: NORMAL, the dead-VLAN drop and the drop flow of every
-VIF already in the dead VLAN, in one bundle, so a restart never opens a gap;
+VIF already in the dead VLAN, in one bundle, so a restart never opens a gap,
+or in none when vswitchd holds exactly them already, as after an agent restart;
 the OpenFlow watch they need connects while the IDL loads), serving our topic
 (so no bind is missed), the first heartbeat, and the full sync from the server.
 Workers only run after the sync, so the sync's answer spares a lookup per VIF.
@@ -202,12 +203,17 @@ class OvsAgent:
             raise OvsUnavailable("no OpenFlow connection to "
                                  f"{self.ovs_settings.integration_bridge}") from exc
         await self.firewalls.adopt(self._ports)  # a previous agent's rules stay until replaced
-        await self._flows.restore()
+        await self._flows.ensure()
 
     @property
     def flow_restores(self) -> int:
         """How many times every flow was (re)installed: 1 after start, +1 per loss."""
         return self._flows.restores
+
+    @property
+    def flows_kept(self) -> int:
+        """Of `flow_restores`, how many found every flow in place (nothing written)."""
+        return self._flows.kept
 
     @property
     def device_count(self) -> int:

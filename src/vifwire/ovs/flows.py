@@ -5,7 +5,12 @@ one group per port; security groups can add theirs the same way), and is the
 one writer of those rules. `put(key, flows)` replaces a group atomically (one
 OpenFlow bundle: delete by the group's cookie, add), so a port is never less
 isolated between two versions of its rules. `restore()` rewrites the whole set
-from that state in one bundle.
+from that state in one bundle. `ensure()` first asks vswitchd whether it holds
+exactly that set already (`ovs-ofctl diff-flows`, which parses both sides the
+same way) and writes nothing if so: a restarted agent nearly always finds its
+rules in place, and a bundle, even one that changes nothing, costs vswitchd a
+revalidation of every datapath flow (about 0.3 s at 1,000 ports, on the thread
+that also forwards the netdev datapath's packets; diff-flows takes 0.04 s).
 
 Rules vanish without the agent doing anything: a restarted ovs-vswitchd starts
 with an empty table, and anyone may run `ovs-ofctl del-flows`. The bridge runs
@@ -62,7 +67,8 @@ class FlowTable:
         self._lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
-        self.restores = 0  # how many times the whole set was rewritten
+        self.restores = 0  # how many times the whole set was made right (written or kept)
+        self.kept = 0  # of those, how many found every rule in place and wrote nothing
 
     # -- what the agent wants ---------------------------------------------
 
@@ -150,6 +156,30 @@ class FlowTable:
             if stale:
                 await self._bundle([f"delete cookie={c:#x}/-1" for c in sorted(stale)])
         return len(stale)
+
+    async def ensure(self) -> None:
+        """`restore()`, unless the bridge holds exactly the rules wanted already.
+
+        Anything else counts as a difference and restores: a rule missing, extra
+        or changed, another owner's rule, a port name ovs-ofctl cannot resolve.
+        A loss after the check is the watch's to see, as after a restore."""
+        async with self._lock:
+            lines = [f.line() for flows in self._groups.values() for f in flows]
+            proc = await self._spawn("diff-flows", "--names", self._bridge, "/dev/stdin",
+                                     stdin=True)
+            out, err = await proc.communicate("\n".join(lines).encode() + b"\n")
+            if proc.returncode == 0:
+                self.restores += 1
+                self.kept += 1
+        if proc.returncode == 0:
+            log.info("flows of %s already in place (%d groups)", self._bridge,
+                     len(self._groups))
+            if self._on_restored is not None:
+                self._on_restored()
+            return
+        log.debug("flows of %s differ from the agent's (%s): restoring", self._bridge,
+                  (out or err).decode(errors="replace").strip()[:500])
+        await self.restore()
 
     # -- keeping them installed -------------------------------------------
 
