@@ -2,11 +2,12 @@
 
     .venv/bin/python bench/agent_ab.py [--ports 1000] [--rounds 3]
 
-`raw_members` (vifwire.ovs.vifs, OvsSettings.raw_members): the bridge's member
-set read from python-ovs's private `Row._data` as raw UUIDs instead of
-`bridge.ports` (one Row object per member). It is paid once per OVSDB batch
-that changes the Bridge row, i.e. on every add-port of a boot storm; measured
-on a private OVS with `--ports` ports on the bridge, modes alternating.
+`raw_rows` (vifwire.ovs.vifs, OvsSettings.raw_rows), its member read (results
+key `raw_members`): the bridge's member set read from python-ovs's private
+`Row._data` as raw UUIDs instead of `bridge.ports` (one Row object per member).
+It is paid once per OVSDB batch that changes the Bridge row, i.e. on every
+add-port of a boot storm; measured on a private OVS with `--ports` ports on
+the bridge, modes alternating.
 
 The other speed-up this bench once measured, `loop_results` (an ovsdbapp
 transaction's result queue swapped for a loop future), showed no gain and was
@@ -40,7 +41,7 @@ def member_reads(settings: OvsSettings, raw: bool, calls: int = 200) -> float:
     """Microseconds per `_bridge_members()` with the bridge's ports as they are."""
     conn = open_connection(settings.connection, MONITORED, idl_class=VifIdl,
                            bridge=settings.integration_bridge, sink=lambda changes: None,
-                           raw_members=raw)
+                           raw_rows=raw)
     conn.start()  # the IDL thread loads the database, then idles (nothing changes)
     try:
         deadline = time.monotonic() + 30

@@ -243,9 +243,11 @@ class Rig:
     # -- the driver -------------------------------------------------------------------
 
     def boot_cmd(self, host: Host, count: int, nova_url: str, network: str,
-                 connectivity: bool, external: bool) -> list[str]:
+                 connectivity: bool, external: bool, max_concurrent_builds: int = 0
+                 ) -> list[str]:
         args = [*VIFWIRE, *self.host_flags(host, nova_url), "boot", "--json", "--count",
-                str(count), "--network", network, "--timeout", "120"]
+                str(count), "--network", network, "--timeout", "120",
+                "--max-concurrent-builds", str(max_concurrent_builds)]
         if external:
             args += ["--target", self.api_url]
         return args + ([] if connectivity else ["--no-connectivity"])

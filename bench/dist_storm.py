@@ -35,13 +35,14 @@ def loadavg() -> list[float]:
 
 
 def run_storm(rig: Rig, boots: list[Boot], probes: list[Probe], *, network: str,
-              external: bool, connectivity: bool = True) -> dict[str, Any]:
+              external: bool, connectivity: bool = True,
+              max_concurrent_builds: int = 0) -> dict[str, Any]:
     pace = calibration_s()
     load_before = loadavg()
     with CpuSampler(probes) as sampler:
         started = time.monotonic()
         procs = [subprocess.Popen(rig.boot_cmd(b.host, b.count, b.nova_url, network,
-                                               connectivity, external),
+                                               connectivity, external, max_concurrent_builds),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for b in boots]
         outputs = [p.communicate() for p in procs]
@@ -58,10 +59,17 @@ def run_storm(rig: Rig, boots: list[Boot], probes: list[Probe], *, network: str,
                                  ("vm", "t_bound", "t_vm"), ("plug", "t_vm", "t_plug"))}
     result: dict[str, Any] = {
         "vms": vms, "hosts": {b.host.name: b.count for b in boots},
+        "max_concurrent_builds_per_host": max_concurrent_builds or None,
         "plugged": len(plugged), "ok": all(s.get("ok") for s in summaries),
         "errors": [s.get("error") for s in summaries if s.get("error")],
         "connectivity_ok": all(s.get("connectivity_ok") for s in summaries)
         if connectivity else None,
+        "cross_host_pairs": sum(s.get("cross_host_pairs") or 0 for s in summaries),
+        # Per boot, what its ping check found (the first failed pairs only): enough to
+        # tell a lost ping under load from a wiring fault.
+        "connectivity": [{**(s.get("connectivity") or {}),
+                          "ring_failed": (s.get("connectivity") or {}).get("ring_failed", [])[:5]}
+                         for s in summaries] if connectivity else None,
         "plug_to_event_ms": latency_summary(latencies),
         "create_to_event_ms": latency_summary(create_to_event),
         "stages_ms": stages,

@@ -3,6 +3,7 @@
     .venv/bin/python bench/distributed.py single [--vms 100] [--workers 2,4] [--repeats 1]
                                                  [--no-embedded]
     .venv/bin/python bench/distributed.py multi  [--hosts 4] [--vms 1000] [--workers 4]
+                                                 [--max-concurrent-builds 10]
 
 `single`: the same storm on one host, first in the embedded default (`vifwire up`:
 one process, SQLite, in-process bus), then in distributed mode for each worker
@@ -97,7 +98,7 @@ def embedded(base: Path, vms: int, repeats: int) -> list[dict[str, Any]]:
 
 
 def distributed(base: Path, workers: int, hosts: int, vms: int, repeats: int,
-                cidr: str) -> list[dict[str, Any]]:
+                cidr: str, max_concurrent_builds: int = 0) -> list[dict[str, Any]]:
     rig = Rig(base / f"dist-w{workers}-h{hosts}")
     rig.base.mkdir(parents=True)
     boot_novas = [nova_url(free_port()) for _ in range(hosts)]
@@ -130,7 +131,8 @@ def distributed(base: Path, workers: int, hosts: int, vms: int, repeats: int,
                   external=True, connectivity=False)  # warm-up: imports, pools, queues
         return [{"mode": "distributed", "workers": workers, "broker": BROKER_NOTE,
                  "database": "PostgreSQL (shared server, own database)",
-                 **run_storm(rig, boots, probes, network=NETWORK, external=True)}
+                 **run_storm(rig, boots, probes, network=NETWORK, external=True,
+                             max_concurrent_builds=max_concurrent_builds)}
                 for _ in range(repeats)]
     except Exception:
         for proc in rig.procs:
@@ -197,6 +199,9 @@ def main() -> int:
     multi.add_argument("--vms", type=int, default=1000)
     multi.add_argument("--workers", type=int, default=4)
     multi.add_argument("--repeats", type=int, default=1)
+    multi.add_argument("--max-concurrent-builds", type=int, default=0,
+                       help="per host, as Nova's max_concurrent_builds (its default: 10); "
+                            "0: every VM at once")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="vwdistbench-"))
     storms: list[dict[str, Any]] = []
@@ -209,7 +214,7 @@ def main() -> int:
                                                "10.0.0.0/22"))
     else:
         run.append(lambda: distributed(base, args.workers, args.hosts, args.vms, args.repeats,
-                                       "10.0.0.0/20"))
+                                       "10.0.0.0/20", args.max_concurrent_builds))
     for step in run:
         for s in step():
             storms.append(s)

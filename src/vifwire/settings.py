@@ -28,10 +28,11 @@ class OvsSettings:
     # Neutron's [ovs] tunnel_bridge: VXLAN tunnels and their flows (used with local_ip).
     tunnel_bridge: str = "br-tun"
     datapath_type: str = "netdev"
-    # Read Bridge.ports as raw UUIDs from python-ovs's private Row._data (off: the
-    # public, row-building path). bench/agent_ab.py: 0.25 vs 11 ms per add-port
-    # at 1,000 ports. See vifwire.ovs.vifs.
-    raw_members: bool = True
+    # Read OVSDB rows from python-ovs's private Row._data (off: the public row
+    # attributes). Bridge.ports as raw UUIDs: bench/agent_ab.py, 0.25 vs 11 ms per
+    # add-port at 1,000 ports; each VIF's columns: bench/agent_restart.py. See
+    # vifwire.ovs.vifs.
+    raw_rows: bool = True
 
     @property
     def db_socket(self) -> Path:

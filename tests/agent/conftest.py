@@ -53,7 +53,7 @@ def fast(request: pytest.FixtureRequest) -> bool:
 
 @pytest.fixture
 def ovs_settings(ovs: OvsRuntime, fast: bool) -> OvsSettings:
-    return replace(ovs.settings, raw_members=fast)
+    return replace(ovs.settings, raw_rows=fast)
 
 
 @pytest.fixture
@@ -96,8 +96,8 @@ async def make_agent(settings: Settings, bus: LocalBus,
 def vms(ovs: OvsRuntime) -> Iterator[Callable[..., Vm]]:
     made: list[Vm] = []
 
-    def make(port_id: str, ip: str, mac: str, *, plug: bool = True) -> Vm:
-        vm = Vm(ovs, uuid.uuid4().hex[:6], port_id, mac, ip)
+    def make(port_id: str, ip: str, mac: str, *, plug: bool = True, prefix: str = "") -> Vm:
+        vm = Vm(ovs, prefix + uuid.uuid4().hex[:6 - len(prefix) // 2], port_id, mac, ip)
         made.append(vm)
         vm.create()
         if plug:

@@ -41,7 +41,7 @@ def test_deleted_interfaces_are_forgotten(ovs: OvsRuntime, fast: bool) -> None:
         return "never"
 
     conn = open_connection(ovs.settings.connection, MONITORED, idl_class=VifIdl,
-                           bridge=bridge, sink=sink, raw_members=fast)
+                           bridge=bridge, sink=sink, raw_rows=fast)
     conn.start()
     try:
         idl = conn.idl
@@ -68,7 +68,7 @@ def _recording_idl(ovs: OvsRuntime,
 
     conn = open_connection(ovs.settings.connection, MONITORED, idl_class=VifIdl,
                            bridge=ovs.settings.integration_bridge, sink=sink,
-                           raw_members=fast)
+                           raw_rows=fast)
     conn.start()
     return conn, batches, lock
 

@@ -62,6 +62,15 @@ async def two_dead_two_wired(make_agent: Callable[..., OvsAgent], server: Server
     return agent, [*wired, *dead]
 
 
+async def two_dead(vms: MakeVm, ovs: OvsRuntime, octet: int) -> tuple[Vm, Vm]:
+    """Two VIFs the server does not know, once a running agent isolated both."""
+    d1, d2 = (vms(pid(), f"10.{octet}.0.{i}", f"fa:16:3e:{octet:02x}:00:0{i}") for i in (1, 2))
+    for vm in (d1, d2):
+        await wait_tag(vm, DEAD_VLAN)
+    await wait_for(lambda: flows(ovs).count("actions=drop") == 3, what="drops")
+    return d1, d2
+
+
 async def test_bridge_is_fail_secure(make_agent: Callable[..., OvsAgent],
                                      ovs: OvsRuntime) -> None:
     agent = make_agent()
@@ -147,11 +156,7 @@ async def test_dead_vif_keeps_its_drop_flow_across_device_loss(
         ovs: OvsRuntime) -> None:
     agent = make_agent()
     await agent.start()
-    d1 = vms(pid(), "10.34.0.1", "fa:16:3e:34:00:01")
-    d2 = vms(pid(), "10.34.0.2", "fa:16:3e:34:00:02")
-    for vm in (d1, d2):
-        await wait_tag(vm, DEAD_VLAN)
-    await wait_for(lambda: flows(ovs).count("actions=drop") == 3, what="drops")
+    d1, d2 = await two_dead(vms, ovs, 34)
     await asyncio.to_thread(d2.unlink)
     await asyncio.to_thread(d2.link)
     # The returned device may have a new ofport: its drop flow must follow it.
@@ -172,3 +177,32 @@ async def wait_ping(vm: Vm, ip: str, attempts: int = 10) -> bool:
         if await asyncio.to_thread(vm.ping, ip, 1):
             return True
     return False
+
+
+async def test_restarted_agent_keeps_flows_in_place_and_restores_changed_ones(
+        make_agent: Callable[..., OvsAgent], server: ServerPeer, vms: MakeVm,
+        ovs: OvsRuntime) -> None:
+    """A restart writes no flow when vswitchd holds exactly the agent's rules, and
+    rewrites them all when one is missing or a stale one is in the table."""
+    bridge = ovs.settings.integration_bridge
+    first = make_agent()
+    await first.start()
+    d1, d2 = await two_dead(vms, ovs, 35)
+    await first.stop()
+    kept = make_agent()
+    await kept.start()
+    assert (kept.flow_restores, kept.flows_kept) == (1, 1)
+    assert flows(ovs).count("actions=drop") == 3
+    await kept.stop()
+    # While no agent ran: d2's drop flow deleted, and a stale rule of the agent's
+    # (a group of a port long gone) added. Both are differences: all rewritten.
+    ovs.ofctl("del-flows", bridge, f"in_port={d2.device}")
+    ovs.ofctl("add-flow", bridge, "cookie=0x7677000000000abc,priority=7,arp,actions=drop")
+    assert flows(ovs).count("actions=drop") == 3
+    fixed = make_agent()
+    await fixed.start()
+    assert (fixed.flow_restores, fixed.flows_kept) == (1, 0)
+    table = flows(ovs)
+    assert "0x7677000000000abc" not in table
+    assert table.count("actions=drop") == 3
+    assert not await asyncio.to_thread(d1.ping, d2.ip, 3)

@@ -218,3 +218,20 @@ async def test_storm_with_port_security(stack: Settings, ovs: OvsRuntime, short_
             neutron_url=stack.api_url, network=f"open-{short_id}", count=1, host=stack.host,
             ovs=ovs.settings, run_dir=stack.run_dir, nova_url=stack.nova_url,
             ns_prefix=prefix, host_netns=host_netns, port_security=True))
+
+
+async def test_builds_limited_per_host(stack: Settings, ovs: OvsRuntime, short_id: str,
+                                       host_netns: str) -> None:
+    """With max_concurrent_builds=2, no more than two of six VMs are ever in build
+    (create .. vif-plugged) at once, and all six still end wired."""
+    config = StormConfig(
+        neutron_url=stack.api_url, network="demo", count=6, host=stack.host, ovs=ovs.settings,
+        run_dir=stack.run_dir, nova_url=stack.nova_url, timeout=60, ensure_network=True,
+        ns_prefix=f"vwb{short_id}-", host_netns=host_netns, check_connectivity=False,
+        max_concurrent_builds=2)
+    summary = (await run_storm(config)).to_dict()
+    assert summary["plugged"] == 6, summary["failures"]
+    spans = [(r["t_start"], r["t_event"]) for r in summary["records"] if not r.get("probe")]
+    starts = sorted(start for start, _ in spans)
+    in_build = [sum(1 for s, e in spans if s <= t < e) for t in starts]
+    assert max(in_build) == 2, in_build

@@ -12,7 +12,8 @@ nothing triggers a global resync.
 Start order matters: OVSDB first (its initial snapshot gives the VLAN hints
 that keep tags stable, and `connect` makes the bridge fail secure), then the
 OpenFlow rules (`_flows`: NORMAL, the dead-VLAN drop and the drop flow of every
-VIF already in the dead VLAN, in one bundle, so a restart never opens a gap;
+VIF already in the dead VLAN, in one bundle, so a restart never opens a gap,
+or in none when vswitchd holds exactly them already, as after an agent restart;
 the OpenFlow watch they need connects while the IDL loads), serving our topic
 (so no bind is missed), the first heartbeat, and the full sync from the server.
 Workers only run after the sync, so the sync's answer spares a lookup per VIF.
@@ -34,14 +35,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from vifwire.agent.errors import AgentError, OvsUnavailable
+from vifwire.agent.firewalls import Firewalls
 from vifwire.agent.model import AGENT_BINARY, AGENT_TYPE, DEAD_VLAN, Vif, VifChanges
 from vifwire.agent.overlay import Overlay
 from vifwire.agent.plan import Lookup, PortView, network_to_hold, plan
 from vifwire.agent.reporter import StatusReporter
 from vifwire.agent.tasks import KeyedWorkers, cancel_and_wait, spawn
+from vifwire.agent.tunnels import PATCH_TUN
 from vifwire.agent.vlans import LocalVlans
 from vifwire.bus.base import SERVER_TOPIC, Bus, BusError, agent_topic
-from vifwire.messages import AgentState, FdbEntry, FdbGone, PortDetails
+from vifwire.messages import AgentState, FdbEntry, FdbGone, PortDetails, PortFirewall
 from vifwire.ovs.bridge import OvsBridge
 from vifwire.ovs.flows import FlowTable
 from vifwire.ovs.runtime import OvsError, OvsRuntime
@@ -94,11 +97,17 @@ class _Endpoint:
         if self._agent.overlay is not None:
             self._agent.overlay.fdb_remove(entries)
 
+    async def firewall_changed(self, firewalls: list[PortFirewall]) -> None:
+        self._agent.on_firewall_changed(firewalls)
+
+    async def sg_members_changed(self, group_id: str, members: dict[str, list[str]]) -> None:
+        self._agent.on_members_changed(group_id, members)
+
 
 class OvsAgent:
     def __init__(self, settings: Settings, bus: Bus, tracer: Tracer, *,
                  ovs: OvsSettings | None = None, ovs_timeout: float = 10.0,
-                 rpc_timeout: float = 30.0) -> None:
+                 rpc_timeout: float = 30.0, trunks: tuple[str, ...] | None = None) -> None:
         self.settings = settings
         self.ovs_settings = ovs or settings.ovs
         self.host = settings.host
@@ -108,6 +117,10 @@ class OvsAgent:
         self._bridge = OvsBridge(self.ovs_settings, self._on_vif_changes, timeout=ovs_timeout)
         self._flows = FlowTable(OvsRuntime(self.ovs_settings),
                                 self.ovs_settings.integration_bridge)
+        # Trunks: where VLAN-tagged traffic for local ports arrives (the overlay's
+        # patch port); a firewall port's ingress rules apply to it there too.
+        self.firewalls = Firewalls(self._flows, trunks if trunks is not None else
+                                   (PATCH_TUN,) if settings.local_ip else ())
         self._reporter = StatusReporter(bus, self.host, tracer, timeout=rpc_timeout,
                                         backoff=BACKOFF)
         self._vlans = LocalVlans()
@@ -166,6 +179,7 @@ class OvsAgent:
         await self._workers.stop()
         log.debug("stopping: reporter")
         await self._reporter.stop()
+        await self.firewalls.stop()
         log.debug("stopping: OVS")
         if self.overlay is not None:
             await self.overlay.stop()
@@ -188,12 +202,18 @@ class OvsAgent:
         except TimeoutError as exc:
             raise OvsUnavailable("no OpenFlow connection to "
                                  f"{self.ovs_settings.integration_bridge}") from exc
-        await self._flows.restore()
+        await self.firewalls.adopt(self._ports)  # a previous agent's rules stay until replaced
+        await self._flows.ensure()
 
     @property
     def flow_restores(self) -> int:
         """How many times every flow was (re)installed: 1 after start, +1 per loss."""
         return self._flows.restores
+
+    @property
+    def flows_kept(self) -> int:
+        """Of `flow_restores`, how many found every flow in place (nothing written)."""
+        return self._flows.kept
 
     @property
     def device_count(self) -> int:
@@ -235,7 +255,28 @@ class OvsAgent:
         state = self._told(port["port_id"])
         state.details = port
         state.lookup = Lookup.KNOWN
+        self.firewalls.learn(port.get("firewall"))
         self._kick(port["port_id"])
+
+    def on_firewall_changed(self, firewalls: list[PortFirewall]) -> None:
+        """Replace these ports' firewalls (a port we hold no details of gets its
+        firewall with them)."""
+        if not self._running:
+            return
+        for fw in firewalls:
+            state = self._ports.get(fw["port_id"])
+            if state is None or state.details is None:
+                continue
+            details = state.details.copy()
+            details["firewall"] = fw
+            self._told(fw["port_id"]).details = details
+            self.firewalls.learn(fw)
+            self._kick(fw["port_id"])
+
+    def on_members_changed(self, group_id: str, members: dict[str, list[str]]) -> None:
+        """Only the group's member flows (shared by the ports using it) are rewritten."""
+        if self._running:
+            self.firewalls.members_changed(group_id, members)
 
     def on_port_unbound(self, port_id: str) -> None:
         if not self._running:
@@ -277,6 +318,7 @@ class OvsAgent:
             details = listed.get(port_id)
             if details is not None:
                 state.details, state.lookup = details, Lookup.KNOWN
+                self.firewalls.learn(details.get("firewall"))
             elif state.vif is not None or state.lookup is Lookup.KNOWN:
                 state.details, state.lookup = None, Lookup.ABSENT
         self._synced = True
@@ -317,6 +359,10 @@ class OvsAgent:
                     failures += 1
                     await asyncio.sleep(_backoff(failures))
                 continue
+            if not await self._guard(port_id, state, view.local_vlan, action.wired):
+                failures += 1
+                await asyncio.sleep(_backoff(failures))
+                continue
             if action.write is not None:
                 try:
                     await self._bridge.apply(action.write)
@@ -340,7 +386,8 @@ class OvsAgent:
                 if action.write.tag == DEAD_VLAN:
                     log.info("port %s (%s) is in the dead VLAN (%s)", port_id,
                              action.write.name, state.lookup)
-            if not await self._isolate(port_id, state):
+            if not await self._isolate(port_id, state) or \
+                    not await self._unguard(port_id, state, action.wired):
                 failures += 1
                 await asyncio.sleep(_backoff(failures))
                 continue
@@ -367,6 +414,11 @@ class OvsAgent:
                 if _isolated(vif):
                     await self._flows.put(port_id, [_drop_spec(str(ofport))])
                     state.dropped = True
+                vlan = self._vlans.vlan_of(state.network) if state.network else None
+                if self.firewalls.enforced(port_id) and state.details is not None \
+                        and "firewall" in state.details and vlan is not None:
+                    # Its rules on the new number before vswitchd opens the device.
+                    await self.firewalls.ensure(port_id, state.details, str(ofport), vlan)
                 await self._bridge.reopen(vif.name, ofport)
         except OvsError as exc:
             log.warning("port %s: reopening %s: %s", port_id, vif.name, exc)
@@ -392,6 +444,36 @@ class OvsAgent:
             log.warning("port %s: drop flow: %s", port_id, exc)
             return state.vif is None  # the port is gone: nothing left to isolate
         state.dropped, state.reflow = dead, False
+        return True
+
+    async def _guard(self, port_id: str, state: PortState, vlan: int | None,
+                     wired: bool) -> bool:
+        """Install the port's firewall before its tag opens its network (and keep
+        it in step after): a port is never wired unfiltered."""
+        fw_wanted = wired and state.details is not None and "firewall" in state.details
+        if not fw_wanted or state.vif is None or state.vif.lost or vlan is None:
+            return True
+        assert state.details is not None
+        try:
+            await self.firewalls.ensure(port_id, state.details, state.vif.name, vlan)
+        except OvsError as exc:
+            log.warning("port %s: firewall: %s", port_id, exc)
+            return False
+        return True
+
+    async def _unguard(self, port_id: str, state: PortState, wired: bool) -> bool:
+        """Remove the firewall of a port no longer wired (after its tag closed its
+        network); a lost device keeps it, to be there when the device returns."""
+        if not self.firewalls.installed(port_id):
+            return True
+        if state.vif is not None and (state.vif.lost or (
+                wired and state.details is not None and "firewall" in state.details)):
+            return True
+        try:
+            await self.firewalls.remove(port_id)
+        except OvsError as exc:
+            log.warning("port %s: removing firewall: %s", port_id, exc)
+            return False
         return True
 
     def _view(self, port_id: str, state: PortState) -> PortView:
@@ -425,11 +507,14 @@ class OvsAgent:
         if state.cast_seq == seq:
             state.details = details
             state.lookup = Lookup.KNOWN if details is not None else Lookup.ABSENT
+            if details is not None:
+                self.firewalls.learn(details.get("firewall"))
         return True
 
     def _prune(self, port_id: str, state: PortState) -> None:
         if (state.vif is None and state.network is None and state.lookup is not Lookup.KNOWN
-                and not state.dropped and self._ports.get(port_id) is state):
+                and not state.dropped and not self.firewalls.installed(port_id)
+                and self._ports.get(port_id) is state):
             del self._ports[port_id]
             self._reporter.forget(port_id)
 

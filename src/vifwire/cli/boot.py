@@ -54,6 +54,7 @@ class BootOptions:
     host: str | None = None  # every VM on this host; default: spread over the hosts
     cluster: Path | None = None  # a `vifwire cluster` rig's state file or directory
     port_security: bool | None = None  # True: `--port-security` (StormConfig.port_security)
+    max_concurrent_builds: int = 0  # per host, as Nova's option; 0: all at once
 
 
 @contextlib.contextmanager
@@ -210,7 +211,8 @@ def _storm(settings: Settings, options: BootOptions, neutron_url: str, console: 
             tracer=tracer, progress=on_progress, ensure_network=ensure_network,
             host_netns=settings.ovs_netns, watch_active=external and profile_dir is not None,
             nova_auth=options.target is None, hosts=hosts,
-            port_security=options.port_security)
+            port_security=options.port_security,
+            max_concurrent_builds=options.max_concurrent_builds)
         if sampler is not None:
             sampler.start()
         try:

@@ -330,6 +330,9 @@ def boot(
     port_security: Annotated[bool, typer.Option(
         "--port-security", help="On a network with port security, every VM in the default "
                                 "group; also prove a VM of another group is refused.")] = False,
+    max_concurrent_builds: Annotated[int, typer.Option(
+        min=0, help="At most this many VMs in build at once per host, as Nova's "
+                    "max_concurrent_builds (its default: 10); 0: all at once.")] = 0,
 ) -> None:
     """Boot COUNT VMs at once: ports bound, VIFs plugged, vif-plugged awaited, traffic proven."""
     import orjson
@@ -342,7 +345,8 @@ def boot(
                           timeout=timeout, check_connectivity=connectivity,
                           show_progress=not json_output and sys.stderr.isatty(),
                           profile_dir=profile, cprofile=cprofile, host=boot_host,
-                          cluster=cluster, port_security=True if port_security else None)
+                          cluster=cluster, port_security=True if port_security else None,
+                          max_concurrent_builds=max_concurrent_builds)
     if cprofile and profile is None:
         fail("--cprofile needs --profile DIR")
     with _errors():

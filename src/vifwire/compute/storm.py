@@ -110,6 +110,10 @@ class StormConfig:
     # reach (`vifwire.compute.connectivity`). False: a network without port
     # security. None: whatever the network has.
     port_security: bool | None = None
+    # Nova's max_concurrent_builds: at most this many VMs in build at once on each
+    # host (Nova's default is 10); 0: every VM at once. A VM's clock starts when its
+    # build starts, as in Nova, so the queue before it is not counted as its latency.
+    max_concurrent_builds: int = 0
 
     @property
     def storm_hosts(self) -> tuple[StormHost, ...]:
@@ -145,6 +149,8 @@ class Storm:
         self.vms: dict[str, Vm] = {}  # by port id
         self.result = StormResult(state.run_id, target.id, config.count)
         self.count = _Counter(config.progress, config.count)
+        self.build_slots = {host.name: asyncio.Semaphore(config.max_concurrent_builds)
+                            for host in self.hosts if config.max_concurrent_builds > 0}
 
     def place(self, index: int) -> StormHost:
         """The host of VM `index`: round-robin, so equal VMs spread evenly."""
@@ -152,10 +158,19 @@ class Storm:
 
     async def boot(self, record: VmRecord, network: TargetNetwork, host: StormHost | None = None,
                    **port_extra: Any) -> None:
-        """One VM, Nova's way, on `host` (default: its place). Failures land in the
-        record, never raise."""
-        cfg = self.config
+        """One VM, Nova's way, on `host` (default: its place), in one of that host's
+        build slots when they are limited. Failures land in the record, never raise."""
         host = host or self.place(record.index)
+        slots = self.build_slots.get(host.name)
+        if slots is None:
+            await self._build(record, network, host, **port_extra)
+            return
+        async with slots:
+            await self._build(record, network, host, **port_extra)
+
+    async def _build(self, record: VmRecord, network: TargetNetwork, host: StormHost,
+                     **port_extra: Any) -> None:
+        cfg = self.config
         record.host = host.name
         count = self.count if not record.probe else (lambda stage: None)
         record.t_start = time.time()

@@ -88,7 +88,7 @@ class OvsBridge:
             conn = await boundary.blocking(lambda: open_connection(
                 remote, MONITORED, timeout=self.timeout, idl_class=VifIdl,
                 bridge=self.settings.integration_bridge, sink=sink,
-                raw_members=self.settings.raw_members))
+                raw_rows=self.settings.raw_rows))
             self._api = await boundary.blocking(open_vswitch_api, conn)
         except OvsError as exc:
             raise OvsUnavailable(f"Open vSwitch at {remote}: {exc}") from exc

@@ -5,7 +5,12 @@ one group per port; security groups can add theirs the same way), and is the
 one writer of those rules. `put(key, flows)` replaces a group atomically (one
 OpenFlow bundle: delete by the group's cookie, add), so a port is never less
 isolated between two versions of its rules. `restore()` rewrites the whole set
-from that state in one bundle.
+from that state in one bundle. `ensure()` first asks vswitchd whether it holds
+exactly that set already (`ovs-ofctl diff-flows`, which parses both sides the
+same way) and writes nothing if so: a restarted agent nearly always finds its
+rules in place, and a bundle, even one that changes nothing, costs vswitchd a
+revalidation of every datapath flow (about 0.3 s at 1,000 ports, on the thread
+that also forwards the netdev datapath's packets; diff-flows takes 0.04 s).
 
 Rules vanish without the agent doing anything: a restarted ovs-vswitchd starts
 with an empty table, and anyone may run `ovs-ofctl del-flows`. The bridge runs
@@ -27,6 +32,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 
 from vifwire.ovs.model import Flow, OvsWriteFailed
@@ -36,14 +42,19 @@ log = logging.getLogger(__name__)
 
 # Cookies: the top 16 bits say whose rule it is. Base rules (never deleted by the
 # table itself, so their deletion is a loss) use 0x7676; groups 0x7677 + a hash.
+# Groups keyed "kept:..." (the firewall's) use 0x7678: `restore()` rewrites them
+# but never clears them, so a restarted agent keeps enforcing the previous one's
+# until it replaces each group by key (same key, same cookie).
 BASE_COOKIE = 0x7676 << 48
 GROUP_PREFIX, GROUP_MASK = 0x7677 << 48, 0xFFFF << 48
+KEPT, KEPT_PREFIX = "kept:", 0x7678 << 48
 BASE = "base"
 RECONNECT_S = (0.05, 1.0)
 
 
 def group_cookie(key: str) -> int:
-    return GROUP_PREFIX | int.from_bytes(hashlib.blake2b(key.encode(), digest_size=6).digest())
+    prefix = KEPT_PREFIX if key.startswith(KEPT) else GROUP_PREFIX
+    return prefix | int.from_bytes(hashlib.blake2b(key.encode(), digest_size=6).digest())
 
 
 class FlowTable:
@@ -56,7 +67,8 @@ class FlowTable:
         self._lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
-        self.restores = 0  # how many times the whole set was rewritten
+        self.restores = 0  # how many times the whole set was made right (written or kept)
+        self.kept = 0  # of those, how many found every rule in place and wrote nothing
 
     # -- what the agent wants ---------------------------------------------
 
@@ -110,8 +122,9 @@ class FlowTable:
                 await self._bundle(lines)
             except OvsWriteFailed as exc:
                 log.warning("restoring all flows failed, group by group: %s", exc)
-                base = self._groups.get(BASE, [])
-                await self._bundle([clear, *(f"add {f.line()}" for f in base)])
+                # The base rules (NORMAL) last: until then nothing is switched
+                # but what a kept (firewall) group passed.
+                await self._bundle([clear])
                 for key, flows in list(self._groups.items()):
                     if key == BASE:
                         continue
@@ -119,10 +132,54 @@ class FlowTable:
                         await self._bundle([f"add {f.line()}" for f in flows])
                     except OvsWriteFailed as one:
                         log.warning("flows of %s not restored: %s", key, one)
+                base = self._groups.get(BASE, [])
+                await self._bundle([f"add {f.line()}" for f in base])
             self.restores += 1
         log.info("flows of %s restored (%d groups)", self._bridge, len(self._groups))
         if self._on_restored is not None:
             self._on_restored()
+
+    async def cookies(self, prefix: int = KEPT_PREFIX) -> set[int]:
+        """The cookies of the bridge's flows under `prefix` (the top 16 bits)."""
+        proc = await self._spawn("dump-flows", self._bridge, f"cookie={prefix:#x}/{GROUP_MASK:#x}")
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise OvsWriteFailed(f"flows of {self._bridge}: {err.decode().strip()}")
+        return {int(c, 16) for c in re.findall(rb"cookie=(0x[0-9a-f]+)", out)}
+
+    async def sweep(self, prefix: int = KEPT_PREFIX) -> int:
+        """Delete the flows under `prefix` no group held here owns (a previous
+        agent's); returns how many groups went."""
+        async with self._lock:
+            held = {group_cookie(key) for key in self._groups if key != BASE}
+            stale = await self.cookies(prefix) - held
+            if stale:
+                await self._bundle([f"delete cookie={c:#x}/-1" for c in sorted(stale)])
+        return len(stale)
+
+    async def ensure(self) -> None:
+        """`restore()`, unless the bridge holds exactly the rules wanted already.
+
+        Anything else counts as a difference and restores: a rule missing, extra
+        or changed, another owner's rule, a port name ovs-ofctl cannot resolve.
+        A loss after the check is the watch's to see, as after a restore."""
+        async with self._lock:
+            lines = [f.line() for flows in self._groups.values() for f in flows]
+            proc = await self._spawn("diff-flows", "--names", self._bridge, "/dev/stdin",
+                                     stdin=True)
+            out, err = await proc.communicate("\n".join(lines).encode() + b"\n")
+            if proc.returncode == 0:
+                self.restores += 1
+                self.kept += 1
+        if proc.returncode == 0:
+            log.info("flows of %s already in place (%d groups)", self._bridge,
+                     len(self._groups))
+            if self._on_restored is not None:
+                self._on_restored()
+            return
+        log.debug("flows of %s differ from the agent's (%s): restoring", self._bridge,
+                  (out or err).decode(errors="replace").strip()[:500])
+        await self.restore()
 
     # -- keeping them installed -------------------------------------------
 

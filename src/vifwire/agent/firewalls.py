@@ -1,0 +1,280 @@
+"""The firewall rules installed on br-int, kept in step with ports and members.
+
+State: per port, the rules last written under each of its keys; host-wide, the
+member addresses of every remote group (the latest of a port's details and
+`sg_members_changed`, both casts of the server in order). Keys, all "kept:"
+(`vifwire.ovs.flows`: a restarted agent keeps the old rules until it replaces
+them by key):
+
+    kept:fw                    the pipeline's own rules (`firewall.BASE_FLOWS`)
+    kept:fw:<port>             the port's rules
+    kept:fw:rg:<group>         a remote group's member flows and conjunctions,
+                               shared by every port whose rules name the group
+
+`ensure` plans a port's rules (pure, `vifwire.agent.firewall`) and writes, in
+one bundle, its key and the keys of the remote groups whose conjunctions it
+changed, each only if its rules changed. A member change rewrites its group's
+key and nothing else (`members_changed`, retried until it is written).
+Conjunction ids are hashes of their shape, so ports sharing a rule share its
+conjunction. Callers of `ensure` are the per-port workers (one at a time per port);
+writes of concurrent ports coalesce into one bundle: whatever is asked while
+a bundle is in flight goes into the next, and a failed bundle is retried per
+caller so one port whose device vanished cannot fail the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+
+from vifwire.agent.firewall import (
+    BASE_FLOWS,
+    FwPort,
+    Signature,
+    conjunction_id,
+    firewall_reg,
+    group_flows,
+    port_flows,
+    remote_groups,
+    signatures,
+)
+from vifwire.agent.tasks import cancel_and_wait, spawn
+from vifwire.messages import PortDetails, PortFirewall
+from vifwire.ovs.flows import KEPT, FlowTable, group_cookie
+from vifwire.ovs.runtime import OvsError
+
+log = logging.getLogger(__name__)
+
+BASE_KEY = f"{KEPT}fw"
+Changes = dict[str, list[str]]
+
+
+def port_key(port_id: str) -> str:
+    return f"{BASE_KEY}:{port_id}"
+
+
+def group_key(group: str) -> str:
+    return f"{BASE_KEY}:rg:{group}"
+
+
+class Firewalls:
+    def __init__(self, flows: FlowTable, trunks: tuple[str, ...] = ()) -> None:
+        self._flows = flows
+        self._trunks = trunks  # ports VLAN-tagged traffic arrives on
+        self.members: dict[str, dict[str, list[str]]] = {}
+        self._firewalls: dict[str, PortFirewall] = {}  # port -> firewall installed
+        self._written: dict[str, list[str]] = {}  # key -> rules written
+        self._keys: dict[str, set[str]] = {}  # port -> its keys written
+        self._regs: dict[str, int] = {}  # port -> reg5
+        self._owners: dict[int, str] = {}  # reg5 -> port
+        self._conj: dict[Signature, int] = {}  # conjunctions in use -> id
+        self._conj_ids: dict[int, Signature] = {}
+        self._users: dict[Signature, set[str]] = {}  # conjunction -> ports
+        self._sigs: dict[str, list[Signature]] = {}  # port -> its conjunctions
+        self._rewrites: set[asyncio.Task[None]] = set()
+        # Ports a previous agent may have left rules for (`suspect`): removed
+        # unless wanted, as if installed.
+        self._suspects: set[str] = set()
+        self._sweep = False
+        self._pending: list[tuple[Changes, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self.bundles = 0  # bundles written (for benches)
+
+    # -- state -------------------------------------------------------------
+
+    def learn(self, fw: PortFirewall | None) -> None:
+        """Take the member lists a port's details carry."""
+        if fw is not None:
+            for group, members in fw["remote_members"].items():
+                self.members[group] = members
+
+    def members_changed(self, group: str, members: Mapping[str, Sequence[str]]) -> None:
+        """The whole new member list of `group`: rewrite its flows (in the background,
+        until written) if a port here uses it."""
+        self.members[group] = {eth: list(addrs) for eth, addrs in members.items()}
+        if any(sig.group == group for sig in self._conj):
+            task = spawn(self._rewrite(group), name=f"agent:firewall-group:{group}")
+            self._rewrites.add(task)
+            task.add_done_callback(self._rewrites.discard)
+
+    async def adopt(self, port_ids: Iterable[str]) -> None:
+        """At start, before any write: find the rules a previous agent left. Those of
+        `port_ids` (VIFs on the bridge) count as installed until each port's
+        worker rewrote or removed them; once none is left, whatever else is
+        left (ports gone meanwhile, groups no longer used) is swept."""
+        present = await self._flows.cookies()
+        self._suspects = {p for p in port_ids if group_cookie(port_key(p)) in present}
+        self._sweep = bool(present)
+        self._settled()
+
+    def _settled(self) -> None:
+        if self._sweep and not self._suspects:
+            self._sweep = False
+            task = spawn(self._swept(), name="agent:firewall-sweep")
+            self._rewrites.add(task)
+            task.add_done_callback(self._rewrites.discard)
+
+    async def _swept(self) -> None:
+        try:
+            gone = await self._flows.sweep()
+        except OvsError as exc:
+            log.warning("sweeping old firewall rules: %s", exc)
+            return
+        if gone:
+            log.info("swept the rules of %d groups a previous agent left", gone)
+
+    def installed(self, port_id: str) -> bool:
+        """Rules of ours, or maybe of a previous agent's, are there for the port."""
+        return port_id in self._keys or port_id in self._suspects
+
+    def enforced(self, port_id: str) -> bool:
+        """We wrote the port's rules."""
+        return port_id in self._keys
+
+    def written(self, key: str) -> list[str] | None:
+        return self._written.get(key)
+
+    def flow_count(self, port_id: str) -> int:
+        return sum(len(self._written.get(k, ())) for k in self._keys.get(port_id, ()))
+
+    # -- writes --------------------------------------------------------------
+
+    async def ensure(self, port_id: str, details: PortDetails, ofport: str, vlan: int) -> None:
+        """Install the port's firewall (from `details["firewall"]`) for its VIF
+        `ofport` on local VLAN `vlan`; raises OvsError."""
+        fw = details["firewall"]  # its members were learnt when the details came
+        p = FwPort(port_id, ofport, self._reg(port_id), vlan, details["mac_address"],
+                   tuple(ip["ip_address"] for ip in details["fixed_ips"]), fw, self._trunks)
+        touched = self._use(port_id, signatures(fw)) | set(remote_groups(fw))
+        wanted: Changes = {BASE_KEY: list(BASE_FLOWS), port_key(port_id): port_flows(p, self._conj)}
+        wanted.update((group_key(g), self._group_flows(g)) for g in touched)
+        changes = {k: v for k, v in wanted.items() if self._written.get(k) != v}
+        if changes:
+            await self._write(changes)
+        self._firewalls[port_id] = fw
+        self._keys[port_id] = {port_key(port_id)}
+        if port_id in self._suspects:
+            self._suspects.discard(port_id)
+            self._settled()
+
+    async def remove(self, port_id: str) -> None:
+        keys = self._keys.get(port_id, {port_key(port_id)} if port_id in self._suspects else None)
+        if keys is None:
+            return
+        changes: Changes = {key: [] for key in keys}
+        changes.update((group_key(g), self._group_flows(g)) for g in self._use(port_id, []))
+        await self._write(changes)
+        self._keys.pop(port_id, None)
+        if port_id in self._suspects:
+            self._suspects.discard(port_id)
+            self._settled()
+        self._firewalls.pop(port_id, None)
+        reg = self._regs.pop(port_id, None)
+        if reg is not None:
+            self._owners.pop(reg, None)
+
+    def _use(self, port_id: str, sigs: list[Signature]) -> set[str]:
+        """Record the port's conjunctions; returns the groups whose set changed."""
+        old = set(self._sigs.get(port_id, ()))
+        touched = set()
+        for sig in old - set(sigs):
+            users = self._users[sig]
+            users.discard(port_id)
+            if not users:
+                del self._users[sig]
+                self._conj_ids.pop(self._conj.pop(sig))
+                touched.add(sig.group)
+        for sig in set(sigs) - old:
+            if sig not in self._users:
+                self._users[sig] = set()
+                salt = 0
+                while (conj := conjunction_id(sig, salt)) in self._conj_ids:
+                    salt += 1
+                self._conj[sig], self._conj_ids[conj] = conj, sig
+                touched.add(sig.group)
+            self._users[sig].add(port_id)
+        if sigs:
+            self._sigs[port_id] = sigs
+        else:
+            self._sigs.pop(port_id, None)
+        return touched
+
+    def _group_flows(self, group: str) -> list[str]:
+        conj = {sig: n for sig, n in self._conj.items() if sig.group == group}
+        return group_flows(group, self.members.get(group, {}), conj) if conj else []
+
+    async def _rewrite(self, group: str) -> None:
+        delay = 0.05
+        while True:
+            flows = self._group_flows(group)
+            if self._written.get(group_key(group), []) == flows:
+                return
+            try:
+                await self._write({group_key(group): flows})
+                return
+            except OvsError as exc:
+                log.warning("members of %s: %s (retrying)", group, exc)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 5.0)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Let the bundle in flight finish (a cancelled ovs-ofctl would outlive
+        us), then stop."""
+        await cancel_and_wait(*self._rewrites)
+        if self._writer is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._writer), timeout)
+            await cancel_and_wait(self._writer)
+            self._writer = None
+        for _, future in self._pending:
+            future.cancel()
+        self._pending.clear()
+
+    def _reg(self, port_id: str) -> int:
+        reg = self._regs.get(port_id)
+        salt = 0
+        while reg is None:
+            candidate = firewall_reg(port_id, salt)
+            if candidate not in self._owners:
+                reg = self._regs[port_id] = candidate
+                self._owners[candidate] = port_id
+            salt += 1
+        return reg
+
+    async def _write(self, changes: Changes) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((changes, future))
+        if self._writer is None or self._writer.done():
+            self._writer = spawn(self._drain(), name="agent:firewall-writer")
+        await future
+        for key, rules in changes.items():
+            if rules:
+                self._written[key] = rules
+            else:
+                self._written.pop(key, None)
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            error = await self._attempt({k: v for changes, _ in batch
+                                         for k, v in changes.items()})
+            for changes, future in batch:
+                # A failed bundle again per caller: one vanished device fails alone.
+                mine = error if error is None or len(batch) == 1 \
+                    else await self._attempt(changes)
+                if future.done():
+                    continue
+                if mine is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(mine)
+
+    async def _attempt(self, changes: Changes) -> OvsError | None:
+        self.bundles += 1
+        try:
+            await self._flows.put_many(changes)
+        except OvsError as exc:
+            return exc
+        return None
