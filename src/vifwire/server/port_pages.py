@@ -28,8 +28,10 @@ only serialized) and formats timestamps with `isoformat`.
 from __future__ import annotations
 
 import builtins
+import contextlib
+import gc
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -217,21 +219,40 @@ def page(conn: Connection, filters: Filters, fields: Sequence[str],
         forward = True
         ids = stmt.with_only_columns(ports.c.id)
         stmt = stmt.order_by(ports.c.created_at, ports.c.id)
-    items = [render(row) for row in conn.execute(stmt).all()]
-    if not forward:
-        items.reverse()
-    if computed and items:
-        wanted: builtins.list[str] | Select[Any] = (
-            [i["id"] for i in items] if len(items) <= BY_IDS else ids)
-        if "fixed_ips" in computed:
-            ips = _fixed_ips(conn, wanted)
-            for item in items:
-                item["fixed_ips"] = ips.get(item["id"], [])
-        if "tags" in computed:
-            tags = tags_of(conn, wanted)
-            for item in items:
-                item["tags"] = tags.get(item["id"], [])
+    with _collector_paused():
+        items = [render(row) for row in conn.execute(stmt).all()]
+        if not forward:
+            items.reverse()
+        if computed and items:
+            wanted: builtins.list[str] | Select[Any] = (
+                [i["id"] for i in items] if len(items) <= BY_IDS else ids)
+            if "fixed_ips" in computed:
+                ips = _fixed_ips(conn, wanted)
+                for item in items:
+                    item["fixed_ips"] = ips.get(item["id"], [])
+            if "tags" in computed:
+                tags = tags_of(conn, wanted)
+                for item in items:
+                    item["tags"] = tags.get(item["id"], [])
     return items
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector off while a page is built: 10,000 ports are some
+    40,000 new dicts and lists, which set off dozens of collections (and, now and
+    then, one over the whole heap) that find nothing, since a rendered port holds
+    no cycle. Building a page of 10,000 PostgreSQL ports, alternated in one process
+    on the loaded machine: 330-480 ms paused, 650-720 ms not. Process-wide, so
+    only for as long as the page takes."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _fixed_ips(conn: Connection, port_ids: builtins.list[str] | Select[Any]
