@@ -45,6 +45,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    type_coerce,
 )
 
 from vifwire.db.schema import ip_allocations, ports
@@ -156,8 +157,9 @@ def _beyond(keys: builtins.list[tuple[ColumnElement[Any], bool]], values: Sequen
     return or_(false(), *clauses)
 
 
-def _renderer(fields: Sequence[str]) -> tuple[builtins.list[ColumnElement[Any]],
-                                              Callable[[Any], dict[str, Any]], set[str]]:
+def _renderer(fields: Sequence[str], dialect: str,
+              ) -> tuple[builtins.list[ColumnElement[Any]], Callable[[Any], dict[str, Any]],
+                         set[str]]:
     """The columns to select for `fields` (all when empty; `id` always, for the
     links and the page's addresses), a row -> item function, and the computed
     attributes wanted."""
@@ -171,7 +173,13 @@ def _renderer(fields: Sequence[str]) -> tuple[builtins.list[ColumnElement[Any]],
     columns: builtins.list[ColumnElement[Any]] = [
         COLUMNS[a].label(f"c{i}") for i, a in enumerate(plain)]
     columns += [JSON_COLUMNS[a].label(f"j{i}") for i, a in enumerate(json)]
-    columns += [TIME_COLUMNS[a].label(f"t{i}") for i, a in enumerate(times)]
+    # SQLite stores a timestamp as text, "2026-12-01 14:13:17.348561" (SQLAlchemy's
+    # format, microseconds always): read as text, it is rendered by slicing, not
+    # parsed into a datetime and formatted again (10,000 ports, alternated in one
+    # process: page built in 254-319 ms, 260-403 ms parsed).
+    as_text = dialect == "sqlite"
+    columns += [(type_coerce(TIME_COLUMNS[a], String) if as_text else TIME_COLUMNS[a])
+                .label(f"t{i}") for i, a in enumerate(times)]
     loaded: dict[str, Any] = {}
 
     def load(text: str) -> Any:
@@ -184,8 +192,10 @@ def _renderer(fields: Sequence[str]) -> tuple[builtins.list[ColumnElement[Any]],
         item = dict(zip(names, row, strict=True))
         for attribute in json:
             item[attribute] = load(item[attribute])
-        for attribute in times:  # stored naive UTC (`_utils.iso`, at isoformat's speed)
-            item[attribute] = item[attribute].isoformat(timespec="seconds") + "Z"
+        for attribute in times:  # stored naive UTC: `_utils.iso`, faster
+            value = item[attribute]
+            item[attribute] = (value[:10] + "T" + value[11:19] + "Z" if as_text
+                               else value.isoformat(timespec="seconds") + "Z")
         return item
     return columns, render, {a for a in COMPUTED if a in wanted}
 
@@ -195,7 +205,7 @@ def page(conn: Connection, filters: Filters, fields: Sequence[str],
          page_reverse: bool) -> builtins.list[dict[str, Any]] | None:
     """The ports of one page, rendered with `fields` (and `id`); None where the
     generic path must answer (module doc)."""
-    columns, render, computed = _renderer(fields)
+    columns, render, computed = _renderer(fields, conn.dialect.name)
     stmt, rest = filtered(select(*columns), filters)
     if rest:
         return None
