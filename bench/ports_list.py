@@ -1,14 +1,19 @@
-"""`GET /v2.0/ports` with 10,000 ports on PostgreSQL, through the API (target <= 300 ms).
+"""`GET /v2.0/ports` with 10,000 ports on PostgreSQL or SQLite, through the API (target <= 300 ms).
 
     .venv/bin/python bench/ports_list.py [--ports 10000] [--requests 5] [--workers 1]
-                                         [--profile]
+                                         [--database postgresql|sqlite] [--profile]
 
 Starts `vifwire server --workers N` (local bus: no agent is needed to list) on a
 PostgreSQL database of its own in the shared server (dropped after), creates the
 ports through the API in bulk POSTs of 500 (unbound: no agent involved), then
 times `--requests` sequential GETs of each shape: the whole collection,
 `fields=id`, and `limit=1000` (the first page), over one kept-alive connection,
-reporting p50/max and the response size. With `--profile`, the same listings are
+reporting p50/max and the response size. Each shape is also timed with a tag
+filter that excludes nothing (`not-tags=...`, shapes marked "generic"): tag
+filters are not pushed down, so that is the generic path (every port rendered,
+then paged in memory: server/port_pages.py's A/B, in the same run). With
+`--database sqlite` the server runs on a SQLite file of the run's own (one worker).
+With `--profile`, the same listings are
 then profiled with cProfile in this process over the same database (`create_app`
 behind httpx's ASGI transport: no HTTP server, so the socket and HTTP parsing are
 not in it); the top functions by cumulative time are printed and saved.
@@ -42,7 +47,20 @@ RESULTS = Path(__file__).parent / "results"
 TARGET_MS = 300.0
 SHAPES: dict[str, list[tuple[str, str]]] = {
     "all": [], "fields=id": [("fields", "id")], "limit=1000": [("limit", "1000")]}
+GENERIC = ("not-tags", "vw-bench-never-set")  # matches every port; not pushed down
+SHAPES.update({f"{shape} generic": [*params, GENERIC] for shape, params in list(SHAPES.items())})
 BULK = 500
+
+
+class SqliteRig(Rig):
+    """The rig on a SQLite file in its base directory instead of a PostgreSQL database."""
+
+    @property
+    def database_url(self) -> str:
+        return f"sqlite:///{self.base / 'ports.sqlite'}"
+
+    def create_database(self) -> None:
+        pass  # the file is made by `vifwire db upgrade`
 
 
 def fill(api_url: str, network_id: str, count: int) -> list[float]:
@@ -121,6 +139,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=5)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--database", choices=("postgresql", "sqlite"), default="postgresql")
     parser.add_argument("--keep-db", action="store_true",
                         help="leave the filled database (its name is printed) for --reuse-db")
     parser.add_argument("--reuse-db", metavar="NAME",
@@ -128,7 +147,7 @@ def main() -> int:
                              "unless --keep-db")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="vwportslist-"))
-    rig = Rig(base)
+    rig = SqliteRig(base) if args.database == "sqlite" else Rig(base)
     profiles: dict[str, str] = {}
     took: list[float] = []
     try:
@@ -154,7 +173,7 @@ def main() -> int:
         rig.close()
     for shape, r in results.items():
         verdict = "ok" if r["max_ms"] <= TARGET_MS else "MISSED"
-        print(f"GET /v2.0/ports {shape:<11} ({r['ports_returned']} ports, {r['bytes']} bytes): "
+        print(f"GET /v2.0/ports {shape:<19} ({r['ports_returned']} ports, {r['bytes']} bytes): "
               f"p50 {r['p50_ms']} ms, max {r['max_ms']} ms over {len(r['ms'])} (target "
               f"{TARGET_MS:g}: {verdict}); load {r['loadavg']}, calibration "
               f"{r['calibration_s']:.3f} s")
@@ -164,7 +183,8 @@ def main() -> int:
     report = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
               "command": f".venv/bin/python bench/ports_list.py {' '.join(sys.argv[1:])}",
               "machine": {"cpus": psutil.cpu_count(), "python": platform.python_version()},
-              "database": "PostgreSQL 127.0.0.1:5432 (own database)", "workers": args.workers,
+              "database": "SQLite (own file)" if args.database == "sqlite"
+              else "PostgreSQL 127.0.0.1:5432 (own database)", "workers": args.workers,
               "ports": args.ports, "reused_db": bool(args.reuse_db),
               "fill_bulk_post_s": took, "target_ms": TARGET_MS,
               "results": results, "profiles": profiles}

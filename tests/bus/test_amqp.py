@@ -103,6 +103,18 @@ async def test_a_call_waits_in_the_server_queue_for_a_worker(new_bus) -> None:
     assert await reply == 10
 
 
+async def test_a_worker_answers_on_the_channel_that_delivered_the_call(new_bus) -> None:
+    """After a reconnect a worker's consumer may deliver before its other channels
+    are restored (issue 9: the call, neither answered nor acked, waited out its
+    timeout). Closing the worker's own publishing channel stands for that moment:
+    the call is still answered, and promptly."""
+    server, agent = await new_bus(), await new_bus()
+    await server.serve("server", Echo())
+    assert server._fast is not None
+    await server._fast.close()  # a channel not yet restored after a reconnect
+    assert await agent.call("server", "double", value=4, timeout=5) == 8
+
+
 async def test_one_agent_per_host(new_bus) -> None:
     first, second = await new_bus(), await new_bus()
     await first.serve("agent.h1", Echo())

@@ -116,3 +116,55 @@ async def test_broker_restart_mid_traffic_loses_nothing(private_broker) -> None:
     finally:
         await agent_bus.stop()
         await server_bus.stop()
+
+
+class Echo:
+    """A server worker's endpoint: answers at once, counting what it served."""
+
+    def __init__(self) -> None:
+        self.served = 0
+
+    async def ports_up(self, host: str, port_ids: list[str]) -> list[str]:
+        self.served += 1
+        return port_ids
+
+
+WORKERS = 6
+
+
+async def test_calls_waiting_across_a_broker_restart_are_answered_promptly(
+        private_broker) -> None:
+    """Calls made while the broker is down reach the queue as soon as the agent is
+    back, and each worker takes one the moment its consumer is restored, while its
+    other channels may still be coming back: every call is answered within seconds
+    of the restart, not at its timeout (issue 9: a ports_up in flight waited 30 s).
+    Six workers with one message each, so a worker whose reply channel comes back
+    after its consumer (the order is arbitrary per process) cannot hide."""
+    workers = [AmqpBus(private_broker.url, prefetch=1, reconnect_interval=2.0)
+               for _ in range(WORKERS)]
+    agent_bus = AmqpBus(private_broker.url, publish_timeout=60, reconnect_interval=0.2)
+    endpoints = [Echo() for _ in workers]
+    for bus, endpoint in zip(workers, endpoints, strict=True):
+        await bus.start()
+        await bus.serve("server", endpoint)
+    await agent_bus.start()
+    try:
+        assert await agent_bus.call("server", "ports_up", host="h1", port_ids=["p0"]) == ["p0"]
+        await asyncio.to_thread(private_broker.kill)
+        calls = [asyncio.create_task(agent_bus.call(
+            "server", "ports_up", host="h1", port_ids=[f"p{i}"], timeout=60))
+            for i in range(1, 2 * WORKERS + 1)]
+        await asyncio.to_thread(private_broker.start)
+        back = asyncio.get_running_loop().time()
+        done, _ = await asyncio.wait(calls, timeout=20)
+        answered = [c.result() for c in done if c.exception() is None]
+        waited = round(asyncio.get_running_loop().time() - back, 1)
+        assert len(answered) == len(calls), (
+            f"{len(calls) - len(answered)} of {len(calls)} calls unanswered {waited} s after "
+            f"the broker was back; served per worker: {[e.served for e in endpoints]}")
+    finally:
+        for task in calls:
+            task.cancel()
+        await agent_bus.stop()
+        for bus in workers:
+            await bus.stop()

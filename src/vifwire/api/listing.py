@@ -19,7 +19,10 @@ Sorting and paging run on the rendered, filtered list in memory: the services
 stay simple, any attribute (stored or computed) sorts alike, and collections
 here are thousands of rows, not millions. Filters still reach SQL where a
 column backs the attribute, so the common Nova query (`device_id=`) stays an
-index lookup.
+index lookup. Ports are the exception, being the collection that grows with
+the VMs: a `Resource` with a `pager` (`api/resources.py`) hands the whole query
+to its service, which answers it in SQL (`server/port_pages.py`) or returns None
+for this path to answer.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request, Response
 from vifwire.api import attributes, listing, sg_attributes
 from vifwire.api.attributes import Attr
 from vifwire.api.responses import JSONResponse
-from vifwire.api.services import ApiServices, CreatableService, ResourceService
+from vifwire.api.services import ApiServices, CreatableService, PagedService, ResourceService
 from vifwire.server import faults
 
 # The project of a request that names none (no keystone in front of vifwire).
@@ -40,6 +40,8 @@ class Resource:
     # Awaited before a list, with the project it is for (the project_id filter's, else
     # the request's): security groups make the project's default group on first use.
     before_list: Callable[[ApiServices, str], Awaitable[None]] | None = None
+    # Its service pages lists itself (in SQL); None: `listing` pages what `list` returned.
+    pager: Callable[[ApiServices], PagedService] | None = None
 
     @property
     def key(self) -> str:
@@ -122,6 +124,7 @@ class Handlers:
 def handlers_for(resource: Resource) -> Handlers:
     collection, member, spec = resource.key, resource.member, resource.spec
     pick, if_match, before_list = resource.service, resource.if_match, resource.before_list
+    pager = resource.pager
 
     def service(request: Request) -> ResourceService:
         return pick(request.app.state.services)
@@ -133,12 +136,19 @@ def handlers_for(resource: Resource) -> Handlers:
             await before_list(request.app.state.services,
                               str(named[0]) if named else _project(request))
         svc = service(request)
-        items = svc.list(query.filters)
-        if query.tag_filters:
-            items = [i for i in items if listing.tags_match(i["tags"], query.tag_filters)]
-        if query.sorts or query.limit:
-            items = listing.sort(items, query.sorts)
-        items = listing.page(items, query, lambda marker: svc.show(check_id(marker)))
+        items = None
+        if pager is not None and not query.tag_filters:
+            items = pager(request.app.state.services).page(
+                query.filters, fields=query.fields, sorts=query.sorts, limit=query.limit,
+                marker=None if query.marker is None else check_id(query.marker),
+                page_reverse=query.page_reverse)
+        if items is None:
+            items = svc.list(query.filters)
+            if query.tag_filters:
+                items = [i for i in items if listing.tags_match(i["tags"], query.tag_filters)]
+            if query.sorts or query.limit:
+                items = listing.sort(items, query.sorts)
+            items = listing.page(items, query, lambda marker: svc.show(check_id(marker)))
         body: dict[str, Any] = {collection: [_select(i, query.fields) for i in items]}
         if query.limit:
             body[f"{collection}_links"] = listing.links(request.url, items, query)
@@ -223,7 +233,7 @@ def _subnets(services: ApiServices) -> CreatableService:
     return services.subnets
 
 
-def _ports(services: ApiServices) -> CreatableService:
+def _ports(services: ApiServices) -> PagedService:
     return services.ports
 
 
@@ -246,7 +256,7 @@ async def _default_group(services: ApiServices, project_id: str) -> None:
 RESOURCES = (
     Resource("networks", "network", attributes.NETWORK, _networks, _networks),
     Resource("subnets", "subnet", attributes.SUBNET, _subnets, _subnets),
-    Resource("ports", "port", attributes.PORT, _ports, _ports),
+    Resource("ports", "port", attributes.PORT, _ports, _ports, pager=_ports),
     # Agents have no revision_number: If-Match is not theirs to honour.
     Resource("agents", "agent", attributes.AGENT, _agents, taggable=False, if_match=False),
     Resource("security-groups", "security_group", sg_attributes.SECURITY_GROUP,

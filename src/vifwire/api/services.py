@@ -14,7 +14,7 @@ taggable collection carries its `tags`.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 Item = dict[str, Any]
@@ -39,6 +39,15 @@ class CreatableService(ResourceService, Protocol):
     """A collection clients can also POST to (all-or-nothing for a bulk create)."""
 
     async def create(self, bodies: builtins.list[Item]) -> builtins.list[Item]: ...
+
+
+class PagedService(CreatableService, Protocol):
+    """A collection whose service answers a whole list query (filters, fields, sort,
+    limit and marker) itself, or None when the API's in-memory listing must."""
+
+    def page(self, filters: Filters, *, fields: Sequence[str],
+             sorts: Sequence[tuple[str, bool]], limit: int | None, marker: str | None,
+             page_reverse: bool) -> builtins.list[Item] | None: ...
 
 
 class TagsService(Protocol):
@@ -69,7 +78,7 @@ class ApiServices(Protocol):
     def subnets(self) -> CreatableService: ...
 
     @property
-    def ports(self) -> CreatableService: ...
+    def ports(self) -> PagedService: ...
 
     @property
     def agents(self) -> ResourceService: ...

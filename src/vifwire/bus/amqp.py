@@ -4,9 +4,10 @@ Queues (all on the default exchange, named `<prefix>.<topic>`):
 - a shared topic (`server`) is one durable queue consumed by every server worker:
   competing consumers, `prefetch` messages each, so whichever worker is free takes
   the next message. A message is acked only after its handler returned (and its
-  reply was written), so a worker killed mid-handler leaves it to be redelivered
-  to another worker: the handlers must be idempotent. Senders declare the queue
-  too, so a request made before any worker is up waits for one.
+  reply was written, on the channel it came on), so a worker killed mid-handler
+  leaves it to be redelivered to another worker: the handlers must be idempotent.
+  Senders declare the queue too, so a request made before any worker is up waits
+  for one.
 - any other topic (`agent.<host>`) is an exclusive queue of the process serving it:
   it lives exactly as long as that process's connection, a second agent for the
   same host is refused, and its messages are handled one at a time, in order.
@@ -108,7 +109,7 @@ class AmqpBus(Bus):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: AbstractRobustConnection | None = None
         self._pub: AbstractRobustChannel | None = None  # confirms: casts and requests
-        self._fast: AbstractRobustChannel | None = None  # no confirms: replies
+        self._fast: AbstractRobustChannel | None = None  # no confirms: calls to shared topics
         self._served: dict[str, _Served] = {}
         self._declared: set[str] = set()  # shared queues this bus sends to
         self._pending: dict[str, _Pending] = {}
@@ -254,14 +255,18 @@ class AmqpBus(Bus):
                 log.error("cast %s to %s failed", message.type, served.topic, exc_info=True)
         try:
             if message.reply_to is not None:
-                assert self._fast is not None
-                underlay = await self._fast.get_underlay_channel()
-                await underlay.basic_publish(
+                # On the channel that delivered the request, not on one of the bus's
+                # own: after a reconnect the consumers' channels may be restored (and
+                # deliver) before the others, whose publishes fail until then; the
+                # request, neither answered nor acked on a live channel, was never
+                # redelivered and its caller waited out its timeout (issue 9). This
+                # channel is open, and if it dies the broker redelivers the request.
+                await message.channel.basic_publish(
                     reply_body(result, error), routing_key=message.reply_to,
                     properties=spec.Basic.Properties(correlation_id=message.correlation_id))
             if served.shared:
                 await message.ack()  # only now: a crash before this gets it redelivered
-        except Exception:  # link lost: the broker redelivers it
+        except Exception:  # the delivering channel is gone: the broker redelivers it
             log.info("could not answer/ack on %s; it will be redelivered", served.topic,
                      exc_info=True)
 
@@ -311,8 +316,6 @@ class AmqpBus(Bus):
                        correlation_id: str | None = None) -> None:
         if self._pub is None:
             raise BusError("the bus is not started")
-        if topic in self._shared and topic not in self._declared:
-            await self._declare_shared(topic)
         # aiormq's publish under aio-pika's: aio_pika.Message costs ~90 attribute
         # checks per message; these properties are all a message needs here.
         properties = spec.Basic.Properties(
@@ -330,6 +333,12 @@ class AmqpBus(Bus):
                 while True:
                     await channel.ready()  # the link is down: wait for the robust reconnect
                     try:
+                        if topic in self._shared and topic not in self._declared:
+                            # Inside the wait: a first call made while the link is
+                            # down waits for it too, instead of failing at once.
+                            await self._pub.ready()
+                            await self._pub.declare_queue(self._queue(topic), durable=True)
+                            self._declared.add(topic)
                         underlay = await channel.get_underlay_channel()
                         await underlay.basic_publish(body, routing_key=self._queue(topic),
                                                      properties=properties,
@@ -345,15 +354,6 @@ class AmqpBus(Bus):
         except TimeoutError:
             pass
         raise BusError(f"could not send {what}: {failure}")
-
-    async def _declare_shared(self, topic: str) -> None:
-        assert self._pub is not None
-        try:
-            await self._pub.declare_queue(self._queue(topic), durable=True)
-        except (TimeoutError, *_LINK_ERRORS) as exc:
-            raise BusError(f"could not declare {topic!r} on {self.url}: {reason(exc)}") \
-                from None
-        self._declared.add(topic)
 
     # -- threads and tasks ---------------------------------------------------
 

@@ -18,6 +18,7 @@ import builtins
 import logging
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -25,7 +26,6 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Select,
-    and_,
     bindparam,
     delete,
     exists,
@@ -38,9 +38,9 @@ from vifwire.bus.base import BusError, NoEndpoint, agent_topic
 from vifwire.db.fast import Fast
 from vifwire.db.schema import ip_allocations, networks, ports
 from vifwire.messages import FixedIp, PortDetails, PortFirewall
-from vifwire.server import faults, firewalls, ipam, outbox, security_groups
+from vifwire.server import faults, firewalls, outbox, port_pages, security_groups
 from vifwire.server._db import read, run_read, run_transaction
-from vifwire.server._query import Filters, matches, where
+from vifwire.server._query import Filters, matches
 from vifwire.server._utils import dumps, iso, loads, new_id, utcnow
 from vifwire.server.allocations import Allocator, sort_ips
 from vifwire.server.context import Context
@@ -50,24 +50,6 @@ from vifwire.trace import Stage
 
 log = logging.getLogger(__name__)
 
-COLUMNS = {
-    "id": ports.c.id,
-    "name": ports.c.name,
-    "description": ports.c.description,
-    "project_id": ports.c.project_id,
-    "tenant_id": ports.c.project_id,
-    "network_id": ports.c.network_id,
-    "mac_address": ports.c.mac_address,
-    "admin_state_up": ports.c.admin_state_up,
-    "status": ports.c.status,
-    "device_id": ports.c.device_id,
-    "device_owner": ports.c.device_owner,
-    "port_security_enabled": ports.c.port_security_enabled,
-    "binding:host_id": ports.c.binding_host,
-    "binding:vif_type": ports.c.binding_vif_type,
-    "binding:vnic_type": ports.c.binding_vnic_type,
-    "revision_number": ports.c.revision_number,
-}
 # Changes an agent must hear about even when the host stays the same.
 AGENT_VISIBLE = {"admin_state_up", "fixed_ips", "mac_address", "security_groups",
                  "port_security_enabled", "allowed_address_pairs"}
@@ -199,14 +181,6 @@ def _pairs(requested: builtins.list[dict[str, str]] | None, mac: str,
     return pairs
 
 
-def _normal_ip(text: str) -> str:
-    """A filter's address as stored (canonical); one that is no address matches none."""
-    try:
-        return str(ipam.parse_ip(text))
-    except ipam.IpamError:
-        return text
-
-
 def _queued(event: outbox.Event | None) -> builtins.list[outbox.Event]:
     return [] if event is None else [event]
 
@@ -251,28 +225,22 @@ class PortService:
                     lambda conn: self._render_rows(conn, [get_row(conn, port_id)])[0])
 
     def list(self, filters: Filters) -> builtins.list[dict[str, Any]]:
-        filters = dict(filters)
-        ip_filters = filters.pop("fixed_ips", [])
-        stmt, rest = where(select(ports), COLUMNS, filters)
-        # Like Neutron's _get_ports_query: values of one key OR together (one IN),
-        # the two keys AND (each matched by some address of the port).
-        wanted: dict[str, builtins.list[str]] = defaultdict(builtins.list)
-        for value in ip_filters:
-            key, _, text = str(value).partition("=")
-            if key not in ("ip_address", "subnet_id") or not text:
-                raise faults.BadRequest(f"Invalid fixed_ips filter {value!r}")
-            wanted[key].append(_normal_ip(text) if key == "ip_address" else text)
-        for key, values in wanted.items():
-            stmt = stmt.where(exists().where(and_(
-                ip_allocations.c.port_id == ports.c.id,
-                getattr(ip_allocations.c, key).in_(values))))
+        stmt, rest = port_pages.filtered(select(ports), filters)
         stmt = stmt.order_by(ports.c.created_at, ports.c.id)
-
         ids = stmt.with_only_columns(ports.c.id).order_by(None)
 
         def work(conn: Connection) -> builtins.list[dict[str, Any]]:
             return self._render_rows(conn, list(conn.execute(stmt)), ids)
         return [p for p in read(self.ctx.engine, work) if matches(p, rest)]
+
+    def page(self, filters: Filters, *, fields: Sequence[str],
+             sorts: Sequence[tuple[str, bool]], limit: int | None, marker: str | None,
+             page_reverse: bool) -> builtins.list[dict[str, Any]] | None:
+        """One page, filtered, sorted, paged and with only `fields` (and `id`) in
+        SQL; None where `list` and the API's in-memory listing must answer
+        (`port_pages`)."""
+        return read(self.ctx.engine, lambda conn: port_pages.page(
+            conn, filters, fields, sorts, limit, marker, page_reverse))
 
     # -- IPAM and binding, inside a transaction ------------------------------
 
