@@ -46,6 +46,7 @@ from vifwire.server.allocations import Allocator, sort_ips
 from vifwire.server.context import Context
 from vifwire.server.networks import get_row as get_network_row
 from vifwire.server.tags import delete_tags, tags_of
+from vifwire.server.visibility import scoped
 from vifwire.trace import Stage
 
 log = logging.getLogger(__name__)
@@ -241,10 +242,11 @@ class PortService:
         return read(self.ctx.engine,
                     lambda conn: self._render_rows(conn, [get_row(conn, port_id)])[0])
 
-    def list(self, filters: Filters) -> builtins.list[dict[str, Any]]:
+    def list(self, filters: Filters,
+             visible_to: str | None = None) -> builtins.list[dict[str, Any]]:
         filters = dict(filters)
         ip_filters = filters.pop("fixed_ips", [])
-        stmt, rest = where(select(ports), COLUMNS, filters)
+        stmt, rest = where(scoped(select(ports), "ports", visible_to), COLUMNS, filters)
         # Like Neutron's _get_ports_query: values of one key OR together (one IN),
         # the two keys AND (each matched by some address of the port).
         wanted: dict[str, builtins.list[str]] = defaultdict(builtins.list)
