@@ -44,9 +44,8 @@ def tokens(keystone: Keystone) -> dict[str, str]:
             "bob": keystone.token("bob", "beta")}
 
 
-def keystone_settings(keystone: Keystone, tmp_path: Path, database_url: str,
-                      **more: Any) -> Settings:
-    return Settings(run_dir=tmp_path, host="server-1", database_url=database_url,
+def keystone_settings(keystone: Keystone, tmp_path: Path, url: str, **more: Any) -> Settings:
+    return Settings(run_dir=tmp_path, host="server-1", database_url=url,
                     nova_url="http://127.0.0.1:9/v2.1", auth_strategy="keystone",
                     keystone_authtoken=keystone.credentials(), **more)
 
