@@ -293,8 +293,7 @@ class Policy:
         if not sep:
             raise PolicyError(f"{token!r} is not a check")
         if kind == "rule":
-            policy = self
-            return lambda ctx, target: policy.check(value)(ctx, target)
+            return self.check(value)  # compiled now: a cycle is found at load
         if kind == "role":
             role = value.lower()
             return lambda ctx, target: role in ctx.roles
