@@ -58,8 +58,12 @@ class ServiceAuth:
         self._session = session.Session(auth=self._plugin, timeout=timeout_s)
 
     async def token(self) -> str:
+        """The held token while it has a minute left (no thread, no I/O), else a new one."""
         from keystoneauth1 import exceptions
 
+        held = self._plugin.auth_ref
+        if held is not None and not held.will_expire_soon(60):
+            return str(held.auth_token)
         try:
             token = await asyncio.to_thread(self._session.get_token)
         except exceptions.ClientException as exc:
