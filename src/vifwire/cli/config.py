@@ -179,8 +179,8 @@ def _credentials(path: Path, values: dict[str, Any]) -> None:
     for section, field in _CREDENTIAL_SECTIONS.items():
         given = {key: values.pop(f"{section}.{key}") for key in _CREDENTIAL_KEYS
                  if f"{section}.{key}" in values}
-        if not given:
-            continue
+        if not given.keys() & {"auth_url", "username", "password"}:
+            continue  # only the optional keys, as the example shows them: no user
         absent = [k for k in ("auth_url", "username", "password") if k not in given]
         if absent:
             raise ConfigError(f"{path}: [{section}] needs {', '.join(absent)} with "
