@@ -101,3 +101,12 @@ def test_a_bad_policy_file_is_one_clear_error(tmp_path: Path, text: str, error: 
         load_rules(path)
     with pytest.raises(PolicyError, match="cannot read"):
         load_rules(tmp_path / "absent.yaml")
+
+
+def test_role_only_rules_are_target_free() -> None:
+    policy = Policy({"mixed": "role:x or tenant_id:%(tenant_id)s", "via": "rule:admin_only",
+                     "fielded": "not field:networks:shared=True"})
+    assert policy.target_free("get_port:binding:host_id")
+    assert policy.target_free("via") and policy.target_free("regular_user")
+    assert not policy.target_free("mixed") and not policy.target_free("fielded")
+    assert not policy.target_free("get_network")

@@ -56,13 +56,29 @@ class Enforcer:
         return [(k, f"{action}_{self.member}:{k}") for k in keys
                 if k not in _NOT_ATTRIBUTES and self.policy.has(f"{action}_{self.member}:{k}")]
 
-    def _readable(self, ctx: RequestContext, item: Item) -> Item:
+    def _hidden(self, ctx: RequestContext, item: Item) -> tuple[list[str], list[tuple[str, str]]]:
+        """The attributes this context never reads (rules of roles only, decided once),
+        and the (attribute, rule) pairs left to decide per item."""
         rules = self._attribute_rules.get("get")
         if rules is None:  # the rendered keys are the same for every item of a collection
             rules = self._attribute_rules["get"] = self._rules_of("get", item.keys())
-        hidden = [attr for attr, rule in rules
-                  if attr in item and not self.policy.enforce(ctx, rule, item)]
-        return {k: v for k, v in item.items() if k not in hidden} if hidden else item
+        free = [(a, r) for a, r in rules if self.policy.target_free(r)]
+        never = [a for a, r in free if not self.policy.enforce(ctx, r, {})]
+        return never, [(a, r) for a, r in rules if (a, r) not in free]
+
+    def _readable(self, ctx: RequestContext, items: list[Item]) -> list[Item]:
+        """`items` (freshly rendered for this request) without what the context may not
+        read; the role-only rules (`binding:*`, `provider:*`) are checked once."""
+        if not items:
+            return items
+        never, per_item = self._hidden(ctx, items[0])
+        for item in items:
+            for attr in never:
+                item.pop(attr, None)
+            for attr, rule in per_item:
+                if attr in item and not self.policy.enforce(ctx, rule, item):
+                    del item[attr]
+        return items
 
     def target(self, services: ApiServices, item: Item) -> dict[str, Any]:
         target = dict(item)
@@ -83,7 +99,7 @@ class Enforcer:
             return items
         if self.collection == "agents":
             items = [i for i in items if self.policy.enforce(ctx, "get_agent", i)]
-        return [self._readable(ctx, i) for i in items]
+        return self._readable(ctx, items)
 
     def visible(self, ctx: RequestContext, services: ApiServices, item: Item) -> dict[str, Any]:
         """The item's policy target; a 404 when the context may not see it."""
@@ -96,7 +112,7 @@ class Enforcer:
         if self.exempt(ctx):
             return item
         self.visible(ctx, services, item)
-        return self._readable(ctx, item)
+        return self._readable(ctx, [item])[0]
 
     def creating(self, ctx: RequestContext, services: ApiServices, body: Item) -> None:
         if body.get("project_id") != ctx.project_id and not ctx.is_admin:

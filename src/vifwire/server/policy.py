@@ -228,6 +228,22 @@ class Policy:
                 self._compiling.discard(name)
         return compiled
 
+    def target_free(self, name: str, _seen: frozenset[str] = frozenset()) -> bool:
+        """Whether rule `name` reads nothing of the target (roles and literals only): its
+        answer for one context holds for every item of a list."""
+        if name in _seen:
+            return False
+        for token in _tokens(self.rules.get(name, self.rules.get("default", "!"))):
+            if token in ("(", ")", "and", "or", "not", "@", "!"):
+                continue
+            kind, _, value = token.partition(":")
+            if kind == "rule":
+                if not self.target_free(value, _seen | {name}):
+                    return False
+            elif kind == "field" or "%(" in value:
+                return False
+        return True
+
     def enforce(self, ctx: RequestContext, action: str, target: Target) -> bool:
         if ctx.is_admin and self.admin_passes_all:
             return True
