@@ -94,6 +94,17 @@ async def test_a_stranger_cannot_use_another_projects_network_or_group(cloud: Cl
                 "security_group_id": estate["security-groups"]["id"], "direction": "egress"})):
         answer = await bob.call("POST", f"/v2.0/{collection}", json={member: body})
         assert answer.status_code == 404, (collection, answer.text)
+    # Nor put his port in her security group.
+    bobs_net = await bob.post("networks", "network")
+    group = estate["security-groups"]["id"]
+    refused = await bob.call("POST", "/v2.0/ports", json={"port": {
+        "network_id": bobs_net["id"], "security_groups": [group]}})
+    assert refused.status_code == 404, refused.text
+    assert refused.json()["NeutronError"]["type"] == "SecurityGroupNotFound"
+    port = await bob.post("ports", "port", network_id=bobs_net["id"])
+    moved = await bob.call("PUT", f"/v2.0/ports/{port['id']}",
+                           json={"port": {"security_groups": [group]}})
+    assert moved.status_code == 404, moved.text
 
 
 async def test_project_id_of_another_project_needs_admin(cloud: Cloud) -> None:

@@ -130,10 +130,14 @@ class Enforcer:
             network = services.networks.show(body["network_id"])
             if not self.policy.enforce(ctx, "get_network", network):
                 raise faults.NetworkNotFound(body["network_id"])
-        if self.collection == "security_group_rules" and body.get("security_group_id"):
-            group = services.security_groups.show(body["security_group_id"])
+        groups = [body["security_group_id"]] if self.collection == "security_group_rules" \
+            and body.get("security_group_id") else []
+        if self.collection == "ports" and isinstance(body.get("security_groups"), list):
+            groups += body["security_groups"]  # a port's groups must be the caller's to see
+        for group_id in groups:
+            group = services.security_groups.show(group_id)
             if not self.policy.enforce(ctx, "get_security_group", group):
-                raise sg_faults.SecurityGroupNotFound(body["security_group_id"])
+                raise sg_faults.SecurityGroupNotFound(group_id)
 
     def _authorize_attributes(self, ctx: RequestContext, action: str, changes: Item,
                               target: dict[str, Any]) -> None:
@@ -153,6 +157,8 @@ class Enforcer:
             return
         target = {**self.visible(ctx, services, item), **changes}
         self.policy.authorize(ctx, f"update_{self.member}", target)
+        if "security_groups" in changes:
+            self._parent_visible(ctx, services, {"security_groups": changes["security_groups"]})
         self._authorize_attributes(ctx, "update", changes, target)
 
     def deleting(self, ctx: RequestContext, services: ApiServices, item: Item) -> None:
