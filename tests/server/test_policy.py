@@ -90,6 +90,7 @@ def test_a_policy_file_overrides_rules(tmp_path: Path) -> None:
     ('"a": "role:x )"\n', "unexpected"),
     ('"a": "nonsense"\n', "is not a check"),
     ('"a": "rule:a"\n', "refers to itself"),
+    ('"a": "rule:b"\n"b": "rule:a"\n', "refers to itself"),
     ("- a list\n", "mapping of rule name"),
     ('"a": [1]\n', "mapping of rule name"),
     ("a: [\n", "does not parse"),
@@ -97,7 +98,7 @@ def test_a_policy_file_overrides_rules(tmp_path: Path) -> None:
 def test_a_bad_policy_file_is_one_clear_error(tmp_path: Path, text: str, error: str) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(text)
-    with pytest.raises(PolicyError, match=error):
+    with pytest.raises(PolicyError, match=f"policy file {path}.*{error}"):
         load_rules(path)
     with pytest.raises(PolicyError, match="cannot read"):
         load_rules(tmp_path / "absent.yaml")

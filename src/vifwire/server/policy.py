@@ -170,12 +170,17 @@ def load_rules(path: Path) -> dict[str, str]:
     if not isinstance(loaded, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in loaded.items()):
         raise PolicyError(f"policy file {path}: want a mapping of rule name to check string")
-    probe = Policy(loaded)
-    for name in loaded:
+    for name, text in loaded.items():  # each alone first: the error names its rule
         try:
-            probe.check(name)
+            Policy({name: text}).check(name)
         except PolicyError as exc:
             raise PolicyError(f"policy file {path}: rule {name!r}: {exc}") from None
+    try:
+        together = Policy(loaded)  # and together: a cycle between two rules
+        for name in loaded:
+            together.check(name)
+    except PolicyError as exc:
+        raise PolicyError(f"policy file {path}: {exc}") from None
     return loaded
 
 
