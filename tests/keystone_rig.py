@@ -131,7 +131,8 @@ def start(workdir: Path) -> Keystone:
     _manage(conf, "bootstrap", "--bootstrap-password", ADMIN_PASSWORD,
             "--bootstrap-username", "admin", "--bootstrap-project-name", "admin",
             "--bootstrap-role-name", "admin", "--bootstrap-region-id", "RegionOne",
-            "--bootstrap-public-url", url)
+            "--bootstrap-public-url", url, "--bootstrap-internal-url", url,
+            "--bootstrap-admin-url", url)
     with (workdir / "uwsgi.stdout").open("ab") as log:
         process = subprocess.Popen(
             ["uwsgi", "--plugin", "python3", "--http-socket", f"127.0.0.1:{port}",

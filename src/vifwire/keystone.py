@@ -12,7 +12,9 @@ requests with one new token share one Keystone call.
 
 keystonemiddleware itself is a WSGI (webob) filter and brings oslo.config,
 oslo.cache and pycadf; vifwire's API is ASGI and its fast path
-(`vifwire.api.dispatch`) is per-request CPU, so it makes the same call itself.
+(`vifwire.api.dispatch`) is per-request CPU, so it makes the same call itself:
+with a cached token auth_token's filter costs ~0.18 ms CPU per request, this check
+~0.003 ms (bench/auth_middleware_ab.py, against the tests' real Keystone).
 """
 
 from __future__ import annotations
