@@ -115,10 +115,15 @@ def main() -> None:
               "python": platform.python_version(), "ports": args.ports,
               "requests": args.requests, "cpu_ms_per_request": figures,
               "note": "in-process, SQLite, cached tokens; shared 2-core machine: indicative"}
+    write_result("auth-cost", result)
+
+
+def write_result(name: str, result: dict[str, Any]) -> None:
+    """bench/results/<name>-<UTC time>.json, and the figures on stdout."""
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"auth-cost-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path = RESULTS / f"{name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(figures, indent=2))
+    print(json.dumps(result, indent=2))
     print(f"written: {path}")
 
 

@@ -29,12 +29,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 
-import keystone_rig  # noqa: E402
+from auth_cost import write_result
 
-from vifwire.api.auth import Gate  # noqa: E402
-from vifwire.settings import Settings  # noqa: E402
+import keystone_rig
+from vifwire.api.auth import Gate
+from vifwire.settings import Settings
 
-RESULTS = Path(__file__).parent / "results"
 MIDDLEWARE = r"""
 import json, sys, time, logging
 logging.disable(logging.CRITICAL)
@@ -111,12 +111,7 @@ def main() -> None:
     result = {"bench": "auth_middleware_ab", "at": datetime.now(UTC).isoformat(),
               "requests": args.requests, "keystonemiddleware": middleware, "vifwire": own,
               "note": "cached token, CPU per request; shared 2-core machine: indicative"}
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"auth-middleware-ab-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"written: {path}")
-
+    write_result("auth-middleware-ab", result)
 
 if __name__ == "__main__":
     main()
