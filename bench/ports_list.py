@@ -117,7 +117,7 @@ def profile_in_process(database_url: str, base: Path) -> dict[str, str]:
     async def go() -> None:
         transport = httpx.ASGITransport(app=app)
         async with app.router.lifespan_context(app), \
-                httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+                httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             await client.get("/v2.0/ports", params=[("limit", "1")])
             for shape, params in SHAPES.items():
                 prof = cProfile.Profile()

@@ -16,11 +16,39 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # The profiler's HTML report is checked in headless Chromium by the tests.
 if [ "$extras" = test ] && ! command -v chromium >/dev/null 2>&1; then need+=(chromium); fi
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" != 0 ]; then echo "error: run as root to install: ${need[*]}" >&2; exit 1; fi
-  echo "installing Debian packages: ${need[*]}" >&2
+# The authentication tests run a real Keystone (Debian's, Zed) under uwsgi, private
+# to the run (tests/keystone_rig.py); the packaged keystone service is not used.
+keystone=()
+if [ "$extras" = test ]; then
+  for p in keystone uwsgi-core uwsgi-plugin-python3; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || keystone+=("$p")
+  done
+fi
+if [ $(( ${#need[@]} + ${#keystone[@]} )) -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then echo "error: run as root to install: ${need[*]} ${keystone[*]}" >&2; exit 1; fi
+  echo "installing Debian packages: ${need[*]} ${keystone[*]}" >&2
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  if [ ${#need[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+  if [ ${#keystone[@]} -gt 0 ]; then
+    # No database, admin or endpoint of its own, and its service not started: the
+    # tests run their own Keystone (as ../shared/peers/tempest/setup.sh does).
+    debconf-set-selections <<'EOC'
+keystone keystone/configure_db boolean false
+keystone keystone/create-admin-tenant boolean false
+keystone keystone/register-endpoint boolean false
+EOC
+    made_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1
+    fi
+    status=0
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${keystone[@]}" \
+      >/dev/null || status=$?
+    [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
+    [ "$status" = 0 ] || exit "$status"
+  fi
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv

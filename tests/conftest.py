@@ -54,3 +54,17 @@ def pg_url(unavailable: ServiceUnavailable) -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def keystone(unavailable: ServiceUnavailable,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real Keystone (Debian's, under uwsgi) for the session: tests/keystone_rig.py."""
+    import keystone_rig
+
+    why = keystone_rig.missing()
+    if why is not None:
+        unavailable("Keystone", why)
+    rig = keystone_rig.start(tmp_path_factory.mktemp("keystone"))
+    yield rig
+    rig.stop()

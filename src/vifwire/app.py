@@ -18,10 +18,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from vifwire.api import dispatch, errors, meta, openapi, resources, tags
+from vifwire.api import auth, authz, dispatch, errors, meta, openapi, resources, tags
 from vifwire.api.responses import JSONResponse
 from vifwire.api.services import ApiServices
 from vifwire.bus.base import Bus
+from vifwire.server.policy import Policy
 from vifwire.server.services import running
 from vifwire.settings import Settings
 from vifwire.trace import Tracer
@@ -31,12 +32,18 @@ _BUILD_LOCK = threading.Lock()
 
 def create_app(settings: Settings, bus: Bus, tracer: Tracer,
                notifier_backoff_s: float = 0.1) -> FastAPI:
+    gate = auth.Gate(settings)
+    policy = Policy.from_file(settings.policy_file)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with running(settings, bus, tracer, notifier_backoff_s) as services:
             api_services: ApiServices = services  # mypy checks the server fits the API
             app.state.services = api_services
-            yield
+            try:
+                yield
+            finally:
+                await gate.close()
 
     # FastAPI (through pydantic) analyses each route's signature when it is added;
     # two apps built at once on two threads (two server instances in one process,
@@ -48,7 +55,11 @@ def create_app(settings: Settings, bus: Bus, tracer: Tracer,
         errors.install(app)
         openapi.install(app)
         app.include_router(meta.router)
-        handlers = [(resource, resources.handlers_for(resource))
+        app.gate = gate
+        enforcers = {r.collection: authz.Enforcer(policy, r.key, r.member)
+                     for r in resources.RESOURCES}
+        app.state.enforcers = enforcers
+        handlers = [(resource, resources.handlers_for(resource, enforcers[resource.collection]))
                     for resource in resources.RESOURCES]
         for resource, resource_handlers in handlers:
             app.include_router(resources.router_for(resource, resource_handlers))

@@ -44,6 +44,22 @@ class OvsSettings:
 
 
 @dataclass(frozen=True)
+class KeystoneCredentials:
+    """A service user's password credentials, as keystoneauth1's `password` plugin takes
+    them (Neutron's [keystone_authtoken] and [nova] sections)."""
+
+    auth_url: str
+    username: str
+    password: str
+    project_name: str = "service"
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+
+
+AUTH_STRATEGIES = ("noauth", "keystone")
+
+
+@dataclass(frozen=True)
 class Settings:
     run_dir: Path = DEFAULT_RUN_DIR
     host: str = field(default_factory=socket.gethostname)
@@ -101,6 +117,22 @@ class Settings:
     # Speed-up switches (issue 13.2; gains in bench/http_ab.py). Off: the plain path.
     fast_dispatch: bool = True  # api/dispatch; off: FastAPI routes every request
     nova_client: str = "httptools"  # server/nova_client; "httpx": httpx.AsyncClient
+    # Neutron's [DEFAULT] auth_strategy: "noauth" (every request is admin, X-Project-Id
+    # names its project; the API listens on loopback only) or "keystone" (a token is
+    # validated against [keystone_authtoken]'s Keystone; vifwire.keystone).
+    auth_strategy: str = "noauth"
+    keystone_authtoken: KeystoneCredentials | None = None
+    # Seconds a validated token is trusted without asking Keystone again
+    # (keystonemiddleware's token_cache_time).
+    token_cache_time_s: float = 300.0
+    # oslo.policy-style YAML or JSON overriding the default rules (vifwire.server.policy).
+    policy_file: Path | None = None
+    # Host header names accepted when the API listens on loopback (besides localhost,
+    # the loopback addresses and api_host): a browser page of another name that
+    # resolves to 127.0.0.1 (DNS rebinding) is refused.
+    api_allowed_hosts: tuple[str, ...] = ()
+    # Neutron's [nova] service user: with it the notifier sends a Keystone token.
+    nova_auth: KeystoneCredentials | None = None
 
     @property
     def ovs(self) -> OvsSettings:

@@ -71,6 +71,37 @@ def check_settings(settings: Settings) -> None:
         check_nova_url(settings.nova_url)
     except NovaUrlError as exc:
         raise StartupError(str(exc)) from None
+    check_auth_settings(settings)
+
+
+def check_auth_settings(settings: Settings) -> None:
+    """noauth makes every caller admin: only this machine may call it. keystone needs
+    the service user tokens are checked with. A policy file must parse."""
+    import ipaddress
+
+    from vifwire.server.policy import PolicyError, load_rules
+    from vifwire.settings import AUTH_STRATEGIES
+
+    if settings.auth_strategy not in AUTH_STRATEGIES:
+        raise StartupError(f"auth_strategy {settings.auth_strategy!r} is not one of "
+                           f"{', '.join(AUTH_STRATEGIES)}")
+    if settings.auth_strategy == "noauth":
+        try:
+            loopback = ipaddress.ip_address(settings.api_host).is_loopback
+        except ValueError:
+            loopback = settings.api_host == "localhost"
+        if not loopback:
+            raise StartupError(f"auth_strategy noauth lets any caller act as admin: it listens "
+                               f"on loopback only, not {settings.api_host} (use auth_strategy "
+                               "= keystone to listen there)")
+    elif settings.keystone_authtoken is None:
+        raise StartupError("auth_strategy keystone needs [keystone_authtoken] auth_url, "
+                           "username and password in the configuration file")
+    if settings.policy_file is not None:
+        try:
+            load_rules(settings.policy_file)
+        except PolicyError as exc:
+            raise StartupError(str(exc)) from None
 
 
 def _shown(url: str) -> str:

@@ -69,8 +69,10 @@ def test_the_api_loads_no_service_or_database_code() -> None:
              "'vifwire.db', 'vifwire.agent', 'ovsdbapp'))))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             check=True).stdout.strip()
-    # The faults only (sg_faults: those of security groups, which API converters raise).
-    assert loaded == "['vifwire.server', 'vifwire.server.faults', 'vifwire.server.sg_faults']"
+    # The faults (sg_faults: those of security groups, which API converters raise) and
+    # the policy (the request context and Neutron's rules: pure, no database).
+    assert loaded == ("['vifwire.server', 'vifwire.server.faults', 'vifwire.server.policy', "
+                      "'vifwire.server.sg_faults']")
 
 
 async def test_openapi_offers_if_match_only_where_it_is_honoured(stack: Stack) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vifwire.cli.config import KEYS, ConfigError, read_config
-from vifwire.settings import Settings
+from vifwire.settings import KeystoneCredentials, Settings
 
 from .conftest import cli_env, run_cli
 
@@ -90,3 +90,36 @@ def test_importing_settings_reads_no_environment(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=cli_env(tmp_path / "elsewhere"), check=True)
     assert done.stdout.strip() == "/var/run/vifwire"
+
+
+def test_authentication_keys(tmp_path: Path) -> None:
+    path = tmp_path / "auth.conf"
+    path.write_text("[DEFAULT]\nauth_strategy = keystone\nbind_host = 0.0.0.0\n"
+                    "allowed_hosts = Neutron.lan, proxy\n"
+                    "[keystone_authtoken]\nauth_type = password\nauth_url = http://ks:5000/v3\n"
+                    "username = neutron\npassword = pw\nproject_name = services\n"
+                    "token_cache_time = 60\n"
+                    "[oslo_policy]\npolicy_file = /etc/vifwire/policy.yaml\n"
+                    "[nova]\nauth_url = http://ks:5000/v3\nusername = nova\npassword = npw\n"
+                    "user_domain_name = D\n")
+    settings = Settings(**read_config(path))
+    assert settings.auth_strategy == "keystone"
+    assert settings.api_allowed_hosts == ("neutron.lan", "proxy")
+    assert settings.keystone_authtoken == KeystoneCredentials(
+        "http://ks:5000/v3", "neutron", "pw", project_name="services")
+    assert settings.token_cache_time_s == 60.0
+    assert settings.policy_file == Path("/etc/vifwire/policy.yaml")
+    assert settings.nova_auth == KeystoneCredentials("http://ks:5000/v3", "nova", "npw",
+                                                     user_domain_name="D")
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    ("[DEFAULT]\nauth_strategy = none\n", "[DEFAULT] auth_strategy = 'none': must be one of"),
+    ("[keystone_authtoken]\nusername = u\n", "[keystone_authtoken] needs auth_url, password"),
+    ("[nova]\nauth_url = http://ks/v3\npassword = p\n", "[nova] needs username"),
+])
+def test_an_authentication_mistake_is_one_line(tmp_path: Path, body: str, why: str) -> None:
+    path = tmp_path / "bad.conf"
+    path.write_text(body)
+    with pytest.raises(ConfigError, match=re.escape(why)):
+        read_config(path)

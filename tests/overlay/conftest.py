@@ -79,7 +79,7 @@ async def serving(base: Path, database_url: str = "",
     try:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://vifwire") as api:
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as api:
                 yield Server(api, bus)
     finally:
         await bus.stop()

@@ -83,5 +83,5 @@ async def running(settings: Settings, bus: LocalBus | None = None) -> AsyncItera
     app = create_app(settings, bus, tracer, notifier_backoff_s=0.05)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://vifwire") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             yield Stack(client, bus, tracer, settings, app)

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
+from vifwire.api.auth import Gate
 from vifwire.api.errors import fault_response
 from vifwire.api.resources import Handler, Handlers, Resource
 
@@ -53,9 +54,16 @@ class DispatchingFastAPI(FastAPI):
         super().__init__(**kwargs)
         # Filled once the routes are registered; until then every request goes to FastAPI.
         self.route_table: dict[tuple[str, str, bool], Handler] = {}
+        # Every request passes it first, whichever way it is routed (vifwire.api.auth).
+        self.gate: Gate | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if self.gate is not None:
+                refusal = await self.gate.admit(scope)
+                if refusal is not None:
+                    await refusal(scope, receive, send)
+                    return
             path: str = scope["path"]
             if path.startswith(PREFIX):
                 collection, slash, item_id = path[len(PREFIX):].partition("/")

@@ -19,12 +19,11 @@ from fastapi import APIRouter, Request, Response
 
 from vifwire.api import attributes, listing, sg_attributes
 from vifwire.api.attributes import Attr
+from vifwire.api.auth import context_of
+from vifwire.api.authz import Enforcer
 from vifwire.api.responses import JSONResponse
 from vifwire.api.services import ApiServices, CreatableService, PagedService, ResourceService
 from vifwire.server import faults
-
-# The project of a request that names none (no keystone in front of vifwire).
-DEFAULT_PROJECT_ID = "0f5d8ae5c1d44b6b9e0a3c0de2f1a001"
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,15 @@ class Resource:
 MAX_BODY_BYTES = 114688
 
 
+def _is_json(content_type: str) -> bool:
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/")
+                                           and media.endswith("+json"))
+
+
 async def json_body(request: Request) -> Any:
+    """The request's JSON body. Only a JSON content type is read: a page of another
+    origin can POST text/plain (or a typeless blob) without a CORS preflight."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise faults.RequestTooLarge(MAX_BODY_BYTES)
@@ -72,15 +79,12 @@ async def json_body(request: Request) -> Any:
     raw = b"".join(chunks)
     if not raw:
         raise faults.BadRequest("Resource body required")
+    if not _is_json(request.headers.get("content-type", "")):
+        raise faults.UnsupportedMediaType()
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise faults.BadRequest("Malformed request body") from None
-
-
-def _project(request: Request) -> str:
-    return (request.headers.get("x-project-id") or request.headers.get("x-tenant-id")
-            or DEFAULT_PROJECT_ID)
 
 
 def _if_revision(request: Request) -> int | None:
@@ -121,7 +125,9 @@ class Handlers:
     create: Handler | None
 
 
-def handlers_for(resource: Resource) -> Handlers:
+def handlers_for(resource: Resource, enforcer: Enforcer) -> Handlers:
+    """The five operations, each checked by `enforcer` (Neutron's policy) for the
+    request's context (`vifwire.api.auth`)."""
     collection, member, spec = resource.key, resource.member, resource.spec
     pick, if_match, before_list = resource.service, resource.if_match, resource.before_list
     pager = resource.pager
@@ -131,24 +137,29 @@ def handlers_for(resource: Resource) -> Handlers:
 
     async def list_(request: Request) -> Response:
         query = listing.parse(spec, request.query_params.multi_items())
+        ctx = context_of(request.scope)
+        services = request.app.state.services
         if before_list is not None:
             named = query.filters.get("project_id") or query.filters.get("tenant_id")
-            await before_list(request.app.state.services,
-                              str(named[0]) if named else _project(request))
+            await before_list(services, str(named[0]) if named and ctx.is_admin
+                              else ctx.project_id)
         svc = service(request)
         items = None
-        if pager is not None and not query.tag_filters:
-            items = pager(request.app.state.services).page(
+        # The service's own pager answers for a caller who may see every row and
+        # attribute (an admin; every caller under noauth); policy filters the rest.
+        if pager is not None and not query.tag_filters and enforcer.exempt(ctx):
+            items = pager(services).page(
                 query.filters, fields=query.fields, sorts=query.sorts, limit=query.limit,
                 marker=None if query.marker is None else check_id(query.marker),
                 page_reverse=query.page_reverse)
         if items is None:
-            items = svc.list(query.filters)
+            items = enforcer.listed(ctx, svc.list(query.filters, ctx.visible_to))
             if query.tag_filters:
                 items = [i for i in items if listing.tags_match(i["tags"], query.tag_filters)]
             if query.sorts or query.limit:
                 items = listing.sort(items, query.sorts)
-            items = listing.page(items, query, lambda marker: svc.show(check_id(marker)))
+            items = listing.page(items, query, lambda marker: enforcer.shown(
+                ctx, services, svc.show(check_id(marker))))
         body: dict[str, Any] = {collection: [_select(i, query.fields) for i in items]}
         if query.limit:
             body[f"{collection}_links"] = listing.links(request.url, items, query)
@@ -157,7 +168,8 @@ def handlers_for(resource: Resource) -> Handlers:
     async def show(request: Request, item_id: str) -> Response:
         fields = [p for p in request.query_params.multi_items() if p[0] == "fields"]
         query = listing.parse(spec, fields) if fields else None
-        item = service(request).show(check_id(item_id))
+        item = enforcer.shown(context_of(request.scope), request.app.state.services,
+                              service(request).show(check_id(item_id)))
         return JSONResponse({member: _select(item, query.fields) if query else item})
 
     async def update(request: Request, item_id: str) -> Response:
@@ -165,13 +177,20 @@ def handlers_for(resource: Resource) -> Handlers:
         body = await json_body(request)
         if not isinstance(body, dict) or member not in body or len(body) != 1:
             raise faults.BadRequest(f"Unable to find '{member}' in request body")
-        changes = attributes.validate_body(spec, body[member], False, _project(request))
+        ctx = context_of(request.scope)
+        changes = attributes.validate_body(spec, body[member], False, ctx.project_id)
         expected = _if_revision(request) if if_match else None
-        updated = await service(request).update(item_id, changes, expected)
-        return JSONResponse({member: updated})
+        svc = service(request)
+        if not enforcer.exempt(ctx):
+            enforcer.updating(ctx, request.app.state.services, svc.show(item_id), changes)
+        updated = await svc.update(item_id, changes, expected)
+        return JSONResponse({member: enforcer.listed(ctx, [updated])[0]})
 
     async def delete(request: Request, item_id: str) -> Response:
         svc = service(request)
+        ctx = context_of(request.scope)
+        if not enforcer.exempt(ctx):
+            enforcer.deleting(ctx, request.app.state.services, svc.show(check_id(item_id)))
         expected = _if_revision(request) if if_match else None
         if expected is not None:
             # Checked before the delete, not inside its transaction: a racing
@@ -188,21 +207,26 @@ def handlers_for(resource: Resource) -> Handlers:
 
     async def create(request: Request) -> Response:
         body = await json_body(request)
-        project = _project(request)
-        svc = pick_creator(request.app.state.services)
+        ctx = context_of(request.scope)
+        project = ctx.project_id
+        services = request.app.state.services
+        svc = pick_creator(services)
         if isinstance(body, dict) and isinstance(body.get(collection), list) \
                 and len(body) == 1:
             if not body[collection]:
                 raise faults.BadRequest("Resources required")
             items = [attributes.validate_body(spec, b, True, project)
                      for b in body[collection]]
+            for item in items:
+                enforcer.creating(ctx, services, item)
             created = await svc.create(items)
-            return JSONResponse({collection: created}, status_code=201)
+            return JSONResponse({collection: enforcer.listed(ctx, created)}, status_code=201)
         if not isinstance(body, dict) or member not in body or len(body) != 1:
             raise faults.BadRequest(f"Unable to find '{member}' in request body")
         item = attributes.validate_body(spec, body[member], True, project)
+        enforcer.creating(ctx, services, item)
         created = await svc.create([item])
-        return JSONResponse({member: created[0]}, status_code=201)
+        return JSONResponse({member: enforcer.listed(ctx, created)[0]}, status_code=201)
 
     return Handlers(list_, show, update, delete, create)
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from vifwire.api.auth import context_of
+from vifwire.api.authz import Enforcer
 from vifwire.api.resources import RESOURCES, check_id, json_body
 from vifwire.api.responses import JSONResponse
 from vifwire.api.services import ApiServices, TagsService
@@ -21,6 +23,7 @@ from vifwire.server import faults
 
 MAX_TAG_LEN = 60
 TAGGABLE = tuple(r.collection for r in RESOURCES if r.taggable)
+_SHOW = {r.collection: r.service for r in RESOURCES}
 
 
 def validate_tag(tag: Any) -> str:
@@ -39,17 +42,33 @@ def _service(request: Request) -> TagsService:
     return services.tags
 
 
+def _guard(request: Request, collection: str, item_id: str, write: bool = True) -> str:
+    """A resource's tags are read as it is shown and written as it is updated (policy)."""
+    check_id(item_id)
+    ctx = context_of(request.scope)
+    enforcer: Enforcer = request.app.state.enforcers[collection]
+    if not enforcer.exempt(ctx):
+        services: ApiServices = request.app.state.services
+        item = _SHOW[collection](services).show(item_id)
+        if write:
+            enforcer.updating(ctx, services, item, {})
+        else:
+            enforcer.visible(ctx, services, item)
+    return item_id
+
+
 def router_for(collection: str) -> APIRouter:
     router = APIRouter()
     base = f"/v2.0/{collection}/{{item_id}}/tags"
 
     @router.get(base)
     async def list_tags(request: Request, item_id: str) -> JSONResponse:
-        return JSONResponse({"tags": _service(request).get(collection, check_id(item_id))})
+        return JSONResponse({"tags": _service(request).get(
+            collection, _guard(request, collection, item_id, write=False))})
 
     @router.put(base)
     async def replace_tags(request: Request, item_id: str) -> JSONResponse:
-        check_id(item_id)
+        _guard(request, collection, item_id)
         body = await json_body(request)
         if not isinstance(body, dict) or set(body) != {"tags"} \
                 or not isinstance(body["tags"], list):
@@ -59,22 +78,24 @@ def router_for(collection: str) -> APIRouter:
 
     @router.delete(base, status_code=204)
     async def clear_tags(request: Request, item_id: str) -> Response:
-        await _service(request).clear(collection, check_id(item_id))
+        await _service(request).clear(collection, _guard(request, collection, item_id))
         return Response(status_code=204)
 
     @router.get(base + "/{tag}", status_code=204)
     async def check_tag(request: Request, item_id: str, tag: str) -> Response:
-        _service(request).has(collection, check_id(item_id), tag)
+        _service(request).has(collection, _guard(request, collection, item_id, write=False),
+                              tag)
         return Response(status_code=204)
 
     @router.put(base + "/{tag}", status_code=201)
     async def add_tag(request: Request, item_id: str, tag: str) -> Response:
-        await _service(request).add(collection, check_id(item_id), validate_tag(tag))
+        await _service(request).add(collection, _guard(request, collection, item_id),
+                                    validate_tag(tag))
         return Response(status_code=201)
 
     @router.delete(base + "/{tag}", status_code=204)
     async def remove_tag(request: Request, item_id: str, tag: str) -> Response:
-        await _service(request).remove(collection, check_id(item_id), tag)
+        await _service(request).remove(collection, _guard(request, collection, item_id), tag)
         return Response(status_code=204)
 
     return router

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vifwire.settings import AUTH_STRATEGIES, KeystoneCredentials
+
 DEFAULT_CONFIG_FILE = Path("/etc/vifwire/vifwire.conf")
 # Parsed as an ordinary section, so its keys are not copied into every other one.
 _DEFAULT = "DEFAULT"
@@ -113,6 +115,23 @@ def _path(text: str) -> Path:
     return Path(_text(text))
 
 
+def _auth_strategy(text: str) -> str:
+    if text not in AUTH_STRATEGIES:
+        raise ValueError(f"must be one of {', '.join(AUTH_STRATEGIES)}")
+    return text
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip().lower() for n in text.split(",") if n.strip())
+
+
+# A service user's keys, as keystoneauth1's password plugin names them; read into
+# "<section>.<key>" and assembled into one KeystoneCredentials (see read_config).
+_CREDENTIAL_KEYS = ("auth_url", "username", "password", "project_name", "user_domain_name",
+                    "project_domain_name")
+_CREDENTIAL_SECTIONS = {"keystone_authtoken": "keystone_authtoken", "nova": "nova_auth"}
+
+
 # (section, key) -> (Settings field, parser). The empty string leaves a field unset.
 KEYS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     (_DEFAULT, "host"): ("host", _text),
@@ -127,6 +146,14 @@ KEYS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     (_DEFAULT, "bind_host"): ("api_host", _text),
     (_DEFAULT, "bind_port"): ("api_port", _port),
     (_DEFAULT, "api_workers"): ("api_workers", _positive_int),
+    (_DEFAULT, "auth_strategy"): ("auth_strategy", _auth_strategy),
+    (_DEFAULT, "allowed_hosts"): ("api_allowed_hosts", _names),
+    ("oslo_policy", "policy_file"): ("policy_file", _path),
+    ("keystone_authtoken", "token_cache_time"): ("token_cache_time_s", _positive_float),
+    # Accepted as keystonemiddleware's, unused: auth_url is where tokens are checked.
+    ("keystone_authtoken", "www_authenticate_uri"): ("", _text),
+    ("keystone_authtoken", "auth_type"): ("", _text),
+    ("nova", "auth_type"): ("", _text),
     ("database", "connection"): ("database_url", _text),
     ("database", "direct_statements"): ("db_direct_statements", _bool),
     ("database", "held_connections"): ("db_held_connections", _bool),
@@ -142,7 +169,23 @@ KEYS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("ml2_type_vxlan", "vni_ranges"): ("vxlan_vni_range", _range),
     # Two fields from one value: see read_config.
     ("ml2_type_vlan", "network_vlan_ranges"): ("vlan_range", _vlan_range),
+    **{(section, key): (f"{section}.{key}", _text)
+       for section in _CREDENTIAL_SECTIONS for key in _CREDENTIAL_KEYS},
 }
+
+
+def _credentials(path: Path, values: dict[str, Any]) -> None:
+    """Folds the "<section>.<key>" values into one KeystoneCredentials per section."""
+    for section, field in _CREDENTIAL_SECTIONS.items():
+        given = {key: values.pop(f"{section}.{key}") for key in _CREDENTIAL_KEYS
+                 if f"{section}.{key}" in values}
+        if not given.keys() & {"auth_url", "username", "password"}:
+            continue  # only the optional keys, as the example shows them: no user
+        absent = [k for k in ("auth_url", "username", "password") if k not in given]
+        if absent:
+            raise ConfigError(f"{path}: [{section}] needs {', '.join(absent)} with "
+                              f"{', '.join(sorted(given))}")
+        values[field] = KeystoneCredentials(**given)
 
 
 def read_config(path: Path | None) -> dict[str, Any]:
@@ -172,9 +215,12 @@ def read_config(path: Path | None) -> dict[str, Any]:
                 continue
             field, parse = known
             try:
-                values[field] = parse(raw.strip())
+                value = parse(raw.strip())
             except ValueError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
+            if field:
+                values[field] = value
+    _credentials(path, values)
     if "vlan_range" in values:
         values["physical_network"], values["vlan_range"] = values["vlan_range"]
     return values

@@ -67,6 +67,13 @@ def main(
     cprofile_dir: Annotated[Path | None, typer.Option(hidden=True)] = None,
     ovs_netns: Annotated[str | None, typer.Option(
         envvar="VIFWIRE_OVS_NETNS", help="Run this host's OVS in a network namespace.")] = None,
+    auth_strategy: Annotated[str | None, typer.Option(
+        envvar="VIFWIRE_AUTH_STRATEGY",
+        help="noauth (every request is admin; loopback only) or keystone (tokens checked "
+             "against [keystone_authtoken]). (default noauth)")] = None,
+    policy_file: Annotated[Path | None, typer.Option(
+        envvar="VIFWIRE_POLICY_FILE", help="YAML/JSON policy rules overriding "
+                                           "Neutron's defaults.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     from vifwire.cli.config import ConfigError, read_config
@@ -88,7 +95,8 @@ def main(
              "api_port": api_port, "nova_url": nova_url and nova_url.rstrip("/"),
              "database_url": database_url, "bus_url": bus_url, "bus_prefix": bus_prefix,
              "trace_dir": trace_dir,
-             "cprofile_dir": cprofile_dir, "ovs_netns": ovs_netns}
+             "cprofile_dir": cprofile_dir, "ovs_netns": ovs_netns,
+             "auth_strategy": auth_strategy, "policy_file": policy_file}
     # Precedence: flag, then environment (click reads both into the flag), then file.
     values.update({name: value for name, value in flags.items() if value not in (None, "")})
     ctx.obj = Settings(**values)

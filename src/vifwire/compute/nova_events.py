@@ -133,9 +133,12 @@ class NovaEndpoint:
     """The `nova_server` process, and the storm's end of its socket."""
 
     def __init__(self, book: EventBook, url: str, start_timeout: float = 30.0,
-                 token_file: Path | None = None) -> None:
+                 token_file: Path | None = None, keystone_file: Path | None = None) -> None:
+        """`keystone_file`: the JSON credentials of a service user that makes the
+        endpoint demand Keystone tokens (`nova_server --keystone-file`)."""
         self.book = book
         self.token_file = token_file
+        self.keystone_file = keystone_file
         self.host, self.port, self.prefix = split_nova_url(url)
         self.address = f"{self.host}:{self.port}"
         self.start_timeout = start_timeout
@@ -150,6 +153,8 @@ class NovaEndpoint:
         ours, theirs = socket.socketpair()
         # The file's name, never the token, on the command line (ps shows it).
         auth = ["--token-file", str(self.token_file)] if self.token_file else []
+        if self.keystone_file is not None:
+            auth += ["--keystone-file", str(self.keystone_file)]
         try:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", SERVER_MODULE, "--fd", str(theirs.fileno()),

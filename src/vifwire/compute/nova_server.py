@@ -16,8 +16,10 @@ with one end of a socketpair as fd N. Lines of JSON go both ways:
 
 Like Nova's API pipeline, a request is authenticated before its body is read:
 `X-Auth-Token` must equal the run dir's token (`vifwire.nova_token`, read from
-`--token-file`), else 401; then a body larger than Nova's limit (oslo.middleware's
-`max_request_body_size`, 114,688 bytes) is refused with 413 as soon as its
+`--token-file`), else 401 -- or, with `--keystone-file`, be a Keystone token of a
+user with the admin or service role (401 unknown, 403 without the role); then a
+body larger than Nova's limit (oslo.middleware's `max_request_body_size`, 114,688
+bytes) is refused with 413 as soon as its
 Content-Length, or the bytes read so far, exceed it, so a huge post costs no
 memory. Events are checked against Nova's schema (name and status from its
 enums, `server_uuid` a UUID, `tag` a string of at most 255 characters, no
@@ -51,13 +53,17 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from vifwire.compute.nova_events import EVENT_NAMES, EVENT_STATUSES, split_nova_url
+from vifwire.keystone import KeystoneUnavailable, TokenValidator
 from vifwire.nova_token import HEADER
+from vifwire.settings import KeystoneCredentials
 
 # oslo.middleware's [oslo_middleware] max_request_body_size default, which Nova's
 # API pipeline applies (sizelimit filter).
 MAX_BODY_BYTES = 114_688
 EVENT_KEYS = frozenset({"name", "server_uuid", "tag", "status"})
 MAX_TAG_LENGTH = 255
+# Who may post events when tokens are Keystone's: Nova's admin_api, and the service role.
+EVENT_ROLES = frozenset({"admin", "service"})
 
 
 class ServerRegistry:
@@ -163,24 +169,42 @@ def _invalid(event: object) -> str | None:
 
 
 def create_app(registry: ServerRegistry, prefix: str = "/v2.1", token: str | None = None,
-               max_body: int = MAX_BODY_BYTES) -> Starlette:
+               max_body: int = MAX_BODY_BYTES,
+               keystone: TokenValidator | None = None) -> Starlette:
     """Answers like Nova: per-event codes; 200 all accepted, 207 some, 404 none.
 
     With `token`, a request without that `X-Auth-Token` is refused (401) unread.
+    With `keystone`, the X-Auth-Token is a Keystone token instead: unknown, 401; a
+    user without the admin or service role, 403 (Nova's admin_api rule for external
+    events); Keystone unreachable, 503.
     """
     prefix = prefix.rstrip("/")
     expected = token.encode() if token else None
 
-    def authorized(request: Request) -> bool:
-        if expected is None:
-            return True
-        given = request.headers.get(HEADER, "").encode("latin-1", "replace")
-        return hmac.compare_digest(given, expected)
+    async def refusal(request: Request) -> JSONResponse | None:
+        given = request.headers.get(HEADER, "")
+        if keystone is not None:
+            try:
+                info = await keystone.validate(given) if given else None
+            except KeystoneUnavailable:
+                return JSONResponse({"error": {"code": 503, "message": "Keystone unavailable"}},
+                                    status_code=503)
+            if info is None:
+                return _unauthorized()
+            if not info.roles & EVENT_ROLES:
+                return JSONResponse({"forbidden": {"code": 403, "message": (
+                    "Policy doesn't allow os_compute_api:os-server-external-events:create "
+                    "to be performed.")}}, status_code=403)
+            return None
+        if expected is None or hmac.compare_digest(given.encode("latin-1", "replace"), expected):
+            return None
+        return _unauthorized()
 
     async def external_events(request: Request) -> JSONResponse:
         t = time.time()
-        if not authorized(request):
-            return _unauthorized()
+        refused = await refusal(request)
+        if refused is not None:
+            return refused
         raw = await _read_limited(request, max_body)
         if raw is None:
             return _too_large()
@@ -245,7 +269,8 @@ def _send(control: socket.socket, message: dict[str, Any]) -> None:
     control.sendall(orjson.dumps(message) + b"\n")
 
 
-async def serve(control: socket.socket, url: str, token: str | None = None) -> int:
+async def serve(control: socket.socket, url: str, token: str | None = None,
+                keystone: KeystoneCredentials | None = None) -> int:
     host, port, prefix = split_nova_url(url)
     try:
         listener = _listen(host, port)
@@ -255,7 +280,9 @@ async def serve(control: socket.socket, url: str, token: str | None = None) -> i
         return 1
     registry = ServerRegistry(control)
     server = _QuietServer(uvicorn.Config(
-        create_app(registry, prefix, token), log_level="warning", lifespan="off", access_log=False,
+        create_app(registry, prefix, token,
+                   keystone=TokenValidator(keystone) if keystone else None),
+        log_level="warning", lifespan="off", access_log=False,
         timeout_graceful_shutdown=1))
     loop = asyncio.get_running_loop()
     loop.add_reader(control.fileno(), registry.drain)
@@ -280,13 +307,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", required=True, help="Nova API base, http://host:port/v2.1")
     parser.add_argument("--token-file", type=Path,
                         help="accept only requests whose X-Auth-Token is this file's content")
+    parser.add_argument("--keystone-file", type=Path,
+                        help="accept Keystone tokens instead: a JSON file of the service "
+                             "user that validates them (auth_url, username, password, "
+                             "project_name, user_domain_name, project_domain_name)")
     args = parser.parse_args(argv)
     token = args.token_file.read_text().strip() if args.token_file else None
+    keystone = (KeystoneCredentials(**orjson.loads(args.keystone_file.read_bytes()))
+                if args.keystone_file else None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the storm decides when we stop
     control = socket.socket(fileno=args.fd)
     with control:
         try:
-            return asyncio.run(serve(control, args.url, token))
+            return asyncio.run(serve(control, args.url, token, keystone))
         except (BrokenPipeError, ConnectionResetError):
             return 0  # the storm went away first (e.g. it failed fast): nothing to report
 

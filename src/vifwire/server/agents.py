@@ -66,7 +66,8 @@ class AgentService:
     def show(self, agent_id: str) -> dict[str, Any]:
         return self.render(read(self.ctx.engine, lambda conn: self._get(conn, agent_id)))
 
-    def list(self, filters: Filters) -> list[dict[str, Any]]:
+    def list(self, filters: Filters, visible_to: str | None = None) -> list[dict[str, Any]]:
+        """Every agent: who may see them is the API's policy check (admin only)."""
         stmt, rest = where(select(agents), COLUMNS, filters)
         rows = read(self.ctx.engine, lambda conn: list(conn.execute(
             stmt.order_by(agents.c.host, agents.c.agent_type))))

@@ -55,6 +55,15 @@ class RequestTooLarge(ServerFault):
                          f"The request body is limited to {limit} bytes.")
 
 
+class UnsupportedMediaType(ServerFault):
+    status = 415
+    type = "HTTPUnsupportedMediaType"
+
+    def __init__(self) -> None:
+        super().__init__("Unsupported Content-Type",
+                         "The request body must be JSON (Content-Type: application/json).")
+
+
 class NotFound(ServerFault):
     status = 404
     type = "HTTPNotFound"

@@ -23,6 +23,7 @@ from vifwire.server._utils import iso, new_id, utcnow
 from vifwire.server.context import Context
 from vifwire.server.mtu import network_mtu
 from vifwire.server.tags import delete_tags
+from vifwire.server.visibility import scoped
 
 TUNNEL_TYPES = {"vxlan": 50, "geneve": 58}
 VXLAN_OVERHEAD = 50
@@ -106,8 +107,10 @@ class NetworkService:
             return self._render_rows(conn, [get_row(conn, network_id)])[0]
         return read(self.ctx.engine, work)
 
-    def list(self, filters: Filters) -> builtins.list[dict[str, Any]]:
-        stmt, rest = where(select(networks), COLUMNS, filters, TO_DB)
+    def list(self, filters: Filters,
+             visible_to: str | None = None) -> builtins.list[dict[str, Any]]:
+        stmt, rest = where(scoped(select(networks), "networks", visible_to), COLUMNS, filters,
+                           TO_DB)
         stmt = stmt.order_by(networks.c.created_at, networks.c.id)
 
         def work(conn: Connection) -> builtins.list[dict[str, Any]]:

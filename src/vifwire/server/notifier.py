@@ -62,6 +62,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine
 
+from vifwire.keystone import KeystoneUnavailable, ServiceAuth
 from vifwire.nova_token import ensure_token
 from vifwire.server import outbox
 from vifwire.server._db import run_read, transaction
@@ -102,8 +103,12 @@ class NovaNotifier:
                  timeout_s: float = 10.0, orphan_check_s: float = ORPHAN_CHECK_S) -> None:
         self._engine = engine
         # Built here, not in the task, so a bad nova_url fails the app's start.
+        # With a [nova] service user the post carries its Keystone token (as Neutron's
+        # notifier does through keystoneauth1); without one, the run dir's shared secret.
+        self._auth = ServiceAuth(settings.nova_auth) if settings.nova_auth else None
+        self._token: str | None = None if self._auth else ensure_token(settings.run_dir)
         self._client = make_client(settings.nova_client, events_url(settings.nova_url),
-                                   timeout=timeout_s, token=ensure_token(settings.run_dir))
+                                   timeout=timeout_s, token=self._token)
         self._tracer = tracer
         self._min_backoff = min_backoff_s
         self._max_backoff = max_backoff_s
@@ -250,16 +255,36 @@ class NovaNotifier:
         """Nova's final answer to one post of `rows` and when it left; None to retry."""
         events = [r.body() for r in rows]
         # Stamped when the post leaves, marked only once Nova took it.
+        if self._auth is not None and not await self._renew_token():
+            return None
         sent_at = time.time()
         try:
             status, body = await self._client.post_json({"events": events})
         except NovaUnreachable as exc:
             log.warning("nova unreachable (%s); %d events kept", exc, len(events))
             return None
+        if status == 401 and self._auth is not None:
+            log.warning("nova refused the service token; %d events kept", len(events))
+            self._auth.invalidate()  # the next try gets a new one
+            return None
         if status not in ACCEPTED_STATUSES | REFUSED_STATUSES:
             log.warning("nova answered %d; %d events kept", status, len(events))
             return None
         return status, body, sent_at
+
+    async def _renew_token(self) -> bool:
+        """The service user's current token on the client; False (retry later) when
+        Keystone cannot give one."""
+        assert self._auth is not None
+        try:
+            token = await self._auth.token()
+        except KeystoneUnavailable as exc:
+            log.warning("no token for nova: %s", exc)
+            return False
+        if token != self._token:
+            self._token = token
+            self._client.set_token(token)
+        return True
 
     def _settle(self, rows: list[outbox.Event]) -> None:
         """Nova settled these: off the queue, and out of the table in one commit now."""

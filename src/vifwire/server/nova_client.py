@@ -197,11 +197,15 @@ class NovaClient:
         if self._url.tls:
             self._ssl = ssl_context or ssl.create_default_context()
         self._timeout = timeout
+        self.set_token(token)
+        self._connection: _Connection | None = None
+
+    def set_token(self, token: str | None) -> None:
+        """The X-Auth-Token of the next posts (a Keystone token is renewed as it expires)."""
         self._head = (f"POST {self._url.target} HTTP/1.1\r\nHost: {self._url.host_header}\r\n"
                       "Content-Type: application/json\r\nAccept: application/json\r\n"
                       + (f"X-Auth-Token: {token}\r\n" if token else "")
                       + "Content-Length: ").encode("ascii")
-        self._connection: _Connection | None = None
 
     @property
     def transport(self) -> asyncio.Transport | None:
@@ -293,6 +297,12 @@ class HttpxNovaClient:
     @property
     def transport(self) -> asyncio.Transport | None:
         return None  # httpx does not expose its socket
+
+    def set_token(self, token: str | None) -> None:
+        if token is None:
+            self._client.headers.pop("X-Auth-Token", None)
+        else:
+            self._client.headers["X-Auth-Token"] = token
 
     async def post_json(self, body: object) -> tuple[int, bytes]:
         try:

@@ -46,6 +46,7 @@ from vifwire.server.allocations import Allocator, sort_ips
 from vifwire.server.context import Context
 from vifwire.server.networks import get_row as get_network_row
 from vifwire.server.tags import delete_tags, tags_of
+from vifwire.server.visibility import scoped
 from vifwire.trace import Stage
 
 log = logging.getLogger(__name__)
@@ -224,8 +225,9 @@ class PortService:
         return read(self.ctx.engine,
                     lambda conn: self._render_rows(conn, [get_row(conn, port_id)])[0])
 
-    def list(self, filters: Filters) -> builtins.list[dict[str, Any]]:
-        stmt, rest = port_pages.filtered(select(ports), filters)
+    def list(self, filters: Filters,
+             visible_to: str | None = None) -> builtins.list[dict[str, Any]]:
+        stmt, rest = port_pages.filtered(scoped(select(ports), "ports", visible_to), filters)
         stmt = stmt.order_by(ports.c.created_at, ports.c.id)
         ids = stmt.with_only_columns(ports.c.id).order_by(None)
 

@@ -45,6 +45,7 @@ from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import iso, loads, new_id, utcnow
 from vifwire.server.context import Context
 from vifwire.server.tags import delete_tags
+from vifwire.server.visibility import scoped
 
 DEFAULT_NAME = "default"
 DEFAULT_DESCRIPTION = "Default security group"
@@ -218,8 +219,10 @@ class SecurityGroupService:
         return read(self.ctx.engine,
                     lambda conn: self._render_rows(conn, [get_row(conn, group_id)])[0])
 
-    def list(self, filters: Filters) -> builtins.list[dict[str, Any]]:
-        stmt, rest = where(select(security_groups), COLUMNS, filters)
+    def list(self, filters: Filters,
+             visible_to: str | None = None) -> builtins.list[dict[str, Any]]:
+        stmt, rest = where(scoped(select(security_groups), "security_groups", visible_to),
+                           COLUMNS, filters)
         stmt = stmt.order_by(security_groups.c.created_at, security_groups.c.id)
 
         def work(conn: Connection) -> builtins.list[dict[str, Any]]:

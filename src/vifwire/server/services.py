@@ -48,7 +48,8 @@ class _SyncService(Protocol):
 
     def show(self, item_id: str, /) -> Item: ...
 
-    def list(self, filters: Mapping[str, builtins.list[Any]], /) -> builtins.list[Item]: ...
+    def list(self, filters: Mapping[str, builtins.list[Any]], visible_to: str | None = None,
+             /) -> builtins.list[Item]: ...
 
     async def create(self, bodies: builtins.list[Item], /) -> builtins.list[Item]: ...
 
@@ -77,8 +78,9 @@ class Tagged:
     def show(self, item_id: str) -> Item:
         return self._tagged([self._inner.show(item_id)])[0]
 
-    def list(self, filters: Mapping[str, builtins.list[Any]]) -> builtins.list[Item]:
-        return self._tagged(self._inner.list(filters))
+    def list(self, filters: Mapping[str, builtins.list[Any]],
+             visible_to: str | None = None) -> builtins.list[Item]:
+        return self._tagged(self._inner.list(filters, visible_to))
 
     async def create(self, bodies: builtins.list[Item]) -> builtins.list[Item]:
         return await self._inner.create(bodies)

@@ -32,6 +32,7 @@ from vifwire.server._db import read, run_transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import iso, new_id, utcnow
 from vifwire.server.sg_faults import PROTOCOL_NUMBERS
+from vifwire.server.visibility import scoped
 
 if TYPE_CHECKING:  # the context holds `firewalls`, which imports this module
     from vifwire.server.context import Context
@@ -183,8 +184,10 @@ class RuleService:
     def show(self, rule_id: str) -> dict[str, Any]:
         return read(self.ctx.engine, lambda conn: render(self._get_row(conn, rule_id)))
 
-    def list(self, filters: Filters) -> builtins.list[dict[str, Any]]:
-        stmt, rest = where(select(rules_table), COLUMNS, filters)
+    def list(self, filters: Filters,
+             visible_to: str | None = None) -> builtins.list[dict[str, Any]]:
+        stmt, rest = where(scoped(select(rules_table), "security_group_rules", visible_to),
+                           COLUMNS, filters)
         stmt = stmt.order_by(rules_table.c.created_at, rules_table.c.id)
         rows = read(self.ctx.engine, lambda conn: builtins.list(conn.execute(stmt)))
         return [r for r in map(render, rows) if matches(r, rest)]

@@ -23,6 +23,7 @@ from vifwire.server._utils import dumps, iso, loads, new_id, utcnow
 from vifwire.server.context import Context
 from vifwire.server.networks import get_row as get_network_row
 from vifwire.server.tags import delete_tags
+from vifwire.server.visibility import scoped
 
 COLUMNS = {
     "id": subnets.c.id,
@@ -151,8 +152,9 @@ class SubnetService:
     def show(self, subnet_id: str) -> dict[str, Any]:
         return render(read(self.ctx.engine, lambda conn: get_row(conn, subnet_id)))
 
-    def list(self, filters: Filters) -> builtins.list[dict[str, Any]]:
-        stmt, rest = where(select(subnets), COLUMNS, filters)
+    def list(self, filters: Filters,
+             visible_to: str | None = None) -> builtins.list[dict[str, Any]]:
+        stmt, rest = where(scoped(select(subnets), "subnets", visible_to), COLUMNS, filters)
         stmt = stmt.order_by(subnets.c.created_at, subnets.c.id)
         rows = read(self.ctx.engine, lambda conn: list(conn.execute(stmt)))
         return [s for s in map(render, rows) if matches(s, rest)]
