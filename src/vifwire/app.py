@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from vifwire.api import dispatch, errors, meta, openapi, resources, tags
+from vifwire.api import dispatch, errors, meta, openapi, quotas, readonly, resources, tags
 from vifwire.api.responses import JSONResponse
 from vifwire.api.services import ApiServices
 from vifwire.bus.base import Bus
@@ -48,6 +48,8 @@ def create_app(settings: Settings, bus: Bus, tracer: Tracer,
         errors.install(app)
         openapi.install(app)
         app.include_router(meta.router)
+        app.include_router(quotas.router)
+        app.include_router(readonly.router)
         handlers = [(resource, resources.handlers_for(resource))
                     for resource in resources.RESOURCES]
         for resource, resource_handlers in handlers:

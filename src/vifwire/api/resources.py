@@ -81,6 +81,11 @@ def _project(request: Request) -> str:
             or DEFAULT_PROJECT_ID)
 
 
+def request_project(request: Request) -> str:
+    """The project a request acts for: the seam a request context (Keystone) fills."""
+    return _project(request)
+
+
 def _if_revision(request: Request) -> int | None:
     header = request.headers.get("if-match")
     if not header:
@@ -239,6 +244,10 @@ def _security_group_rules(services: ApiServices) -> CreatableService:
     return services.security_group_rules
 
 
+def _subnetpools(services: ApiServices) -> CreatableService:
+    return services.subnetpools
+
+
 async def _default_group(services: ApiServices, project_id: str) -> None:
     await services.ensure_default_security_group(project_id)
 
@@ -255,4 +264,5 @@ RESOURCES = (
     Resource("security-group-rules", "security_group_rule", sg_attributes.SECURITY_GROUP_RULE,
              _security_group_rules, _security_group_rules, taggable=False,
              before_list=_default_group),
+    Resource("subnetpools", "subnetpool", attributes.SUBNETPOOL, _subnetpools, _subnetpools),
 )

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vifwire.settings import QUOTA_RESOURCES
+
 DEFAULT_CONFIG_FILE = Path("/etc/vifwire/vifwire.conf")
 # Parsed as an ordinary section, so its keys are not copied into every other one.
 _DEFAULT = "DEFAULT"
@@ -109,6 +111,13 @@ def _mtu_or_zero(text: str) -> int:
     return value
 
 
+def _quota(text: str) -> int:
+    value = int(text)
+    if value < -1:
+        raise ValueError("must be -1 (unlimited) or more")
+    return value
+
+
 def _path(text: str) -> Path:
     return Path(_text(text))
 
@@ -140,6 +149,7 @@ KEYS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("ml2", "overlay_ip_version"): ("overlay_ip_version", _overlay_ip_version),
     ("ml2", "tenant_network_type"): ("default_network_type", _text),
     ("ml2_type_vxlan", "vni_ranges"): ("vxlan_vni_range", _range),
+    **{("quotas", f"quota_{name}"): (f"quota_{name}", _quota) for name in QUOTA_RESOURCES},
     # Two fields from one value: see read_config.
     ("ml2_type_vlan", "network_vlan_ranges"): ("vlan_range", _vlan_range),
 }

@@ -30,6 +30,7 @@ from sqlalchemy import (
     delete,
     exists,
     insert,
+    or_,
     select,
     update,
 )
@@ -38,7 +39,7 @@ from vifwire.bus.base import BusError, NoEndpoint, agent_topic
 from vifwire.db.fast import Fast
 from vifwire.db.schema import ip_allocations, networks, ports
 from vifwire.messages import FixedIp, PortDetails
-from vifwire.server import faults, ipam, outbox, security_groups
+from vifwire.server import faults, ipam, outbox, quotas, security_groups
 from vifwire.server._db import read, run_read, run_transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import dumps, iso, loads, new_id, utcnow
@@ -123,6 +124,7 @@ def render(row: Any, fixed_ips: list[FixedIp]) -> dict[str, Any]:
         "binding:vif_details": loads(row.binding_vif_details),
         "binding:vnic_type": row.binding_vnic_type,
         "binding:profile": loads(row.binding_profile),
+        "extra_dhcp_opts": loads(row.extra_dhcp_opts) if row.extra_dhcp_opts else [],
         "tags": [],
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),
@@ -200,6 +202,31 @@ def _normal_ip(text: str) -> str:
         return text
 
 
+# ip-substring-filtering: `fixed_ips=ip_address_substr=10.0.` matches any address
+# containing the text (Neutron's LIKE '%text%'; the values OR together).
+SUBSTRING = "ip_address_substr"
+
+
+def _ip_filter(key: str, values: builtins.list[str]) -> Any:
+    if key != SUBSTRING:
+        return getattr(ip_allocations.c, key).in_(values)
+    return or_(*(ip_allocations.c.ip_address.contains(v, autoescape=True) for v in values))
+
+
+def _dhcp_opts(old: builtins.list[dict[str, Any]],
+               changes: builtins.list[dict[str, Any]] | None) -> str | None:
+    """The stored extra_dhcp_opts: Neutron merges by (opt_name, ip_version), and an
+    option whose opt_value is None is removed. None: the port has none."""
+    merged = {(o["opt_name"], o["ip_version"]): o for o in old}
+    for opt in changes or []:
+        key = (opt["opt_name"], opt["ip_version"])
+        if opt["opt_value"] is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = opt
+    return dumps(list(merged.values())) if merged else None
+
+
 def _queued(event: outbox.Event | None) -> builtins.list[outbox.Event]:
     return [] if event is None else [event]
 
@@ -250,13 +277,12 @@ class PortService:
         wanted: dict[str, builtins.list[str]] = defaultdict(builtins.list)
         for value in ip_filters:
             key, _, text = str(value).partition("=")
-            if key not in ("ip_address", "subnet_id") or not text:
+            if key not in ("ip_address", "subnet_id", SUBSTRING) or not text:
                 raise faults.BadRequest(f"Invalid fixed_ips filter {value!r}")
             wanted[key].append(_normal_ip(text) if key == "ip_address" else text)
         for key, values in wanted.items():
             stmt = stmt.where(exists().where(and_(
-                ip_allocations.c.port_id == ports.c.id,
-                getattr(ip_allocations.c, key).in_(values))))
+                ip_allocations.c.port_id == ports.c.id, _ip_filter(key, values))))
         stmt = stmt.order_by(ports.c.created_at, ports.c.id)
 
         ids = stmt.with_only_columns(ports.c.id).order_by(None)
@@ -294,6 +320,7 @@ class PortService:
 
     def _insert(self, conn: Connection, body: dict[str, Any]) -> tuple[_Outcome, dict[str, Any]]:
         network = get_network_row(conn, body["network_id"])
+        quotas.check(conn, self.ctx, body["project_id"], "port")
         port_id = new_id()
         now = utcnow()
         mac = self._mac(conn, network.id, body.get("mac_address"))
@@ -317,6 +344,7 @@ class PortService:
             allowed_address_pairs=dumps(pairs),
             binding_vnic_type=body.get("binding:vnic_type", "normal"),
             binding_profile=dumps(body.get("binding:profile") or {}),
+            extra_dhcp_opts=_dhcp_opts([], body.get("extra_dhcp_opts")),
             **self._binding(conn, body.get("binding:host_id") or ""),
         )
         _INSERT_PORT.execute(conn, values)
@@ -352,6 +380,10 @@ class PortService:
                 values["binding_profile"] = dumps(body["binding:profile"] or {})
             if "binding:vnic_type" in body:
                 values["binding_vnic_type"] = body["binding:vnic_type"]
+            if "extra_dhcp_opts" in body:
+                values["extra_dhcp_opts"] = _dhcp_opts(
+                    loads(row.extra_dhcp_opts) if row.extra_dhcp_opts else [],
+                    body["extra_dhcp_opts"])
             if "mac_address" in body and body["mac_address"] != row.mac_address:
                 values["mac_address"] = self._mac(conn, row.network_id, body["mac_address"])
             security = body.get("port_security_enabled", row.port_security_enabled)

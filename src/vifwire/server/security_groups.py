@@ -41,7 +41,7 @@ from vifwire.db.schema import (
     security_groups,
 )
 from vifwire.messages import FirewallRule, PortFirewall
-from vifwire.server import faults, sg_faults, sg_rules
+from vifwire.server import faults, quotas, sg_faults, sg_rules
 from vifwire.server._db import read, run_transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import iso, loads, new_id, utcnow
@@ -275,6 +275,7 @@ class SecurityGroupService:
             made = []
             for body in bodies:
                 default_group(conn, body["project_id"])  # Neutron makes it first
+                quotas.check(conn, self.ctx, body["project_id"], "security_group")
                 made.append(get_row(conn, _create(
                     conn, body["project_id"], body.get("name", ""),
                     body.get("description", ""), body.get("stateful", True))))
