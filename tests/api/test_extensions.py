@@ -32,7 +32,7 @@ async def _put(stack: Stack, member: str, item_id: str, status: int = 200, **bod
 async def test_the_extensions_are_advertised_and_shown(stack: Stack) -> None:
     listed = {e["alias"] for e in (await stack.client.get("/v2.0/extensions")).json()[
         "extensions"]}
-    assert ALIASES <= listed
+    assert listed >= ALIASES
     shown = (await stack.client.get("/v2.0/extensions/quota_details")).json()["extension"]
     assert shown["alias"] == "quota_details" and "updated" in shown
 
