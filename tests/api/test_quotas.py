@@ -81,6 +81,7 @@ async def test_ports_subnets_and_groups_are_limited_and_details_count_usage(
     assert _error(await stack.client.post("/v2.0/security-groups", json=group), 409)[0] \
         == "OverQuota"
     details = (await stack.client.get(f"{QUOTAS}/{P1}/details")).json()["quota"]
+    assert (await stack.client.get(f"{QUOTAS}/{P1}/details.json")).json()["quota"] == details
     assert details["port"] == {"limit": 1, "used": 1, "reserved": 0}
     assert details["network"] == {"limit": 100, "used": 1, "reserved": 0}
     assert details["security_group"]["used"] == 1

@@ -266,6 +266,9 @@ def _extension_paths() -> dict[str, Any]:
     availability = _rendered(attributes.IP_AVAILABILITY)
     providers = {"type": "array", "items": {"type": "object", "properties": {
         k: {"type": "string"} for k in ("service_type", "name", "default")}}}
+    show_details: dict[str, Any] = {"parameters": _path_param("project_id"),
+                    "get": _get("show_quota_details", "Limits and usage",
+                                _envelope("quota", details), 404)}
     return {
         "/v2.0/quotas": {"get": _get("list_quotas", "Projects with their own limits",
                                      _envelope("quotas", {"type": "array", "items": limits}))},
@@ -284,10 +287,10 @@ def _extension_paths() -> dict[str, Any]:
         "/v2.0/quotas/{project_id}/default": {
             "parameters": _path_param("project_id"),
             "get": _get("show_default_quota", "The default limits", quota, 404)},
-        "/v2.0/quotas/{project_id}/details": {
-            "parameters": _path_param("project_id"),
-            "get": _get("show_quota_details", "Limits and usage",
-                        _envelope("quota", details), 404)},
+        "/v2.0/quotas/{project_id}/details": show_details,
+        "/v2.0/quotas/{project_id}/details.json": {
+            "parameters": show_details["parameters"],
+            "get": {**show_details["get"], "operationId": "show_quota_details_json"}},
         "/v2.0/network-ip-availabilities": {"get": _get(
             "list_network_ip_availabilities", "Addresses per network",
             _envelope("network_ip_availabilities", {"type": "array", "items": availability}))},

@@ -2,7 +2,8 @@
 
 - `GET /v2.0/quotas`: the projects whose limits differ from the defaults;
 - `GET|PUT|DELETE /v2.0/quotas/<project>`: show, set (`{"quota": {...}}`), reset;
-- `GET /v2.0/quotas/<project>/default` and `/details` (limit, used, reserved);
+- `GET /v2.0/quotas/<project>/default` and `/details` (limit, used, reserved;
+  also as `/details.json`, the path Tempest's client uses);
 - `GET /v2.0/quotas/tenant`: the calling project.
 
 Not a `Resource`: quotas have no ids, tags, revisions or filters. Who may read
@@ -14,12 +15,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from vifwire.api.resources import check_id, json_body, request_project
+from vifwire.api.resources import DEFAULT_PROJECT_ID, check_id, json_body
 from vifwire.api.responses import JSONResponse
 from vifwire.api.services import QuotasService
 from vifwire.server import faults
 
 router = APIRouter()
+
+
+def _caller_project(request: Request) -> str:
+    """The calling project, as `resources` names it today (X-Project-Id); the seam the
+    request context of issue 11 item 1 (Keystone) replaces."""
+    return (request.headers.get("x-project-id") or request.headers.get("x-tenant-id")
+            or DEFAULT_PROJECT_ID)
 
 
 def _quotas(request: Request) -> QuotasService:
@@ -34,7 +42,7 @@ async def list_quotas(request: Request) -> JSONResponse:
 @router.get("/v2.0/quotas/tenant")
 @router.get("/v2.0/quotas/project")
 async def own_project(request: Request) -> JSONResponse:
-    project = request_project(request)
+    project = _caller_project(request)
     return JSONResponse({"tenant": {"tenant_id": project, "project_id": project}})
 
 
@@ -49,6 +57,7 @@ async def default_quota(request: Request, project_id: str) -> JSONResponse:
 
 
 @router.get("/v2.0/quotas/{project_id}/details")
+@router.get("/v2.0/quotas/{project_id}/details.json")  # what Tempest's client asks for
 async def quota_details(request: Request, project_id: str) -> JSONResponse:
     return JSONResponse({"quota": _quotas(request).details(check_id(project_id))})
 

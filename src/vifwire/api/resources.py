@@ -81,11 +81,6 @@ def _project(request: Request) -> str:
             or DEFAULT_PROJECT_ID)
 
 
-def request_project(request: Request) -> str:
-    """The project a request acts for: the seam a request context (Keystone) fills."""
-    return _project(request)
-
-
 def _if_revision(request: Request) -> int | None:
     header = request.headers.get("if-match")
     if not header:

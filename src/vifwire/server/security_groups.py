@@ -45,7 +45,7 @@ from vifwire.server import faults, quotas, sg_faults, sg_rules
 from vifwire.server._db import read, run_transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import iso, loads, new_id, utcnow
-from vifwire.server.context import Context
+from vifwire.server.context import Context, caller_is_admin
 from vifwire.server.tags import delete_tags
 
 DEFAULT_NAME = "default"
@@ -301,12 +301,17 @@ class SecurityGroupService:
         return await run_transaction(self.ctx.engine, work)
 
     async def delete(self, group_id: str) -> None:
+        admin = caller_is_admin.get()  # read on the caller's task, not the db thread
+
         def work(conn: Connection) -> None:
             if in_use(conn, group_id):  # Neutron checks this first, then that it exists
                 raise sg_faults.SecurityGroupInUse(group_id)
             row = get_row(conn, group_id)
-            if row.name == DEFAULT_NAME:
+            if row.name == DEFAULT_NAME and not admin:
                 raise sg_faults.SecurityGroupCannotRemoveDefault()
+            if row.name == DEFAULT_NAME:
+                conn.execute(delete(default_security_groups).where(
+                    default_security_groups.c.security_group_id == group_id))
             delete_tags(conn, [group_id])
             # Its rules, and other groups' rules naming it, go by ON DELETE CASCADE.
             conn.execute(delete(security_groups).where(security_groups.c.id == group_id))

@@ -15,7 +15,7 @@ import builtins
 import ipaddress
 from typing import Any
 
-from sqlalchemy import Connection, delete, exists, insert, select, update
+from sqlalchemy import Connection, delete, exists, insert, or_, select, update
 
 from vifwire.db.schema import subnetpools, subnets
 from vifwire.server import faults, ipam, quotas
@@ -162,8 +162,13 @@ class SubnetPoolService:
     def show(self, pool_id: str) -> dict[str, Any]:
         return render(read(self.ctx.engine, lambda conn: get_row(conn, pool_id)))
 
-    def list(self, filters: Filters) -> builtins.list[dict[str, Any]]:
+    def list(self, filters: Filters,
+             visible_to: str | None = None) -> builtins.list[dict[str, Any]]:
+        """`visible_to`: a project sees its own pools and shared ones (None: all)."""
         stmt, rest = where(select(subnetpools), COLUMNS, filters)
+        if visible_to is not None:
+            stmt = stmt.where(or_(subnetpools.c.project_id == visible_to,
+                                  subnetpools.c.shared.is_(True)))
         stmt = stmt.order_by(subnetpools.c.created_at, subnetpools.c.id)
         rows = read(self.ctx.engine, lambda conn: builtins.list(conn.execute(stmt)))
         return [p for p in map(render, rows) if matches(p, rest)]
