@@ -253,12 +253,12 @@ def _path_param(name: str) -> list[dict[str, Any]]:
 def _extension_paths() -> dict[str, Any]:
     """Quotas, network IP availability, service providers, dhcp_agent_scheduler."""
     project = {"project_id": {"type": "string"}, "tenant_id": {"type": "string"}}
-    limits = {"type": "object", "properties": {
-        **{r: {"type": "integer"} for r in QUOTA_RESOURCES}, **project}}
+    per_resource = {r: {"type": "integer"} for r in QUOTA_RESOURCES}
+    limits = {"type": "object", "properties": per_resource}
+    listed = {"type": "object", "properties": {**per_resource, **project}}
     detail = {"type": "object", "properties": {k: {"type": "integer"} for k in
                                                ("limit", "used", "reserved")}}
-    details = {"type": "object", "properties": {
-        **{r: detail for r in QUOTA_RESOURCES}, **project}}
+    details = {"type": "object", "properties": {r: detail for r in QUOTA_RESOURCES}}
     change = {"type": "object", "properties": {"quota": {"type": "object", "properties": {
         **{r: {"type": "integer", "minimum": -1, "maximum": INT_RANGE[1]}
            for r in QUOTA_RESOURCES}, "check_limit": {"type": "boolean"}}}}}
@@ -271,7 +271,7 @@ def _extension_paths() -> dict[str, Any]:
                                 _envelope("quota", details), 404)}
     return {
         "/v2.0/quotas": {"get": _get("list_quotas", "Projects with their own limits",
-                                     _envelope("quotas", {"type": "array", "items": limits}))},
+                                     _envelope("quotas", {"type": "array", "items": listed}))},
         "/v2.0/quotas/tenant": {"get": _get("show_own_project", "The calling project",
                                             _envelope("tenant", {"type": "object"}))},
         "/v2.0/quotas/project": {"get": _get("show_own_project_2", "The calling project",

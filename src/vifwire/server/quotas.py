@@ -123,12 +123,13 @@ class QuotaService:
                             .where(quotas.c.project_id == project_id))
         return {resource: limit for resource, limit in rows if resource in TABLES}
 
+    # show, default and details render the resources only (Tempest walks every key of
+    # details as a resource); a list names each project, as Neutron's.
     def show(self, project_id: str) -> dict[str, Any]:
-        limits = {**self.defaults, **read(self.ctx.engine, lambda c: self._set(c, project_id))}
-        return {**limits, "project_id": project_id, "tenant_id": project_id}
+        return {**self.defaults, **read(self.ctx.engine, lambda c: self._set(c, project_id))}
 
     def default(self, project_id: str) -> dict[str, Any]:
-        return {**self.defaults, "project_id": project_id, "tenant_id": project_id}
+        return self.defaults
 
     def list(self) -> builtins.list[dict[str, Any]]:
         """Projects with a limit of their own (Neutron lists no others)."""
@@ -147,8 +148,7 @@ class QuotaService:
             limits = {**self.defaults, **self._set(conn, project_id)}
             return {resource: {"limit": limits[resource], "used": self._used(
                 conn, resource, project_id), "reserved": 0} for resource in TABLES}
-        return {**read(self.ctx.engine, work), "project_id": project_id,
-                "tenant_id": project_id}
+        return read(self.ctx.engine, work)
 
     @staticmethod
     def _used(conn: Connection, resource: str, project_id: str) -> int:
