@@ -194,3 +194,10 @@ async def test_a_slaac_subnet_goes_with_its_ports_addresses(stack: Stack) -> Non
     in_use = await stack.client.delete(f"/v2.0/subnets/{v4['id']}")
     assert in_use.status_code == 409
     assert (await stack.client.delete(f"/v2.0/networks/{net['id']}")).status_code == 409
+
+
+async def test_an_empty_string_filters_for_empty_values(stack: Stack) -> None:
+    unnamed = await _post(stack, "network")
+    await _post(stack, "network", name="named")
+    listed = (await stack.client.get("/v2.0/networks?name=")).json()["networks"]
+    assert [n["id"] for n in listed] == [unnamed["id"]]
