@@ -248,7 +248,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     run_dir = Path(f"/tmp/vw-agent-restart-{short}")
     runtime = OvsRuntime(OvsSettings(run_dir=run_dir / "ovs", integration_bridge=f"br-rs{short}"),
                          netns=netns)
-    settings = Settings(run_dir=run_dir, host=f"bench-restart-{short}", agent_heartbeat_s=30)
+    settings = Settings(run_dir=run_dir, host=f"bench-restart-{short}", agent_heartbeat_s=30,
+                        quota_port=-1)  # --ports may pass the default 500
     network = str(uuid.uuid4())
     names = [f"vr{short}{i:04d}" for i in range(args.ports)]
     port_ids = [str(uuid.uuid4()) for _ in names]

@@ -110,7 +110,8 @@ def profile_in_process(database_url: str, base: Path) -> dict[str, str]:
     from vifwire.trace import NullTracer
 
     settings = Settings(run_dir=base / "profile", database_url=database_url, api_port=free_port(),
-                        nova_url="http://127.0.0.1:9/v2.1")
+                        nova_url="http://127.0.0.1:9/v2.1",
+                        quota_port=-1)  # one project holds them all: past the default 500
     app = create_app(settings, LocalBus(), NullTracer())
     out: dict[str, str] = {}
 

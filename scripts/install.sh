@@ -20,7 +20,8 @@ if [ "$extras" = test ] && ! command -v chromium >/dev/null 2>&1; then need+=(ch
 # to the run (tests/keystone_rig.py); the packaged keystone service is not used.
 keystone=()
 if [ "$extras" = test ]; then
-  for p in keystone uwsgi-core uwsgi-plugin-python3; do
+  # tempest: tests/clients/test_tempest.py runs a bounded part of Tempest's network API tests.
+  for p in keystone uwsgi-core uwsgi-plugin-python3 tempest; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || keystone+=("$p")
   done
 fi

@@ -18,7 +18,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from vifwire.api import auth, authz, dispatch, errors, meta, openapi, resources, tags
+from vifwire.api import (
+    auth,
+    authz,
+    dispatch,
+    errors,
+    meta,
+    openapi,
+    quotas,
+    readonly,
+    resources,
+    tags,
+)
 from vifwire.api.responses import JSONResponse
 from vifwire.api.services import ApiServices
 from vifwire.bus.base import Bus
@@ -55,6 +66,8 @@ def create_app(settings: Settings, bus: Bus, tracer: Tracer,
         errors.install(app)
         openapi.install(app)
         app.include_router(meta.router)
+        app.include_router(quotas.router)
+        app.include_router(readonly.router)
         app.gate = gate
         enforcers = {r.collection: authz.Enforcer(policy, r.key, r.member)
                      for r in resources.RESOURCES}

@@ -17,6 +17,9 @@ DEFAULT_RUN_DIR = STANDARD_RUN_DIR
 # The embedded database must outlive a reboot, and /var/run is a tmpfs on Debian.
 DEFAULT_STATE_DIR = Path("/var/lib/vifwire")
 DATABASE_FILE = "vifwire.sqlite"
+# The resources a project's quota limits, as Neutron names them.
+QUOTA_RESOURCES = ("network", "subnet", "subnetpool", "port", "security_group",
+                   "security_group_rule")
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,14 @@ class Settings:
     api_allowed_hosts: tuple[str, ...] = ()
     # Neutron's [nova] service user: with it the notifier sends a Keystone token.
     nova_auth: KeystoneCredentials | None = None
+    # Neutron's [quotas] quota_<resource> defaults: a project's limit unless set
+    # through /v2.0/quotas; -1 is unlimited (vifwire.server.quotas).
+    quota_network: int = 100
+    quota_subnet: int = 100
+    quota_subnetpool: int = -1
+    quota_port: int = 500
+    quota_security_group: int = 10
+    quota_security_group_rule: int = 100
 
     @property
     def ovs(self) -> OvsSettings:
@@ -149,6 +160,11 @@ class Settings:
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.effective_state_dir / DATABASE_FILE}"
+
+    @property
+    def quota_defaults(self) -> dict[str, int]:
+        """Resource -> default limit, for every resource with a quota."""
+        return {name: getattr(self, f"quota_{name}") for name in QUOTA_RESOURCES}
 
     @property
     def api_url(self) -> str:

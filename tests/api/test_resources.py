@@ -14,7 +14,8 @@ async def test_each_resource_declares_what_it_supports(stack: Stack) -> None:
     assert declared == {"networks": (True, True, True), "subnets": (True, True, True),
                         "ports": (True, True, True), "agents": (False, False, False),
                         "security-groups": (True, True, True),
-                        "security-group-rules": (True, False, True)}
+                        "security-group-rules": (True, False, True),
+                        "subnetpools": (True, True, True)}
     refused = await stack.client.post("/v2.0/agents", json={"agent": {}})
     assert refused.status_code == 405
     assert refused.json()["NeutronError"]["type"] == "HTTPMethodNotAllowed"

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from server.helpers import Stack
+from vifwire.server.caller import caller_is_admin
 
 GROUPS, RULES = "/v2.0/security-groups", "/v2.0/security-group-rules"
 OTHER = "11111111111111111111111111111111"
@@ -93,9 +94,19 @@ async def test_the_default_group_is_the_only_default(stack: Stack) -> None:
     described = await c.put(f"{GROUPS}/{default['id']}", json={"security_group": {
         "description": "ours"}})
     assert described.json()["security_group"]["description"] == "ours"
-    assert _error(await c.delete(f"{GROUPS}/{default['id']}"), 409) == (
-        "SecurityGroupCannotRemoveDefault",
-        "Insufficient rights for removing default security group.")
+    # Only an admin may delete it (noauth: every caller), as Tempest's cleanup does.
+    token = caller_is_admin.set(False)
+    try:
+        assert _error(await c.delete(f"{GROUPS}/{default['id']}"), 409) == (
+            "SecurityGroupCannotRemoveDefault",
+            "Insufficient rights for removing default security group.")
+    finally:
+        caller_is_admin.reset(token)
+    assert (await c.delete(f"{GROUPS}/{default['id']}")).status_code == 204
+    # The project's next list makes it a new default group.
+    again = (await c.get(GROUPS)).json()["security_groups"]
+    assert [g["name"] for g in again if g["name"] == "default"] == ["default"]
+    assert default["id"] not in {g["id"] for g in again}
 
 
 async def test_groups_list_with_filters_sorting_and_pages(stack: Stack) -> None:

@@ -24,6 +24,7 @@ from vifwire.api.converters import (
     boolean,
     cidr,
     dict_or_none,
+    extra_dhcp_opts,
     fixed_ips_or_none,
     host_routes,
     integer_or_none,
@@ -37,6 +38,7 @@ from vifwire.api.converters import (
     string,
     string_or_none,
     uuid_list,
+    uuid_or_none,
     uuid_str,
     vnic_type,
 )
@@ -106,7 +108,10 @@ NETWORK: dict[str, Attr] = {
     "shared": Attr(boolean, schema=BOOL),
     "status": read_only(STR),
     "subnets": read_only({"type": "array", "items": UUID}),
-    "mtu": read_only(INT),
+    # net-mtu-writable: at most the segment's MTU (the service checks).
+    "mtu": Attr(integer_or_none, schema=INT),
+    # external-net; who may set it is policy (admin only, on Neutron).
+    "router:external": Attr(boolean, schema=BOOL),
     "port_security_enabled": Attr(boolean, schema=BOOL),
     "provider:network_type": Attr(string_or_none, put=False, schema=STR),
     "provider:physical_network": Attr(string_or_none, put=False, schema=STR_OR_NULL),
@@ -121,7 +126,10 @@ SUBNET: dict[str, Attr] = {
     **_COMMON,
     "network_id": Attr(uuid_str, put=False, required=True, schema=UUID),
     "ip_version": Attr(ip_version, put=False, required=True, schema={"enum": [4, 6]}),
-    "cidr": Attr(cidr, put=False, required=True),
+    # Required unless the subnet is carved from a pool (the service checks).
+    "cidr": Attr(cidr, put=False),
+    "prefixlen": Attr(integer_or_none, put=False, schema=INT_OR_NULL),
+    "use_default_subnetpool": Attr(boolean, put=False, schema=BOOL),
     "gateway_ip": Attr(ip_or_none, schema=STR_OR_NULL),
     "allocation_pools": Attr(pools, schema=_pairs("start", "end")),
     "dns_nameservers": Attr(nameservers, schema=STR_LIST),
@@ -129,7 +137,8 @@ SUBNET: dict[str, Attr] = {
     "enable_dhcp": Attr(boolean, schema=BOOL),
     "ipv6_ra_mode": Attr(ipv6_mode, put=False, schema=IPV6_MODE),
     "ipv6_address_mode": Attr(ipv6_mode, put=False, schema=IPV6_MODE),
-    "subnetpool_id": read_only(NULL),
+    "subnetpool_id": Attr(uuid_or_none, put=False, schema={"type": ["string", "null"],
+                                                            "format": "uuid"}),
     "service_types": read_only(STR_LIST),
     "segment_id": read_only(NULL),
 }
@@ -152,6 +161,38 @@ PORT: dict[str, Attr] = {
     "binding:vif_details": read_only(OBJECT),
     "binding:vnic_type": Attr(vnic_type, schema={"enum": sorted(VNIC_TYPES)}),
     "binding:profile": Attr(dict_or_none, schema=OBJECT),
+    "extra_dhcp_opts": Attr(extra_dhcp_opts, schema={"type": "array", "items": {
+        "type": "object", "properties": {"opt_name": STR, "opt_value": STR_OR_NULL,
+                                         "ip_version": {"enum": [4, 6]}}}}),
+}
+
+SUBNETPOOL: dict[str, Attr] = {
+    **_COMMON,
+    "prefixes": Attr(list_of(cidr), schema=STR_LIST),
+    "ip_version": read_only({"enum": [4, 6]}),
+    "default_prefixlen": Attr(integer_or_none, schema=INT),
+    "min_prefixlen": Attr(integer_or_none, schema=INT),
+    "max_prefixlen": Attr(integer_or_none, schema=INT),
+    "shared": Attr(boolean, put=False, schema=BOOL),
+    "is_default": Attr(boolean, schema=BOOL),
+    "default_quota": Attr(integer_or_none, schema=INT_OR_NULL),
+    "address_scope_id": Attr(uuid_or_none, schema=STR_OR_NULL),
+}
+
+_AVAILABILITY_SUBNET = {"type": "object", "properties": {
+    "subnet_id": UUID, "subnet_name": STR, "cidr": STR, "ip_version": INT,
+    "total_ips": INT, "used_ips": INT}}
+
+# network-ip-availability: computed, read-only.
+IP_AVAILABILITY: dict[str, Attr] = {
+    "network_id": read_only(UUID),
+    "network_name": read_only(STR),
+    "tenant_id": read_only(STR),
+    "project_id": read_only(STR),
+    "ip_version": read_only({"enum": [4, 6]}),
+    "total_ips": read_only(INT),
+    "used_ips": read_only(INT),
+    "subnet_ip_availability": read_only({"type": "array", "items": _AVAILABILITY_SUBNET}),
 }
 
 AGENT: dict[str, Attr] = {

@@ -31,6 +31,7 @@ from starlette.types import Scope
 
 from vifwire.api.responses import JSONResponse
 from vifwire.keystone import KeystoneUnavailable, TokenValidator
+from vifwire.server.caller import caller_is_admin
 from vifwire.server.policy import RequestContext, context_for
 from vifwire.settings import Settings
 
@@ -95,11 +96,13 @@ class Gate:
                        or DEFAULT_PROJECT_ID.encode())
             user = headers.get(b"x-user-id", b"").decode("latin-1")
             scope[CONTEXT_KEY] = RequestContext(project.decode("latin-1"), user, _ADMIN, True)
+            caller_is_admin.set(True)
             return None
         token = headers.get(b"x-auth-token", b"").decode("latin-1").strip()
         if not token:
             if scope["method"] == "GET" and scope["path"] in OPEN_PATHS:
                 scope[CONTEXT_KEY] = RequestContext("", "", frozenset(), False)
+                caller_is_admin.set(False)
                 return None
             return self._unauthorized()
         try:
@@ -110,7 +113,8 @@ class Gate:
                                   "The authentication service is unavailable; retry later.")
         if info is None or not info.project_id:  # Neutron's resources need a project
             return self._unauthorized()
-        scope[CONTEXT_KEY] = context_for(info.project_id, info.user_id, info.roles)
+        scope[CONTEXT_KEY] = context = context_for(info.project_id, info.user_id, info.roles)
+        caller_is_admin.set(context.is_admin)  # for the rules a service applies itself
         return None
 
     def _unauthorized(self) -> JSONResponse:

@@ -33,6 +33,7 @@ NOT_FOUND: dict[str, Callable[[str], faults.ServerFault]] = {
     "agents": faults.AgentNotFound,
     "security_groups": sg_faults.SecurityGroupNotFound,
     "security_group_rules": sg_faults.SecurityGroupRuleNotFound,
+    "subnetpools": faults.SubnetPoolNotFound,
 }
 OTHER_PROJECT = ("Specifying 'project_id' or 'tenant_id' other than the authenticated project "
                  "in request requires admin privileges")

@@ -299,3 +299,41 @@ def vnic_type(value: Any) -> str:
     if not isinstance(value, str) or value not in VNIC_TYPES:  # a list is unhashable
         raise ValueError(f"'{value}' is not in {sorted(VNIC_TYPES)}")
     return str(value)
+
+
+def uuid_or_none(value: Any) -> str | None:
+    return None if value is None else uuid_str(value)
+
+
+DHCP_OPT_KEYS = {"opt_name", "opt_value", "ip_version"}
+
+
+def extra_dhcp_opt(value: Any) -> dict[str, Any]:
+    """One of a port's extra_dhcp_opts (neutron-lib's extra_dhcp_opt validators): a
+    name, a value (None on update: remove the option) and IP version 4 or 6."""
+    if not isinstance(value, dict):
+        raise ValueError(f"'{value}' is not a dictionary")
+    unknown = value.keys() - DHCP_OPT_KEYS
+    if unknown or "opt_name" not in value:
+        raise ValueError(f"Invalid data format for extra-dhcp-opt: {value}")
+    name = string(value["opt_name"])
+    if not name.strip():
+        raise ValueError("'' is not a valid opt_name")
+    opt_value = value.get("opt_value")
+    opt_value = None if opt_value is None else string(opt_value)
+    version = value.get("ip_version", 4)
+    if isinstance(version, str) and version.strip().isdigit():
+        version = int(version)
+    return {"opt_name": name, "opt_value": opt_value, "ip_version": ip_version(version)}
+
+
+def extra_dhcp_opts(value: Any) -> list[dict[str, Any]]:
+    opts = list_of(extra_dhcp_opt)(value)
+    seen: set[tuple[str, int]] = set()
+    for opt in opts:
+        key = (opt["opt_name"], opt["ip_version"])
+        if key in seen:
+            raise ValueError(f"Duplicate extra DHCP option {opt['opt_name']} for IPv"
+                             f"{opt['ip_version']}")
+        seen.add(key)
+    return opts

@@ -39,6 +39,32 @@ EXTENSIONS = [
      "Indicates if the security group is stateful or not"),
     ("security-groups-normalized-cidr", "Security Group Rule normalized CIDR field",
      "Add new field with normalized remote_ip_prefix cidr in SG rule"),
+    ("external-net", "Neutron external network", "Adds external network attribute to "
+     "network resource."),
+    ("quotas", "Quota management support", "Expose functions for quotas management per "
+     "project"),
+    ("quota_details", "Quota details management support", "Expose functions for quotas "
+     "usage statistics per project"),
+    ("quota-check-limit", "Quota engine limit check", "Support for checking the resource "
+     "usage before applying a new quota limit"),
+    ("extra_dhcp_opt", "Neutron Extra DHCP options", "Extra options configuration for "
+     "DHCP. For example PXE boot options to DHCP clients can be specified (e.g. tftp-server, "
+     "server-ip-address, bootfile-name)"),
+    ("ip-substring-filtering", "IP address substring filtering", "Provides IP address "
+     "substring filtering when listing ports"),
+    ("subnet_allocation", "Subnet Allocation", "Enables allocation of subnets from a "
+     "subnet pool"),
+    ("default-subnetpools", "Default Subnetpools", "Provides ability to mark and use a "
+     "subnetpool as the default."),
+    ("service-type", "Neutron Service Type Management", "API for retrieving service "
+     "providers for Neutron advanced services"),
+    ("network-ip-availability", "Network IP Availability", "Provides IP availability data "
+     "for each network and subnet."),
+    ("empty-string-filtering", "Empty String Filtering Extension", "Allow filtering by "
+     "attributes with empty string value"),
+    ("net-mtu-writable", "Network MTU (writable)", "Provides a writable MTU attribute for a "
+     "network resource."),
+    ("dhcp_agent_scheduler", "DHCP Agent Scheduler", "Schedule networks among dhcp agents"),
 ]
 
 
@@ -65,7 +91,10 @@ async def versions(request: Request) -> JSONResponse:
 async def resources(request: Request) -> JSONResponse:
     names = [("network", "networks"), ("subnet", "subnets"), ("port", "ports"),
              ("agent", "agents"), ("security_group", "security-groups"),
-             ("security_group_rule", "security-group-rules")]
+             ("security_group_rule", "security-group-rules"), ("quota", "quotas"),
+             ("subnetpool", "subnetpools"),
+             ("network_ip_availability", "network-ip-availabilities"),
+             ("service_provider", "service-providers")]
     return JSONResponse({"resources": [
         {"name": name, "collection": collection,
          "links": _links(request, f"/v2.0/{collection}")} for name, collection in names]})

@@ -22,6 +22,7 @@ from vifwire.api.attributes import Attr, Schema
 from vifwire.api.listing import INT_RANGE, TAG_FILTERS
 from vifwire.api.resources import RESOURCES, Resource
 from vifwire.api.tags import MAX_TAG_LEN, TAGGABLE
+from vifwire.settings import QUOTA_RESOURCES
 
 JSON = "application/json"
 ERROR_REF = {"$ref": "#/components/schemas/NeutronError"}
@@ -240,9 +241,80 @@ def _meta_paths() -> dict[str, Any]:
     }
 
 
+def _get(operation: str, description: str, schema: Schema, *errors: int) -> dict[str, Any]:
+    return {"operationId": operation,
+            "responses": _responses({200: _ok(description, schema)}, *errors)}
+
+
+def _path_param(name: str) -> list[dict[str, Any]]:
+    return [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def _extension_paths() -> dict[str, Any]:
+    """Quotas, network IP availability, service providers, dhcp_agent_scheduler."""
+    project = {"project_id": {"type": "string"}, "tenant_id": {"type": "string"}}
+    per_resource = {r: {"type": "integer"} for r in QUOTA_RESOURCES}
+    limits = {"type": "object", "properties": per_resource}
+    listed = {"type": "object", "properties": {**per_resource, **project}}
+    detail = {"type": "object", "properties": {k: {"type": "integer"} for k in
+                                               ("limit", "used", "reserved")}}
+    details = {"type": "object", "properties": {r: detail for r in QUOTA_RESOURCES}}
+    change = {"type": "object", "properties": {"quota": {"type": "object", "properties": {
+        **{r: {"type": "integer", "minimum": -1, "maximum": INT_RANGE[1]}
+           for r in QUOTA_RESOURCES}, "check_limit": {"type": "boolean"}}}}}
+    quota = _envelope("quota", limits)
+    availability = _rendered(attributes.IP_AVAILABILITY)
+    providers = {"type": "array", "items": {"type": "object", "properties": {
+        k: {"type": "string"} for k in ("service_type", "name", "default")}}}
+    show_details: dict[str, Any] = {"parameters": _path_param("project_id"),
+                    "get": _get("show_quota_details", "Limits and usage",
+                                _envelope("quota", details), 404)}
+    return {
+        "/v2.0/quotas": {"get": _get("list_quotas", "Projects with their own limits",
+                                     _envelope("quotas", {"type": "array", "items": listed}))},
+        "/v2.0/quotas/tenant": {"get": _get("show_own_project", "The calling project",
+                                            _envelope("tenant", {"type": "object"}))},
+        "/v2.0/quotas/project": {"get": _get("show_own_project_2", "The calling project",
+                                             _envelope("tenant", {"type": "object"}))},
+        "/v2.0/quotas/{project_id}": {
+            "parameters": _path_param("project_id"),
+            "get": _get("show_quota", "The project's limits", quota, 404),
+            "put": {"operationId": "update_quota",
+                    "requestBody": {"required": True, "content": {JSON: {"schema": change}}},
+                    "responses": _responses({200: _ok("The new limits", quota)}, 404, 409)},
+            "delete": {"operationId": "reset_quota",
+                       "responses": _responses({204: _ok("Back to the defaults")}, 404)}},
+        "/v2.0/quotas/{project_id}/default": {
+            "parameters": _path_param("project_id"),
+            "get": _get("show_default_quota", "The default limits", quota, 404)},
+        "/v2.0/quotas/{project_id}/details": show_details,
+        "/v2.0/quotas/{project_id}/details.json": {
+            "parameters": show_details["parameters"],
+            "get": {**show_details["get"], "operationId": "show_quota_details_json"}},
+        "/v2.0/network-ip-availabilities": {"get": _get(
+            "list_network_ip_availabilities", "Addresses per network",
+            _envelope("network_ip_availabilities", {"type": "array", "items": availability}))},
+        "/v2.0/network-ip-availabilities/{network_id}": {
+            "parameters": _path_param("network_id"),
+            "get": _get("show_network_ip_availability", "Addresses of one network",
+                        _envelope("network_ip_availability", availability), 404)},
+        "/v2.0/service-providers": {"get": _get(
+            "list_service_providers", "Service providers (none)",
+            _envelope("service_providers", providers))},
+        "/v2.0/networks/{network_id}/dhcp-agents": {
+            "parameters": _path_param("network_id"),
+            "get": _get("list_dhcp_agents_of_network", "DHCP agents hosting it (none)",
+                        _envelope("agents", {"type": "array"}), 404)},
+        "/v2.0/agents/{agent_id}/dhcp-networks": {
+            "parameters": _path_param("agent_id"),
+            "get": _get("list_networks_of_dhcp_agent", "Networks it hosts (none)",
+                        _envelope("networks", {"type": "array"}), 404)},
+    }
+
+
 def describe() -> dict[str, Any]:
     """The paths and component schemas of the Neutron API vifwire implements."""
-    paths = _meta_paths()
+    paths = {**_meta_paths(), **_extension_paths()}
     for resource in RESOURCES:
         paths.update(_resource_paths(resource))
     for collection in TAGGABLE:

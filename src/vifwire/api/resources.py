@@ -273,6 +273,10 @@ def _security_group_rules(services: ApiServices) -> CreatableService:
     return services.security_group_rules
 
 
+def _subnetpools(services: ApiServices) -> CreatableService:
+    return services.subnetpools
+
+
 async def _default_group(services: ApiServices, project_id: str) -> None:
     await services.ensure_default_security_group(project_id)
 
@@ -289,4 +293,5 @@ RESOURCES = (
     Resource("security-group-rules", "security_group_rule", sg_attributes.SECURITY_GROUP_RULE,
              _security_group_rules, _security_group_rules, taggable=False,
              before_list=_default_group),
+    Resource("subnetpools", "subnetpool", attributes.SUBNETPOOL, _subnetpools, _subnetpools),
 )

@@ -71,6 +71,30 @@ class TagsService(Protocol):
     async def clear(self, collection: str, resource_id: str) -> None: ...
 
 
+class QuotasService(Protocol):
+    """Per-project limits (reads synchronous, writes awaited)."""
+
+    def list(self) -> builtins.list[Item]: ...
+
+    def show(self, project_id: str) -> Item: ...
+
+    def default(self, project_id: str) -> Item: ...
+
+    def details(self, project_id: str) -> Item: ...
+
+    async def update(self, project_id: str, body: Item) -> Item: ...
+
+    async def reset(self, project_id: str) -> None: ...
+
+
+class ReadService(Protocol):
+    """A read-only collection computed by the server (network IP availabilities)."""
+
+    def show(self, item_id: str) -> Item: ...
+
+    def list(self, filters: Filters) -> builtins.list[Item]: ...
+
+
 class ApiServices(Protocol):
     """Everything the API calls, found on `app.state.services`."""
 
@@ -94,6 +118,15 @@ class ApiServices(Protocol):
 
     @property
     def tags(self) -> TagsService: ...
+
+    @property
+    def quotas(self) -> QuotasService: ...
+
+    @property
+    def subnetpools(self) -> CreatableService: ...
+
+    @property
+    def ip_availabilities(self) -> ReadService: ...
 
     async def ensure_default_security_group(self, project_id: str) -> None:
         """Make the project's `default` security group if it has none yet."""

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vifwire.settings import AUTH_STRATEGIES, KeystoneCredentials
+from vifwire.settings import AUTH_STRATEGIES, QUOTA_RESOURCES, KeystoneCredentials
 
 DEFAULT_CONFIG_FILE = Path("/etc/vifwire/vifwire.conf")
 # Parsed as an ordinary section, so its keys are not copied into every other one.
@@ -111,6 +111,13 @@ def _mtu_or_zero(text: str) -> int:
     return value
 
 
+def _quota(text: str) -> int:
+    value = int(text)
+    if value < -1:
+        raise ValueError("must be -1 (unlimited) or more")
+    return value
+
+
 def _path(text: str) -> Path:
     return Path(_text(text))
 
@@ -167,6 +174,7 @@ KEYS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("ml2", "overlay_ip_version"): ("overlay_ip_version", _overlay_ip_version),
     ("ml2", "tenant_network_type"): ("default_network_type", _text),
     ("ml2_type_vxlan", "vni_ranges"): ("vxlan_vni_range", _range),
+    **{("quotas", f"quota_{name}"): (f"quota_{name}", _quota) for name in QUOTA_RESOURCES},
     # Two fields from one value: see read_config.
     ("ml2_type_vlan", "network_vlan_ranges"): ("vlan_range", _vlan_range),
     **{(section, key): (f"{section}.{key}", _text)

@@ -74,9 +74,12 @@ networks = Table(
     Column("network_type", String(32), nullable=False),
     Column("segment_physnet", String(64), nullable=False),
     Column("segmentation_id", Integer, nullable=True),
+    # external-net: router:external (admin-set; visible to every project).
+    Column("router_external", Boolean, nullable=False, default=False),
     UniqueConstraint(
         "network_type", "segment_physnet", "segmentation_id", name="uq_networks_segment"
     ),
+    Index("ix_networks_project_id", "project_id"),
 )
 
 subnets = Table(
@@ -94,7 +97,10 @@ subnets = Table(
     Column("host_routes", Text, nullable=False),
     Column("ipv6_ra_mode", String(32), nullable=True),
     Column("ipv6_address_mode", String(32), nullable=True),
+    # The pool it was carved from (no foreign key: a pool in use refuses delete).
+    Column("subnetpool_id", ID, nullable=True),
     Index("ix_subnets_network_id", "network_id"),
+    Index("ix_subnets_project_id", "project_id"),
 )
 
 ports = Table(
@@ -116,8 +122,11 @@ ports = Table(
     Column("binding_vif_details", Text, nullable=False),
     Column("binding_vnic_type", String(64), nullable=False),
     Column("binding_profile", Text, nullable=False),
+    # extra_dhcp_opt: [{opt_name, opt_value, ip_version}] as rendered; NULL: none.
+    Column("extra_dhcp_opts", Text, nullable=True),
     UniqueConstraint("network_id", "mac_address", name="uq_ports_network_mac"),
     Index("ix_ports_device_id", "device_id"),
+    Index("ix_ports_project_id", "project_id"),
     Index("ix_ports_binding_host", "binding_host"),
 )
 
@@ -175,6 +184,7 @@ security_groups = Table(
     Column("id", ID, primary_key=True),
     *_standard(),
     Column("stateful", Boolean, nullable=False),
+    Index("ix_security_groups_project_id", "project_id"),
 )
 
 # Which group is each project's `default` (Neutron's default_security_group table).
@@ -207,6 +217,7 @@ security_group_rules = Table(
     Column("remote_ip_prefix", String(255), nullable=True),
     Index("ix_security_group_rules_security_group_id", "security_group_id"),
     Index("ix_security_group_rules_remote_group_id", "remote_group_id"),
+    Index("ix_security_group_rules_project_id", "project_id"),
 )
 
 security_group_port_bindings = Table(
@@ -215,4 +226,32 @@ security_group_port_bindings = Table(
     Column("port_id", ID, ForeignKey("ports.id", ondelete="CASCADE"), primary_key=True),
     Column("security_group_id", ID, ForeignKey("security_groups.id"), primary_key=True),
     Index("ix_security_group_port_bindings_security_group_id", "security_group_id"),
+)
+
+# Per-project limits that differ from the defaults (Settings.quota_*); no row: the
+# default. Usage is counted from the resources' own tables, inside the creating
+# transaction (vifwire.server.quotas).
+quotas = Table(
+    "quotas",
+    metadata,
+    Column("project_id", String(255), primary_key=True),
+    Column("resource", String(255), primary_key=True),
+    Column("limit", Integer, nullable=False),
+)
+
+# subnet_allocation: pools of prefixes subnets are carved from.
+subnetpools = Table(
+    "subnetpools",
+    metadata,
+    Column("id", ID, primary_key=True),
+    *_standard(),
+    Column("ip_version", Integer, nullable=False),
+    Column("prefixes", Text, nullable=False),  # orjson list of CIDRs, canonical
+    Column("default_prefixlen", Integer, nullable=False),
+    Column("min_prefixlen", Integer, nullable=False),
+    Column("max_prefixlen", Integer, nullable=False),
+    Column("shared", Boolean, nullable=False),
+    Column("is_default", Boolean, nullable=False),
+    Column("default_quota", Integer, nullable=True),
+    Index("ix_subnetpools_project_id", "project_id"),
 )

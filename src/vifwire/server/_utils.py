@@ -25,6 +25,18 @@ def iso(ts: datetime) -> str:
     return ts.replace(tzinfo=None, microsecond=0).isoformat() + "Z"
 
 
+def standard(row: Any) -> dict[str, Any]:
+    """The standard attributes of a row, as rendered (the resource's own go between
+    and `tags`, `created_at`, `updated_at`, `revision_number` from `standard_tail`)."""
+    return {"id": row.id, "name": row.name, "description": row.description,
+            "tenant_id": row.project_id, "project_id": row.project_id}
+
+
+def standard_tail(row: Any) -> dict[str, Any]:
+    return {"tags": [], "created_at": iso(row.created_at), "updated_at": iso(row.updated_at),
+            "revision_number": row.revision_number}
+
+
 def agent_time(ts: datetime) -> str:
     """Neutron's agent timestamp format: 2026-11-24 05:00:00."""
     return ts.strftime("%Y-%m-%d %H:%M:%S")

@@ -88,6 +88,10 @@ class PortNotFound(_Missing):
     type, noun = "PortNotFound", "Port"
 
 
+class SubnetPoolNotFound(_Missing):
+    type, noun = "SubnetPoolNotFound", "Subnet pool"
+
+
 class AgentNotFound(_Missing):
     type, noun = "AgentNotFound", "Agent"
 

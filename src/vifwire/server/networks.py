@@ -16,7 +16,7 @@ from sqlalchemy import Connection, bindparam, delete, exists, func, insert, sele
 
 from vifwire.db.fast import Fast
 from vifwire.db.schema import networks, ports, subnets
-from vifwire.server import faults
+from vifwire.server import faults, quotas
 from vifwire.server._db import read, run_transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import iso, new_id, utcnow
@@ -43,6 +43,7 @@ COLUMNS = {
     "provider:physical_network": networks.c.segment_physnet,
     "provider:segmentation_id": networks.c.segmentation_id,
     "revision_number": networks.c.revision_number,
+    "router:external": networks.c.router_external,
 }
 TO_DB = {"provider:physical_network": lambda v: v or ""}
 
@@ -67,11 +68,27 @@ def render(row: Any, subnet_ids: list[str]) -> dict[str, Any]:
         "availability_zones": [],
         "ipv4_address_scope": None,
         "ipv6_address_scope": None,
+        "router:external": row.router_external,
         "tags": [],
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),
         "revision_number": row.revision_number,
     }
+
+
+# The smallest MTU an IPv4 network may have (RFC 791), as neutron-lib's validator.
+MIN_MTU = 68
+
+
+def _mtu(requested: int | None, largest: int) -> int:
+    """net-mtu-writable: the requested MTU, at most what the segment carries."""
+    if requested is None:
+        return largest
+    if requested > largest:
+        raise faults.InvalidInput(f"Requested MTU is too big, maximum is {largest}")
+    if requested < MIN_MTU:
+        raise faults.InvalidInput(f"'{requested}' is too small - must be at least '{MIN_MTU}'")
+    return requested
 
 
 _NETWORK_BY_ID = Fast(select(networks).where(networks.c.id == bindparam("network_id")))
@@ -128,6 +145,7 @@ class NetworkService:
 
     def _insert(self, conn: Connection, body: dict[str, Any]) -> str:
         settings = self.ctx.settings
+        quotas.check(conn, self.ctx, body["project_id"], "network")
         # Only an absent type takes the default: "" is a type ML2 does not know.
         network_type = body.get("provider:network_type")
         if network_type is None:
@@ -141,7 +159,8 @@ class NetworkService:
             description=body.get("description", ""), created_at=now, updated_at=now,
             revision_number=1, admin_state_up=body.get("admin_state_up", True),
             shared=body.get("shared", False), status="ACTIVE",
-            mtu=network_mtu(settings, network_type),
+            mtu=_mtu(body.get("mtu"), network_mtu(settings, network_type)),
+            router_external=body.get("router:external", False),
             port_security_enabled=body.get("port_security_enabled", True),
             network_type=network_type, segment_physnet=physnet or "", segmentation_id=seg_id,
         ))
@@ -196,6 +215,11 @@ class NetworkService:
             values = {k: v for k, v in body.items() if k in
                       ("name", "description", "admin_state_up", "shared",
                        "port_security_enabled")}
+            if "router:external" in body:
+                values["router_external"] = body["router:external"]
+            if "mtu" in body:
+                values["mtu"] = _mtu(body["mtu"], network_mtu(self.ctx.settings,
+                                                              row.network_type))
             conn.execute(update(networks).where(networks.c.id == network_id).values(
                 **values, updated_at=utcnow(),
                 revision_number=networks.c.revision_number + 1))

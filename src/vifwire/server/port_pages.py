@@ -117,14 +117,24 @@ def filtered(stmt: Select[Any], filters: Filters) -> tuple[Select[Any], Filters]
     wanted: dict[str, builtins.list[str]] = defaultdict(builtins.list)
     for value in ip_filters:
         key, _, text = str(value).partition("=")
-        if key not in ("ip_address", "subnet_id") or not text:
+        if key not in ("ip_address", "subnet_id", SUBSTRING) or not text:
             raise faults.BadRequest(f"Invalid fixed_ips filter {value!r}")
         wanted[key].append(normal_ip(text) if key == "ip_address" else text)
     for key, values in wanted.items():
         stmt = stmt.where(exists().where(and_(
-            ip_allocations.c.port_id == ports.c.id,
-            getattr(ip_allocations.c, key).in_(values))))
+            ip_allocations.c.port_id == ports.c.id, _ip_filter(key, values))))
     return stmt, rest
+
+
+# ip-substring-filtering: `fixed_ips=ip_address_substr=10.0.` matches any address
+# containing the text (Neutron's LIKE '%text%'; the values OR together).
+SUBSTRING = "ip_address_substr"
+
+
+def _ip_filter(key: str, values: builtins.list[str]) -> Any:
+    if key != SUBSTRING:
+        return getattr(ip_allocations.c, key).in_(values)
+    return or_(*(ip_allocations.c.ip_address.contains(v, autoescape=True) for v in values))
 
 
 def _sort_keys(dialect: str, sorts: Sequence[tuple[str, bool]],

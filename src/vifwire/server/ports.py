@@ -38,7 +38,7 @@ from vifwire.bus.base import BusError, NoEndpoint, agent_topic
 from vifwire.db.fast import Fast
 from vifwire.db.schema import ip_allocations, networks, ports
 from vifwire.messages import FixedIp, PortDetails, PortFirewall
-from vifwire.server import faults, firewalls, outbox, port_pages, security_groups
+from vifwire.server import faults, firewalls, outbox, port_pages, quotas, security_groups
 from vifwire.server._db import read, run_read, run_transaction
 from vifwire.server._query import Filters, matches
 from vifwire.server._utils import dumps, iso, loads, new_id, utcnow
@@ -109,6 +109,7 @@ def render(row: Any, fixed_ips: list[FixedIp]) -> dict[str, Any]:
         "binding:vif_details": loads(row.binding_vif_details),
         "binding:vnic_type": row.binding_vnic_type,
         "binding:profile": loads(row.binding_profile),
+        "extra_dhcp_opts": loads(row.extra_dhcp_opts) if row.extra_dhcp_opts else [],
         "tags": [],
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),
@@ -180,6 +181,20 @@ def _pairs(requested: builtins.list[dict[str, str]] | None, mac: str,
     if pairs and not security:
         raise AddressPairAndPortSecurityRequired()
     return pairs
+
+
+def _dhcp_opts(old: builtins.list[dict[str, Any]],
+               changes: builtins.list[dict[str, Any]] | None) -> str | None:
+    """The stored extra_dhcp_opts: Neutron merges by (opt_name, ip_version), and an
+    option whose opt_value is None is removed. None: the port has none."""
+    merged = {(o["opt_name"], o["ip_version"]): o for o in old}
+    for opt in changes or []:
+        key = (opt["opt_name"], opt["ip_version"])
+        if opt["opt_value"] is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = opt
+    return dumps(list(merged.values())) if merged else None
 
 
 def _queued(event: outbox.Event | None) -> builtins.list[outbox.Event]:
@@ -273,6 +288,7 @@ class PortService:
 
     def _insert(self, conn: Connection, body: dict[str, Any]) -> tuple[_Outcome, dict[str, Any]]:
         network = get_network_row(conn, body["network_id"])
+        quotas.check(conn, self.ctx, body["project_id"], "port")
         port_id = new_id()
         now = utcnow()
         mac = self._mac(conn, network.id, body.get("mac_address"))
@@ -296,6 +312,7 @@ class PortService:
             allowed_address_pairs=dumps(pairs),
             binding_vnic_type=body.get("binding:vnic_type", "normal"),
             binding_profile=dumps(body.get("binding:profile") or {}),
+            extra_dhcp_opts=_dhcp_opts([], body.get("extra_dhcp_opts")),
             **self._binding(conn, body.get("binding:host_id") or ""),
         )
         _INSERT_PORT.execute(conn, values)
@@ -332,6 +349,10 @@ class PortService:
                 values["binding_profile"] = dumps(body["binding:profile"] or {})
             if "binding:vnic_type" in body:
                 values["binding_vnic_type"] = body["binding:vnic_type"]
+            if "extra_dhcp_opts" in body:
+                values["extra_dhcp_opts"] = _dhcp_opts(
+                    loads(row.extra_dhcp_opts) if row.extra_dhcp_opts else [],
+                    body["extra_dhcp_opts"])
             if "mac_address" in body and body["mac_address"] != row.mac_address:
                 values["mac_address"] = self._mac(conn, row.network_id, body["mac_address"])
             security = body.get("port_security_enabled", row.port_security_enabled)

@@ -39,10 +39,11 @@ from vifwire.db.schema import (
     security_groups,
 )
 from vifwire.messages import PortFirewall
-from vifwire.server import faults, firewalls, sg_faults, sg_rules
+from vifwire.server import faults, firewalls, quotas, sg_faults, sg_rules
 from vifwire.server._db import read, run_transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import iso, loads, new_id, utcnow
+from vifwire.server.caller import caller_is_admin
 from vifwire.server.context import Context
 from vifwire.server.tags import delete_tags
 from vifwire.server.visibility import scoped
@@ -234,6 +235,7 @@ class SecurityGroupService:
             made = []
             for body in bodies:
                 default_group(conn, body["project_id"])  # Neutron makes it first
+                quotas.check(conn, self.ctx, body["project_id"], "security_group")
                 made.append(get_row(conn, _create(
                     conn, body["project_id"], body.get("name", ""),
                     body.get("description", ""), body.get("stateful", True))))
@@ -263,12 +265,17 @@ class SecurityGroupService:
         return rendered
 
     async def delete(self, group_id: str) -> None:
+        admin = caller_is_admin.get()  # read on the caller's task, not the db thread
+
         def work(conn: Connection) -> builtins.list[str]:
             if in_use(conn, group_id):  # Neutron checks this first, then that it exists
                 raise sg_faults.SecurityGroupInUse(group_id)
             row = get_row(conn, group_id)
-            if row.name == DEFAULT_NAME:
+            if row.name == DEFAULT_NAME and not admin:
                 raise sg_faults.SecurityGroupCannotRemoveDefault()
+            if row.name == DEFAULT_NAME:
+                conn.execute(delete(default_security_groups).where(
+                    default_security_groups.c.security_group_id == group_id))
             delete_tags(conn, [group_id])
             losing = firewalls.naming(conn, group_id)
             # Its rules, and other groups' rules naming it, go by ON DELETE CASCADE.

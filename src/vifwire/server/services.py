@@ -26,12 +26,15 @@ from vifwire.db.engine import make_engine, migrate
 from vifwire.server._db import release_connections
 from vifwire.server.agents import AgentService
 from vifwire.server.context import Context
+from vifwire.server.ip_availability import IpAvailabilityService
 from vifwire.server.networks import NetworkService
 from vifwire.server.notifier import NovaNotifier
 from vifwire.server.ports import PortService
+from vifwire.server.quotas import QuotaService
 from vifwire.server.rpc import AgentRpcEndpoint
 from vifwire.server.security_groups import SecurityGroupService
 from vifwire.server.sg_rules import RuleService
+from vifwire.server.subnetpools import SubnetPoolService
 from vifwire.server.subnets import SubnetService
 from vifwire.server.tags import TagService
 from vifwire.settings import Settings
@@ -105,6 +108,9 @@ class Services:
     security_groups: Tagged
     security_group_rules: RuleService
     groups: SecurityGroupService  # untagged: what `ensure_default_security_group` calls
+    quotas: QuotaService
+    subnetpools: Tagged
+    ip_availabilities: IpAvailabilityService
 
     async def ensure_default_security_group(self, project_id: str) -> None:
         await self.groups.ensure_default(project_id)
@@ -116,7 +122,8 @@ def build(ctx: Context, notifier: NovaNotifier) -> Services:
     groups = SecurityGroupService(ctx)
     return Services(Tagged(NetworkService(ctx), tags), Tagged(SubnetService(ctx), tags),
                     ports, agents, tags, notifier, AgentRpcEndpoint(ports, agents), ctx,
-                    Tagged(groups, tags), RuleService(ctx), groups)
+                    Tagged(groups, tags), RuleService(ctx), groups, QuotaService(ctx),
+                    Tagged(SubnetPoolService(ctx), tags), IpAvailabilityService(ctx))
 
 
 @asynccontextmanager

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from vifwire.db.fast import Fast
 from vifwire.db.schema import security_group_rules as rules_table
 from vifwire.db.schema import security_groups
-from vifwire.server import faults, sg_faults
+from vifwire.server import faults, quotas, sg_faults
 from vifwire.server._db import read, run_transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import iso, new_id, utcnow
@@ -211,6 +211,7 @@ class RuleService:
                     raise sg_faults.SecurityGroupNotFound(remote)
             if _GROUP_EXISTS.execute(conn, {"group_id": group_id}).first() is None:
                 raise sg_faults.SecurityGroupNotFound(group_id)
+            quotas.check(conn, self.ctx, project_id, "security_group_rule", len(checked))
             existing = {key(row): row.id for row in rules_of(conn, [group_id])[group_id]}
             for rule_key in keys:
                 if rule_key in existing:

@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, exists, insert, select, update
 
-from vifwire.db.schema import ip_allocations, subnets
-from vifwire.server import faults, ipam
+from vifwire.db.schema import ip_allocations, ports, subnets
+from vifwire.server import faults, ipam, quotas, subnetpools
 from vifwire.server._db import read, run_transaction
 from vifwire.server._query import Filters, matches, where
 from vifwire.server._utils import dumps, iso, loads, new_id, utcnow
@@ -39,6 +39,7 @@ COLUMNS = {
     "ipv6_ra_mode": subnets.c.ipv6_ra_mode,
     "ipv6_address_mode": subnets.c.ipv6_address_mode,
     "revision_number": subnets.c.revision_number,
+    "subnetpool_id": subnets.c.subnetpool_id,
 }
 
 
@@ -59,7 +60,7 @@ def render(row: Any) -> dict[str, Any]:
         "enable_dhcp": row.enable_dhcp,
         "ipv6_ra_mode": row.ipv6_ra_mode,
         "ipv6_address_mode": row.ipv6_address_mode,
-        "subnetpool_id": None,
+        "subnetpool_id": row.subnetpool_id,
         "service_types": [],
         "segment_id": None,
         "tags": [],
@@ -96,6 +97,22 @@ class HostRoutesExhausted(_Exhausted):
 
 class DNSNameServersExhausted(_Exhausted):
     type, what = "DNSNameServersExhausted", "DNS nameservers"
+
+
+def _pool_of(conn: Connection, body: dict[str, Any], ip_version: int) -> Any:
+    """The subnet pool a new subnet is carved from, if it names one."""
+    if body.get("subnetpool_id"):
+        pool = subnetpools.get_row(conn, body["subnetpool_id"])
+        if pool.ip_version != ip_version:
+            raise faults.BadRequest(f"Cannot allocate IPv{ip_version} subnet from IPv"
+                                    f"{pool.ip_version} subnet pool")
+        return pool
+    if body.get("use_default_subnetpool"):
+        return subnetpools.default_pool(conn, ip_version)
+    if body.get("prefixlen") is not None:
+        raise faults.BadRequest("prefixlen requires a subnetpool_id or "
+                                "use_default_subnetpool")
+    return None
 
 
 def _invalid(exc: ipam.IpamError) -> faults.InvalidInput:
@@ -167,8 +184,16 @@ class SubnetService:
     def _insert(self, conn: Connection, body: dict[str, Any]) -> str:
         network_id = body["network_id"]
         get_network_row(conn, network_id)
+        quotas.check(conn, self.ctx, body["project_id"], "subnet")
         ip_version = body["ip_version"]
         dhcp = body.get("enable_dhcp", True)
+        pool = _pool_of(conn, body, ip_version)
+        if pool is not None:
+            body = {**body, "cidr": subnetpools.allocate(conn, pool, body.get("cidr"),
+                                                         body.get("prefixlen"))}
+        elif "cidr" not in body:
+            raise faults.BadRequest("Bad subnets request: a subnetpool must be specified in "
+                                    "the absence of a cidr.")
         try:
             network = ipam.parse_cidr(body["cidr"], ip_version, dhcp)
             cidr = str(network)
@@ -201,6 +226,7 @@ class SubnetService:
             allocation_pools=dumps(pools), dns_nameservers=dumps(dns),
             host_routes=dumps(body.get("host_routes", [])),
             ipv6_ra_mode=body.get("ipv6_ra_mode"), ipv6_address_mode=body.get("ipv6_address_mode"),
+            subnetpool_id=None if pool is None else pool.id,
         ))
         return subnet_id
 
@@ -243,7 +269,15 @@ class SubnetService:
 
     async def delete(self, subnet_id: str) -> None:
         def work(conn: Connection) -> None:
-            get_row(conn, subnet_id)
+            row = get_row(conn, subnet_id)
+            if row.ipv6_address_mode in AUTO_ADDRESS_MODES or \
+                    row.ipv6_ra_mode in AUTO_ADDRESS_MODES:
+                # Neutron: auto-addressed ports lose the address with the subnet
+                # (router ports keep it and keep the subnet in use).
+                routers = select(ports.c.id).where(ports.c.device_owner.in_(ipam.ROUTER_OWNERS))
+                conn.execute(delete(ip_allocations).where(
+                    ip_allocations.c.subnet_id == subnet_id,
+                    ip_allocations.c.port_id.not_in(routers)))
             used = conn.execute(select(exists().where(
                 ip_allocations.c.subnet_id == subnet_id))).scalar()
             if used:

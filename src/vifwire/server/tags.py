@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, Table, bindparam, delete, insert, select, update
 
 from vifwire.db.fast import Fast
-from vifwire.db.schema import networks, ports, security_groups, subnets, tags
+from vifwire.db.schema import networks, ports, security_groups, subnetpools, subnets, tags
 from vifwire.server import faults
 from vifwire.server._db import read, run_transaction
 from vifwire.server._utils import utcnow
@@ -29,6 +29,7 @@ _TABLES: dict[str, tuple[Table, type[faults.NotFound]]] = {
     "subnets": (subnets, faults.SubnetNotFound),
     "ports": (ports, faults.PortNotFound),
     "security-groups": (security_groups, SecurityGroupNotFound),
+    "subnetpools": (subnetpools, faults.SubnetPoolNotFound),
 }
 
 

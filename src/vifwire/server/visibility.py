@@ -23,7 +23,8 @@ from vifwire.db.schema import networks, ports, security_group_rules, security_gr
 
 
 def network_visible(project_id: str) -> ColumnElement[bool]:
-    return or_(networks.c.project_id == project_id, networks.c.shared.is_(True))
+    return or_(networks.c.project_id == project_id, networks.c.shared.is_(True),
+               networks.c.router_external.is_(True))
 
 
 def _clause(collection: str, project_id: str) -> ColumnElement[bool]:
