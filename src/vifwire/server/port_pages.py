@@ -81,6 +81,7 @@ JSON_COLUMNS = {
     "security_groups": ports.c.security_groups,
     "binding:vif_details": ports.c.binding_vif_details,
     "binding:profile": ports.c.binding_profile,
+    "extra_dhcp_opts": ports.c.extra_dhcp_opts,  # NULL: none, rendered []
 }
 TIME_COLUMNS = {"created_at": ports.c.created_at, "updated_at": ports.c.updated_at}
 COMPUTED = ("fixed_ips", "tags")
@@ -89,7 +90,8 @@ ATTRIBUTES = ("id", "name", "description", "network_id", "tenant_id", "project_i
               "mac_address", "admin_state_up", "status", "device_id", "device_owner",
               "fixed_ips", "allowed_address_pairs", "security_groups",
               "port_security_enabled", "binding:host_id", "binding:vif_type",
-              "binding:vif_details", "binding:vnic_type", "binding:profile", "tags",
+              "binding:vif_details", "binding:vnic_type", "binding:profile",
+              "extra_dhcp_opts", "tags",
               "created_at", "updated_at", "revision_number")
 # Collations that compare in code point order, as Python sorts strings.
 CODE_POINT_ORDER = {"postgresql": "C", "sqlite": None}
@@ -201,7 +203,8 @@ def _renderer(fields: Sequence[str], dialect: str,
     def render(row: Any) -> dict[str, Any]:
         item = dict(zip(names, row, strict=True))
         for attribute in json:
-            item[attribute] = load(item[attribute])
+            value = item[attribute]
+            item[attribute] = load(value) if value is not None else []
         for attribute in times:  # stored naive UTC: `_utils.iso`, faster
             value = item[attribute]
             item[attribute] = (value[:10] + "T" + value[11:19] + "Z" if as_text

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import builtins
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
 
@@ -33,7 +33,9 @@ from vifwire.db.schema import (
 )
 from vifwire.server import faults
 from vifwire.server._db import read, run_transaction
-from vifwire.server.context import Context
+
+if TYPE_CHECKING:  # context.py imports the services' modules, which import this one
+    from vifwire.server.context import Context
 
 TABLES: dict[str, Table] = {
     "network": networks, "subnet": subnets, "subnetpool": subnetpools, "port": ports,
