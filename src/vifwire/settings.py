@@ -22,6 +22,10 @@ QUOTA_RESOURCES = ("network", "subnet", "subnetpool", "port", "security_group",
                    "security_group_rule")
 
 
+# In the run dir: the embedded stack's pid, written once it serves and removed when
+# it stops (what `vifwire up` waits for where the API wants a token).
+STACK_READY_FILE = "stack.ready"
+
 @dataclass(frozen=True)
 class OvsSettings:
     """Where the private Open vSwitch of one host lives."""

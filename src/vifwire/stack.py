@@ -43,7 +43,7 @@ from fastapi import FastAPI
 from vifwire.api.http_protocol import server_config
 from vifwire.bus import Bus, BusError, make_bus
 from vifwire.profile.sql import SqlProbe, install_sql_probe
-from vifwire.settings import DATABASE_FILE, Settings
+from vifwire.settings import DATABASE_FILE, STACK_READY_FILE, Settings
 from vifwire.trace import Tracer
 
 if TYPE_CHECKING:
@@ -338,7 +338,13 @@ async def run_stack(settings: Settings, stop: asyncio.Event | None = None) -> No
             await agent.start()  # a failed start cleans up after itself
             try:
                 log.info("vifwire stack ready on %s (host %s)", settings.api_url, settings.host)
-                await first_of(serving, stop)
+                # What `vifwire up` waits for where it cannot ask the API (keystone).
+                ready = settings.run_dir / STACK_READY_FILE
+                ready.write_text(f"{os.getpid()}\n")
+                try:
+                    await first_of(serving, stop)
+                finally:
+                    ready.unlink(missing_ok=True)
             finally:
                 await agent.stop()
     finally:
