@@ -71,9 +71,10 @@ def test_the_api_loads_no_service_or_database_code() -> None:
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             check=True).stdout.strip()
     # The faults (sg_faults: those of security groups, which API converters raise) and
-    # the policy (the request context and Neutron's rules: pure, no database).
-    assert loaded == ("['vifwire.server', 'vifwire.server.faults', 'vifwire.server.policy', "
-                      "'vifwire.server.sg_faults']")
+    # the policy (the request context and Neutron's rules: pure, no database) and
+    # the caller's admin flag the gate sets (server/caller.py: imports nothing).
+    assert loaded == ("['vifwire.server', 'vifwire.server.caller', 'vifwire.server.faults', "
+                      "'vifwire.server.policy', 'vifwire.server.sg_faults']")
 
 
 async def test_openapi_offers_if_match_only_where_it_is_honoured(stack: Stack) -> None:
