@@ -1,7 +1,7 @@
 """A real Keystone for the tests: Debian's `keystone` (Zed) under uwsgi, private to one run.
 
-`start(workdir)` writes a keystone.conf (SQLite database, fernet keys, all under
-`workdir`), runs `keystone-manage db_sync`, `fernet_setup`, `credential_setup` and
+`start(workdir)` makes a MariaDB database of its own (`vwks_<id>`) and writes a
+keystone.conf (that database, fernet keys under `workdir`), runs `keystone-manage db_sync`, `fernet_setup`, `credential_setup` and
 `bootstrap` (admin / adminpw, project admin, role admin), serves it with uwsgi on a
 free loopback port, and makes what the tests use through Keystone's own API:
 
@@ -9,11 +9,12 @@ free loopback port, and makes what the tests use through Keystone's own API:
   user vifwire validates tokens with and the Nova notifier posts as;
 - projects `alpha` and `beta`, each with a member user (`alice`, `bob`).
 
-One uwsgi worker with one thread: SQLite takes one writer (a second thread revoking
-while another issues a token hit "database is locked").
+One uwsgi worker with one thread. SQLite was tried first: it left "database is
+locked" behind (a second thread revoking while another issued a token; later an
+endpoint delete after Tempest's clean-up, for minutes).
 
-`stop()` ends the uwsgi it started, by its pid. The approach is that of
-/work/shared/peers/tempest (setup.sh, services.sh), with SQLite in place of MariaDB.
+`stop()` ends the uwsgi it started, by its pid, and drops its database. The approach
+is that of /work/shared/peers/tempest (setup.sh, services.sh).
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pymysql
 
 from vifwire.settings import KeystoneCredentials
 
@@ -36,7 +39,7 @@ PASSWORD = "secretpw"  # every other user's
 CONF = """[DEFAULT]
 log_file = {dir}/keystone.log
 [database]
-connection = sqlite:///{dir}/keystone.db
+connection = {database_url}
 [token]
 provider = fernet
 expiration = 7200
@@ -60,7 +63,26 @@ def missing() -> str | None:
                    "uwsgi-plugin-python3; scripts/install.sh test)"
     if not Path("/usr/bin/keystone-wsgi-public").exists():
         return "/usr/bin/keystone-wsgi-public not installed (Debian package keystone)"
+    try:
+        pymysql.connect(**MARIADB).close()
+    except pymysql.Error as exc:
+        return f"MariaDB at 127.0.0.1:3306 (root) unreachable, Keystone's database: {exc}"
     return None
+
+
+# Keystone keeps its database in the machine's MariaDB, in a database of the run's
+# own: on SQLite, Debian's Keystone left "database is locked" behind under Tempest's
+# clean-up (an endpoint delete failed for minutes).
+MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root"}
+
+
+def _mariadb(statement: str) -> None:
+    conn = pymysql.connect(**MARIADB)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        conn.close()
 
 
 def _free_port() -> int:
@@ -75,6 +97,7 @@ class Keystone:
     url: str  # http://127.0.0.1:<port>/v3
     workdir: Path
     process: subprocess.Popen[bytes]
+    database: str  # its MariaDB database, dropped by stop()
     projects: dict[str, str] = field(default_factory=dict)  # name -> id
     users: dict[str, str] = field(default_factory=dict)  # name -> id
 
@@ -108,6 +131,7 @@ class Keystone:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        _mariadb(f"DROP DATABASE IF EXISTS `{self.database}`")
 
 
 def _manage(conf: Path, *args: str) -> None:
@@ -122,10 +146,17 @@ def start(workdir: Path) -> Keystone:
     for keys in ("fernet-keys", "credential-keys"):
         (workdir / keys).mkdir(exist_ok=True)
     conf = workdir / "keystone.conf"
-    conf.write_text(CONF.format(dir=workdir))
+    database = f"vwks_{uuid.uuid4().hex[:12]}"
+    _mariadb(f"CREATE DATABASE `{database}`")
+    conf.write_text(CONF.format(dir=workdir, database_url=(
+        f"mysql+pymysql://root@127.0.0.1:3306/{database}")))
     port = _free_port()
     url = f"http://127.0.0.1:{port}/v3"
-    _manage(conf, "db_sync")
+    try:
+        _manage(conf, "db_sync")
+    except BaseException:
+        _mariadb(f"DROP DATABASE IF EXISTS `{database}`")
+        raise
     _manage(conf, "fernet_setup", "--keystone-user", "root", "--keystone-group", "root")
     _manage(conf, "credential_setup", "--keystone-user", "root", "--keystone-group", "root")
     _manage(conf, "bootstrap", "--bootstrap-password", ADMIN_PASSWORD,
@@ -143,7 +174,7 @@ def start(workdir: Path) -> Keystone:
              str(workdir / "uwsgi.log")],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
-    keystone = Keystone(url, workdir, process)
+    keystone = Keystone(url, workdir, process, database)
     try:
         _wait(keystone)
         _populate(keystone)
