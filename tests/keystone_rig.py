@@ -1,9 +1,10 @@
 """A real Keystone for the tests: Debian's `keystone` (Zed) under uwsgi, private to one run.
 
 `start(workdir)` makes a MariaDB database of its own (`vwks_<id>`) and writes a
-keystone.conf (that database, fernet keys under `workdir`), runs `keystone-manage db_sync`, `fernet_setup`, `credential_setup` and
-`bootstrap` (admin / adminpw, project admin, role admin), serves it with uwsgi on a
-free loopback port, and makes what the tests use through Keystone's own API:
+keystone.conf (that database, fernet keys under `workdir`), runs `keystone-manage
+db_sync`, `fernet_setup`, `credential_setup` and `bootstrap` (admin / adminpw,
+project admin, role admin), serves it with uwsgi on a free loopback port, and
+makes what the tests use through Keystone's own API:
 
 - project `service` with user `vifwire` (roles admin and service): the service
   user vifwire validates tokens with and the Nova notifier posts as;
