@@ -259,7 +259,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     peer = ServerPeer({p: details(p, network, settings.host, m)
                        for p, m in zip(port_ids[:-1], macs, strict=False)})
     vms: list[str] = []
-    sh("ip", "netns", "add", netns)
     bus = LocalBus()
     await bus.start()
     ping: Ping | None = None
@@ -271,6 +270,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         return OvsAgent(settings, bus, NullTracer(), ovs=ovs, ovs_timeout=60)
 
     try:
+        sh("ip", "netns", "add", netns)  # inside the try: removed whatever fails next
         runtime.start()
         setup = time.perf_counter()
         plug_all(runtime, netns, names, port_ids, macs,
@@ -310,11 +310,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for pinger in (ping, breach):
             if pinger is not None:
                 pinger.kill()
-        await bus.stop()
-        runtime.destroy()
-        shutil.rmtree(run_dir, ignore_errors=True)
-        for name in [*vms, netns]:
-            subprocess.run(["ip", "netns", "del", name], check=False)
+        try:
+            await bus.stop()
+            runtime.destroy()
+        finally:  # a failed stop must not keep the namespaces (one was left on 12-01)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            for name in [*vms, netns]:
+                subprocess.run(["ip", "netns", "del", name], check=False)
     for figures in restarts:
         begin, end = figures.pop("window")
         # when each lost one was noticed missing, in seconds after start()
