@@ -202,3 +202,37 @@ async def test_vswitchd_restart_restores_the_tunnel_bridge(cloud: Cloud, vms: li
                    what="br-tun's rules restored")
     assert await eventually_pings(a1.netns, b1.ip), "blue across hosts after the restart"
     assert flood_rule(a, blue["provider:segmentation_id"])
+
+
+async def test_security_groups_hold_across_hosts(cloud: Cloud, vms: list[Vm]) -> None:
+    """The firewall over VXLAN: a1 (A) and b1 (B) are in the project's default
+    group, b2 (B) in a group with no ingress rules. Members reach each other
+    across hosts; b2 reaches nobody (the default group lets in members only) and
+    nobody reaches b2. Once b2 joins the default group too, A learns its address
+    (`sg_members_changed` across hosts) and lets it in."""
+    a, b = cloud.hosts["a"], cloud.hosts["b"]
+    blue, a1, b1 = await pair(cloud, vms, "10.80.0")
+    answer = await cloud.api.post("/v2.0/security-groups",
+                                  json={"security_group": {"name": "no-ingress"}})
+    assert answer.status_code == 201, answer.text
+    other = answer.json()["security_group"]
+    port = await cloud.post("ports", {
+        "network_id": blue["id"], "fixed_ips": [{"ip_address": "10.80.0.13"}],
+        "binding:host_id": b.name, "device_owner": "compute:nova",
+        "device_id": str(uuid.uuid4()), "security_groups": [other["id"]]})
+    b2 = Vm(b.runtime, uuid.uuid4().hex[:6], port["id"], port["mac_address"], "10.80.0.13")
+    vms.append(b2)
+    b2.create()
+    b2.plug()
+    await wait_active(cloud, b2.port_id)
+    await wait_for(lambda: b2.port_id in overlay(a).remote_ports(), what="A learns b2")
+
+    assert await eventually_pings(a1.netns, b1.ip), "members across hosts"
+    assert not await ping(b2.netns, a1.ip, count=2), "a non-member got into A's member"
+    assert not await ping(a1.netns, b2.ip, count=2), "b2's group lets nothing in"
+
+    answer = await cloud.api.put(f"/v2.0/ports/{b2.port_id}", json={"port": {
+        "security_groups": [other["id"], *(await cloud.api.get(
+            f"/v2.0/ports/{a1.port_id}")).json()["port"]["security_groups"]]}})
+    assert answer.status_code == 200, answer.text
+    assert await eventually_pings(b2.netns, a1.ip), "b2, now a member, into a1 on A"

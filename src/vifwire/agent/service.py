@@ -359,6 +359,8 @@ class OvsAgent:
                     failures += 1
                     await asyncio.sleep(_backoff(failures))
                 continue
+            if _awaits_ofport(state, action.wired):
+                return  # vswitchd's numbering of the VIF comes as a VIF change: a kick
             if not await self._guard(port_id, state, view.local_vlan, action.wired):
                 failures += 1
                 await asyncio.sleep(_backoff(failures))
@@ -455,7 +457,8 @@ class OvsAgent:
             return True
         assert state.details is not None
         try:
-            await self.firewalls.ensure(port_id, state.details, state.vif.name, vlan)
+            assert state.vif.ofport is not None  # _awaits_ofport
+            await self.firewalls.ensure(port_id, state.details, str(state.vif.ofport), vlan)
         except OvsError as exc:
             log.warning("port %s: firewall: %s", port_id, exc)
             return False
@@ -554,6 +557,14 @@ def _recovered_vlans(vifs: Iterable[Vif | None]) -> list[tuple[str, int]]:
         if network and tag and tag.isdigit():
             pairs.append((network, int(tag)))
     return pairs
+
+
+def _awaits_ofport(state: PortState, wired: bool) -> bool:
+    """The port is to be wired with a firewall, whose rules match its VIF by
+    OpenFlow port number, and vswitchd has not numbered the VIF yet."""
+    vif = state.vif
+    return wired and vif is not None and not vif.lost and vif.ofport is None \
+        and state.details is not None and "firewall" in state.details
 
 
 def _isolated(vif: Vif | None) -> bool:

@@ -22,8 +22,11 @@ OpenFlow connection to vswitchd. Its end of file means vswitchd went away
 someone flushed the table (restore). Base rules carry their own cookie prefix,
 which `restore()` never deletes, so the table's own bundles never trigger it.
 
-All ovs-ofctl calls are asyncio subprocesses: no thread meets the loop here.
-Calls are serialised by one lock, so a restore never interleaves with a put.
+Writes go over one kept OpenFlow connection (`vifwire.ovs.ofconn`: no process
+per bundle); a rule outside its encoder's vocabulary falls back to `ovs-ofctl
+--bundle`. Reads (dump, diff-flows) and the watch use ovs-ofctl. All are
+asyncio (subprocesses, a unix socket): no thread meets the loop here. Writes
+are serialised by one lock, so a restore never interleaves with a put.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 
 from vifwire.ovs.model import Flow, OvsWriteFailed
+from vifwire.ovs.ofconn import OpenFlowConnection
+from vifwire.ovs.openflow import Unsupported
 from vifwire.ovs.runtime import OvsRuntime
 
 log = logging.getLogger(__name__)
@@ -50,6 +55,7 @@ GROUP_PREFIX, GROUP_MASK = 0x7677 << 48, 0xFFFF << 48
 KEPT, KEPT_PREFIX = "kept:", 0x7678 << 48
 BASE = "base"
 RECONNECT_S = (0.05, 1.0)
+BURST_S = 0.02  # the monitor's lines of one flush come closer together than this
 
 
 def group_cookie(key: str) -> int:
@@ -67,6 +73,7 @@ class FlowTable:
         self._lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        self._openflow = OpenFlowConnection(runtime.run_dir / f"{bridge}.mgmt")
         self.restores = 0  # how many times the whole set was made right (written or kept)
         self.kept = 0  # of those, how many found every rule in place and wrote nothing
 
@@ -195,13 +202,17 @@ class FlowTable:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
             self._watcher = None
+        await self._openflow.close()
 
     async def _watch(self) -> None:
         delay = RECONNECT_S[0]
         first = True
         while True:
             # The monitor prints its reply on stdout but the events on stderr.
-            proc = await self._spawn("monitor", self._bridge, "watch:!initial", merged=True)
+            # Deletions only: additions (every rule we write) would cost it and
+            # us a line each.
+            proc = await self._spawn("monitor", self._bridge, "watch:!initial,!add,!modify",
+                                     merged=True)
             try:
                 assert proc.stdout is not None
                 if await _connected(proc.stdout):
@@ -211,9 +222,12 @@ class FlowTable:
                         self._connected.set()
                     else:
                         await self.refresh()
+                    base = f"cookie={BASE_COOKIE:#x}".encode()
                     while line := await proc.stdout.readline():
-                        if b"event=DELETED" in line and f"cookie={BASE_COOKIE:#x}".encode() \
-                                in line:
+                        if b"event=DELETED" in line and base in line:
+                            # A flush deletes all at once: one restore for the burst.
+                            if not await _quiet(proc.stdout, BURST_S):
+                                break
                             log.warning("a base flow of %s was deleted: restoring", self._bridge)
                             await self.refresh()
             finally:
@@ -243,10 +257,26 @@ class FlowTable:
             stderr=asyncio.subprocess.STDOUT if merged else asyncio.subprocess.PIPE)
 
     async def _bundle(self, lines: list[str]) -> None:
+        try:
+            await self._openflow.bundle(lines)
+            return
+        except Unsupported as exc:
+            log.debug("flows of %s through ovs-ofctl: %s", self._bridge, exc)
         proc = await self._spawn("--bundle", "add-flows", self._bridge, "-", stdin=True)
         _, err = await proc.communicate("\n".join(lines).encode() + b"\n")
         if proc.returncode != 0:
             raise OvsWriteFailed(f"flows of {self._bridge}: {err.decode().strip()}")
+
+
+async def _quiet(stdout: asyncio.StreamReader, gap: float) -> bool:
+    """Read lines until none comes for `gap` seconds; False at end of file."""
+    while True:
+        try:
+            line = await asyncio.wait_for(stdout.readline(), gap)
+        except TimeoutError:
+            return True
+        if not line:
+            return False
 
 
 async def _connected(stdout: asyncio.StreamReader) -> bool:

@@ -36,6 +36,10 @@ class Vif:
     # vswitchd has no usable device (veth, tap) for it: Interface.ofport -1 or
     # admin_state down. A Port row without a device carries no traffic: not up.
     lost: bool = False
+    # Interface.ofport once vswitchd has numbered the device (None before: a new
+    # VIF's row is in OVSDB before vswitchd has added it). OpenFlow rules that
+    # match the VIF's traffic (its firewall's) wait for it.
+    ofport: int | None = None
 
 
 @dataclass(frozen=True)

@@ -193,7 +193,7 @@ class VifIdl(connection.OvsdbIdl):
             vifs.append(Vif(port_id=port_id, name=read.one(iface, "name"),
                             mac=ids.get("attached-mac"), tag=tag, other_config=other_config,
                             vm_uuid=ids.get("vm-uuid"), iface_status=ids.get("iface-status"),
-                            lost=_lost(read, iface)))
+                            lost=_lost(read, iface), ofport=_ofport(read, iface)))
         return tuple(vifs)
 
 
@@ -251,6 +251,11 @@ class _RawReader:
 
     def uuids(self, row: Any, column: str) -> set[Any]:
         return {atom.value for atom in row._data[column].values}
+
+
+def _ofport(read: _Reader, iface: Any) -> int | None:
+    numbers = read.many(iface, "ofport")
+    return numbers[0] if numbers and numbers[0] > 0 else None
 
 
 def _lost(read: _Reader, iface: Any) -> bool:
