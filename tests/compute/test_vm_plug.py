@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,6 +28,22 @@ def _port_id() -> str:
 def _link_exists(name: str, netns: str) -> bool:
     with IPRoute(netns=netns, flags=0) as ipr:
         return bool(ipr.link_lookup(ifname=name))
+
+
+GTXCSUM = """
+import array, fcntl, socket, struct
+value = array.array("I", [0x16, 0])  # ETHTOOL_GTXCSUM
+ifreq = struct.pack("16sP", b"eth0", value.buffer_info()[0])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+fcntl.ioctl(sock.fileno(), 0x8946, ifreq)
+print(value[1])
+"""
+
+
+def _guest_tx_checksum(namespace: str) -> int:
+    out = subprocess.run(["ip", "netns", "exec", namespace, sys.executable, "-c", GTXCSUM],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out)
 
 
 def _guest_link(namespace: str) -> Any:
@@ -92,6 +110,8 @@ async def test_two_vms_ping_through_the_bridge(ovs: OvsRuntime, plugger: OvsPlug
         eth0 = await asyncio.to_thread(_guest_link, vms[0].namespace)
         assert eth0.get("IFLA_ADDRESS") == specs[0].mac
         assert eth0.get("IFLA_MTU") == 1450
+        # The guest's checksums are whole (conntrack drops partial ones).
+        assert _guest_tx_checksum(vms[0].namespace) == 0
         assert await vms[0].ping(specs[1].ip)
         assert await vms[1].ping(specs[0].ip)
         # Another VLAN is another network: no reply.

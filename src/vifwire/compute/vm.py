@@ -15,17 +15,26 @@ The host end lives where the switch runs: the root namespace, or `host_netns`
 when the private Open vSwitch runs inside a namespace (a simulated host; a
 netdev datapath owns the tap "ovs-netdev", so one switch per namespace).
 
+The guest computes its own TCP/UDP checksums, as a VM's NIC hands the host
+whole packets: a veth would pass partial ones (TX checksum offload), which the
+userspace datapath's conntrack, and so the security-group firewall, marks
+invalid and drops.
+
 Deleting removes the host end first (which takes the pair with it at once; a
 namespace's devices otherwise vanish asynchronously) and then the namespace.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import errno
+import fcntl
 import ipaddress
 import os
+import socket
+import struct
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -39,6 +48,7 @@ from vifwire.compute.errors import VmError
 NS_PREFIX = "vwvm-"
 GUEST_IFNAME = "eth0"
 LOOPBACK_INDEX = 1  # the first device of every network namespace
+SIOCETHTOOL, ETHTOOL_STXCSUM = 0x8946, 0x17
 T = TypeVar("T")
 
 
@@ -143,6 +153,7 @@ def create_sync(spec: VmSpec) -> None:
                            "address": spec.mac, "mtu": spec.mtu})
         with namespaces.entered(spec.namespace):
             guest = IPRoute()
+            _tx_checksum_off(GUEST_IFNAME)
         with guest:
             guest.link("set", index=LOOPBACK_INDEX, state="up")
             eth0 = _index(guest, GUEST_IFNAME)
@@ -152,6 +163,14 @@ def create_sync(spec: VmSpec) -> None:
         with contextlib.suppress(VmError):
             delete_sync(spec.namespace, spec.tap, spec.host_netns)
         raise VmError(f"cannot build VM {spec.namespace} ({spec.tap}): {exc}") from exc
+
+
+def _tx_checksum_off(device: str) -> None:
+    """ethtool -K <device> tx off, in the calling thread's namespace."""
+    value = array.array("I", [ETHTOOL_STXCSUM, 0])
+    address, _ = value.buffer_info()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock.fileno(), SIOCETHTOOL, struct.pack("16sP", device.encode(), address))
 
 
 def delete_sync(namespace: str, tap: str | None, host_netns: str | None = None) -> None:
