@@ -46,6 +46,7 @@ from vifwire.agent.vlans import LocalVlans
 from vifwire.bus.base import SERVER_TOPIC, Bus, BusError, agent_topic
 from vifwire.messages import AgentState, FdbEntry, FdbGone, PortDetails, PortFirewall
 from vifwire.ovs.bridge import OvsBridge
+from vifwire.ovs.flow_snapshot import FlowSnapshots
 from vifwire.ovs.flows import FlowTable
 from vifwire.ovs.runtime import OvsError, OvsRuntime
 from vifwire.settings import OvsSettings, Settings
@@ -115,11 +116,12 @@ class OvsAgent:
         self.tracer = tracer
         self._rpc_timeout = rpc_timeout
         self._bridge = OvsBridge(self.ovs_settings, self._on_vif_changes, timeout=ovs_timeout)
-        self._flows = FlowTable(OvsRuntime(self.ovs_settings),
-                                self.ovs_settings.integration_bridge)
+        runtime, bridge = OvsRuntime(self.ovs_settings), self.ovs_settings.integration_bridge
+        self._flows = FlowTable(runtime, bridge)
         # Trunks: where VLAN-tagged traffic for local ports arrives (the overlay's
         # patch port); a firewall port's ingress rules apply to it there too.
-        self.firewalls = Firewalls(self._flows, trunks if trunks is not None else
+        self.firewalls = Firewalls(self._flows, FlowSnapshots(runtime, bridge),
+                                   trunks if trunks is not None else
                                    (PATCH_TUN,) if settings.local_ip else ())
         self._reporter = StatusReporter(bus, self.host, tracer, timeout=rpc_timeout,
                                         backoff=BACKOFF)
@@ -202,8 +204,10 @@ class OvsAgent:
         except TimeoutError as exc:
             raise OvsUnavailable("no OpenFlow connection to "
                                  f"{self.ovs_settings.integration_bridge}") from exc
-        await self.firewalls.adopt(self._ports)  # a previous agent's rules stay until replaced
         await self._flows.ensure()
+        # A previous agent's rules stay until replaced, and are kept where they are
+        # what this agent wants (read after ensure(): a restore later makes them stale).
+        await self.firewalls.adopt(self._ports)
 
     @property
     def flow_restores(self) -> int:
