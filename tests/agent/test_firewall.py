@@ -370,7 +370,7 @@ async def test_rules_found_are_written_if_the_table_was_restored_since(
     for restored in (False, True):
         flows = FlowTable(runtime, bridge)
         firewalls = Firewalls(flows, FlowSnapshots(runtime, bridge))
-        await firewalls.adopt([a.port_id])
+        firewalls.adopt([a.port_id], await firewalls.read(), flows.restores)
         if restored:
             await flows.restore()
         firewalls.learn(details["firewall"])

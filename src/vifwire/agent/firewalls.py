@@ -120,15 +120,18 @@ class Firewalls:
             self._rewrites.add(task)
             task.add_done_callback(self._rewrites.discard)
 
-    async def adopt(self, port_ids: Iterable[str]) -> None:
-        """At start, before any write: find the rules a previous agent left. Those of
-        `port_ids` (VIFs on the bridge) count as installed until each port's
-        worker rewrote or removed them; once none is left, whatever else is
-        left (ports gone meanwhile, groups no longer used) is swept."""
-        restores = self._flows.restores
-        self._found = await self._snapshots.read(KEPT_PREFIX)
-        self._found_at = restores
-        present = self._found.flows
+    async def read(self) -> Snapshot:
+        """What is installed under the firewall's cookies (for `adopt`)."""
+        return await self._snapshots.read(KEPT_PREFIX)
+
+    def adopt(self, port_ids: Iterable[str], found: Snapshot, restores: int) -> None:
+        """At start, before any write: take the rules a previous agent left, `found`
+        (`read`), valid while the flow table's `restores` count is `restores`.
+        Those of `port_ids` (VIFs on the bridge) count as installed until each
+        port's worker kept, rewrote or removed them; once none is left, whatever
+        else is left (ports gone meanwhile, groups no longer used) is swept."""
+        self._found, self._found_at = found, restores
+        present = found.flows
         self._suspects = {p for p in port_ids if group_cookie(port_key(p)) in present}
         self._sweep = bool(present)
         self._settled()

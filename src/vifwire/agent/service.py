@@ -204,10 +204,18 @@ class OvsAgent:
         except TimeoutError as exc:
             raise OvsUnavailable("no OpenFlow connection to "
                                  f"{self.ovs_settings.integration_bridge}") from exc
-        await self._flows.ensure()
-        # A previous agent's rules stay until replaced, and are kept where they are
-        # what this agent wants (read after ensure(): a restore later makes them stale).
-        await self.firewalls.adopt(self._ports)
+        # A previous agent's firewall rules stay until replaced, and are kept where
+        # they are what this agent wants. They are read while ensure() runs, which
+        # counts one restore and never touches them; any other restore since the
+        # read began means they may be gone (vswitchd restarted, a flush).
+        restores = self._flows.restores
+        read = spawn(self.firewalls.read(), name="agent:firewall-read")
+        try:
+            await self._flows.ensure()
+            found = await read
+        finally:
+            await cancel_and_wait(read)  # ensure() failed: start fails, stop reading
+        self.firewalls.adopt(self._ports, found, restores + 1)
 
     @property
     def flow_restores(self) -> int:
