@@ -91,7 +91,7 @@ class Firewalls:
         # Ports a previous agent may have left rules for (`suspect`): removed
         # unless wanted, as if installed.
         self._suspects: set[str] = set()
-        self._sweep = False
+        self._left: set[int] = set()  # cookies found at start, until settled
         # What `adopt` found, until each key was compared or written.
         self._found = Snapshot()
         self._found_at: int | None = None  # FlowTable.restores when it was read
@@ -133,12 +133,15 @@ class Firewalls:
         self._found, self._found_at = found, restores
         present = found.flows
         self._suspects = {p for p in port_ids if group_cookie(port_key(p)) in present}
-        self._sweep = bool(present)
+        self._left = set(present)
         self._settled()
 
     def _settled(self) -> None:
-        if self._sweep and not self._suspects:
-            self._sweep = False
+        if self._left and not self._suspects:
+            held = {group_cookie(key) for key in self._flows.group_keys()}
+            left, self._left = self._left - held, set()
+            if not left:  # everything found was kept or replaced: no dump to sweep
+                return
             task = spawn(self._swept(), name="agent:firewall-sweep")
             self._rewrites.add(task)
             task.add_done_callback(self._rewrites.discard)
@@ -355,6 +358,7 @@ class Firewalls:
     async def _write(self, changes: Changes) -> None:
         for key in changes:  # what was found of it is no longer what vswitchd holds
             self._found.flows.pop(group_cookie(key), None)
+            self._left.discard(group_cookie(key))  # nor left to sweep
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((changes, future))
         if self._writer is None or self._writer.done():
