@@ -46,7 +46,7 @@ from vifwire.agent.vlans import LocalVlans
 from vifwire.bus.base import SERVER_TOPIC, Bus, BusError, agent_topic
 from vifwire.messages import AgentState, FdbEntry, FdbGone, PortDetails, PortFirewall
 from vifwire.ovs.bridge import OvsBridge
-from vifwire.ovs.flow_snapshot import FlowSnapshots
+from vifwire.ovs.flow_snapshot import FlowSnapshots, Snapshot
 from vifwire.ovs.flows import FlowTable
 from vifwire.ovs.runtime import OvsError, OvsRuntime
 from vifwire.settings import OvsSettings, Settings
@@ -142,15 +142,17 @@ class OvsAgent:
 
     async def start(self) -> None:
         self._running = True
-        # The OpenFlow watch connects (another process) while the IDL loads.
+        # The OpenFlow watch connects (another process) while the IDL loads, and
+        # then the firewall's installed rules are read, still while it loads.
         watch = spawn(self._flows.start(), name="agent:flows-watch")
+        read = spawn(self._read_firewall(watch), name="agent:firewall-read")
         try:
             await self._bridge.connect()
             try:
                 await asyncio.wait_for(self._snapshot.wait(), self._bridge.timeout)
             except TimeoutError as exc:
                 raise AgentError("no initial snapshot from OVSDB") from exc
-            await self._install_flows(watch)
+            await self._install_flows(watch, read)
             if self.overlay is not None:
                 await self.overlay.start()
             self._vlans.hint(_recovered_vlans(p.vif for p in self._ports.values()))
@@ -158,7 +160,7 @@ class OvsAgent:
             self._bus.on_reconnect(self.resync)
         except BaseException as exc:  # e.g. the bus is unreachable: let go of OVS too
             self._running = False
-            await cancel_and_wait(watch)
+            await cancel_and_wait(watch, read)
             if self.overlay is not None:
                 await self.overlay.stop()
             await self._flows.stop()
@@ -190,9 +192,19 @@ class OvsAgent:
         log.debug("stopped")
         self.tracer.flush()
 
-    async def _install_flows(self, watch: asyncio.Task[None]) -> None:
+    async def _read_firewall(self, watch: asyncio.Task[None]) -> tuple[int, Snapshot]:
+        """What a previous agent's firewall left, read once the flow table's watch
+        is connected (from then on, a vswitchd restart or a flush counts a restore),
+        and the flow table's restores when the read began."""
+        await asyncio.shield(watch)
+        restores = self._flows.restores
+        return restores, await self.firewalls.read()
+
+    async def _install_flows(self, watch: asyncio.Task[None],
+                             read: asyncio.Task[tuple[int, Snapshot]]) -> None:
         """All of the agent's rules from its state, in one bundle, then keep them
-        (`watch`: the flow table's start, begun before the snapshot)."""
+        (`watch`: the flow table's start, begun before the snapshot; `read`:
+        `_read_firewall`)."""
         self._flows.base(BASE_FLOWS)
         for port_id, state in self._ports.items():
             if _isolated(state.vif):
@@ -204,17 +216,12 @@ class OvsAgent:
         except TimeoutError as exc:
             raise OvsUnavailable("no OpenFlow connection to "
                                  f"{self.ovs_settings.integration_bridge}") from exc
+        await self._flows.ensure()
         # A previous agent's firewall rules stay until replaced, and are kept where
-        # they are what this agent wants. They are read while ensure() runs, which
-        # counts one restore and never touches them; any other restore since the
-        # read began means they may be gone (vswitchd restarted, a flush).
-        restores = self._flows.restores
-        read = spawn(self.firewalls.read(), name="agent:firewall-read")
-        try:
-            await self._flows.ensure()
-            found = await read
-        finally:
-            await cancel_and_wait(read)  # ensure() failed: start fails, stop reading
+        # they are what this agent wants. ensure() counted one restore since the
+        # read began (and never touches those rules); any other restore means they
+        # may be gone (vswitchd restarted, a flush).
+        restores, found = await read
         self.firewalls.adopt(self._ports, found, restores + 1)
 
     @property
