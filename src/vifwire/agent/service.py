@@ -14,7 +14,8 @@ that keep tags stable, and `connect` makes the bridge fail secure), then the
 OpenFlow rules (`_flows`: NORMAL, the dead-VLAN drop and the drop flow of every
 VIF already in the dead VLAN, in one bundle, so a restart never opens a gap,
 or in none when vswitchd holds exactly them already, as after an agent restart;
-the OpenFlow watch they need connects while the IDL loads), serving our topic
+the OpenFlow watch they need connects while the IDL loads, and then the rules a
+previous agent's firewall left are read, for `Firewalls.adopt`), serving our topic
 (so no bind is missed), the first heartbeat, and the full sync from the server.
 Workers only run after the sync, so the sync's answer spares a lookup per VIF.
 Casts received while a sync or lookup is in flight win over its (older) answer,
