@@ -1,6 +1,7 @@
 """Agent restart at scale: 1,000 plugged ports, a restarted agent, one clock.
 
-    .venv/bin/python bench/agent_restart.py [--ports 1000] [--restarts 3] [--ab] [--profile FILE]
+    .venv/bin/python bench/agent_restart.py [--ports 1000] [--restarts 3]
+        [--ab [raw_rows|keep]] [--no-firewall] [--profile FILE]
 
 A private OVS in its own network namespace carries `--ports` VIFs (veth pairs
 whose far ends stay in that namespace, plus three VMs: namespaces with an
@@ -8,7 +9,11 @@ address each), added in a few transactions already wired as an agent leaves
 them (local VLAN and Port.other_config; the last VIF, which the server does not
 know, in the dead VLAN with its drop flow). The agent runs in this process on a
 LocalBus, with a server peer that knows every port bound to this host (as the
-server's `get_host_ports` would answer). A first start installs the flows;
+server's `get_host_ports` would answer). Each port has an address and, as
+`vifwire boot` makes them, port security on in one default group (Neutron's
+rules: ingress from the group's members, all egress), so every port carries
+its firewall (~24 rules, plus one member flow per port in the group's shared
+flows; `--no-firewall`: none). A first start installs the flows;
 then the agent is stopped and started again, `--restarts` times. Each time is
 measured from `start()` until the new agent has re-read OVSDB and the server,
 checked every port's tag and re-reported all of them up (the last `ports_up`
@@ -21,7 +26,8 @@ dead-VLAN VM to a kept one: every reply it gets is a breach of isolation. After
 each restart (outside the timed window) the bench checks what the agent left:
 the bridge fail secure, every port's tag, the base flows and the dead port's
 drop flow; and whether the agent wrote its flows or found them in place
-(`flows_kept`).
+(`flows_kept` for the base flows; `firewall_kept` keys of firewall rules kept
+as found, `firewall_bundles` written).
 
 Target (issue 12): under 1 s per restart for 1,000 ports, 0 pings lost, 0
 isolation breaches, every check clean.

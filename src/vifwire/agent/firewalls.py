@@ -21,13 +21,16 @@ writes of concurrent ports coalesce into one bundle: whatever is asked while
 a bundle is in flight goes into the next, and a failed bundle is retried per
 caller so one port whose device vanished cannot fail the others.
 
-After a restart, `adopt` reads once what a previous agent left under the
-"kept:" cookies (`vifwire.ovs.flow_snapshot`). A key this agent has not written
+After a restart, what a previous agent left under the "kept:" cookies is read
+once (`read`, `vifwire.ovs.flow_snapshot`) and taken by `adopt`. A key this
+agent has not written
 yet but found there is compared before it is written: whatever equals the rules
 wanted is kept as installed (no bundle, nothing for vswitchd to revalidate) and
 only the keys that differ are written. The comparisons of concurrent ports
 coalesce into one `ovs-ofctl diff-flows`, as writes do into one bundle. The old
-rules stay in place meanwhile, so a port is filtered throughout.
+rules stay in place meanwhile, so a port is filtered throughout. What was read
+is forgotten once the flow table restored (vswitchd restarted, a flush) or the
+sweep ran: from then on every key is written.
 """
 
 from __future__ import annotations
@@ -265,14 +268,18 @@ class Firewalls:
             cookies = {group_cookie(key): key for key in asked}
             found = [line for c in cookies for line in self._found.flows.pop(c, ())]
             wanted = [f"cookie={c:#x},{spec}" for c, key in cookies.items() for spec in asked[key]]
-            differ = await self._snapshots.differing(found, wanted)
-            if self._stale():
-                differ = None
-            same = set() if differ is None else {k for c, k in cookies.items() if c not in differ}
-            for numbered, future in batch:
-                if not future.done():  # a shared key asked with other rules was not compared
-                    future.set_result({k for k in numbered if k in same
-                                       and numbered[k] == asked[k]})
+            differ: set[int] | None = None
+            try:
+                differ = await self._snapshots.differing(found, wanted)
+            finally:  # whatever happens, the callers hear (nothing kept: all written)
+                if self._stale():
+                    differ = None
+                same = set() if differ is None else \
+                    {k for c, k in cookies.items() if c not in differ}
+                for numbered, future in batch:
+                    if not future.done():  # a shared key asked with other rules: not compared
+                        future.set_result({k for k in numbered if k in same
+                                           and numbered[k] == asked[k]})
 
     def _use(self, port_id: str, sigs: list[Signature]) -> set[str]:
         """Record the port's conjunctions; returns the groups whose set changed."""

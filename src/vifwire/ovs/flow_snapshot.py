@@ -67,12 +67,16 @@ class FlowSnapshots:
     async def differing(self, found: Iterable[str], wanted: Iterable[str]) -> set[int] | None:
         """The cookies whose flows differ between `found` (dumped lines) and `wanted`
         (`cookie=<c>,<spec>` lines); None when ovs-ofctl could not tell."""
-        with tempfile.TemporaryDirectory(prefix="vw-flows-") as tmp:
-            have, want = Path(tmp, "found"), Path(tmp, "wanted")
-            have.write_text("\n".join(found) + "\n")
-            want.write_text("\n".join(wanted) + "\n")
-            proc = await self._spawn("diff-flows", str(have), str(want))
-            out, err = await proc.communicate()
+        try:
+            with tempfile.TemporaryDirectory(prefix="vw-flows-") as tmp:
+                have, want = Path(tmp, "found"), Path(tmp, "wanted")
+                have.write_text("\n".join(found) + "\n")
+                want.write_text("\n".join(wanted) + "\n")
+                proc = await self._spawn("diff-flows", str(have), str(want))
+                out, err = await proc.communicate()
+        except OSError as exc:
+            log.warning("comparing flows of %s: %s", self._bridge, exc)
+            return None
         if proc.returncode not in (0, 2):  # 0: the same, 2: differences
             log.warning("comparing flows of %s: %s", self._bridge,
                         err.decode(errors="replace").strip()[:500])
