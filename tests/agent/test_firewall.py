@@ -379,6 +379,31 @@ async def test_rules_found_are_written_if_the_table_was_restored_since(
         await firewalls.stop()
 
 
+async def test_rules_kept_are_written_again_at_the_next_restore(
+        rig: Rig, ovs: OvsRuntime) -> None:
+    """A restore whose bundle was made before a key was kept (vswitchd restarted
+    while the agent compared) did not write it: the keys kept since the last
+    restore are written again when it reports."""
+    await rig.agent.stop()
+    a, details = rig.a, rig.ports["a"]
+    bridge = ovs.settings.integration_bridge
+    runtime = OvsRuntime(ovs.settings)
+    flows = FlowTable(runtime, bridge)
+    firewalls = Firewalls(flows, FlowSnapshots(runtime, bridge))
+    firewalls.adopt([a.port_id], await firewalls.read(), flows.restores)
+    firewalls.learn(details["firewall"])
+    await firewalls.ensure(a.port_id, details, a.device, 1)
+    assert (firewalls.kept, firewalls.bundles) == (3, 0)
+    key = port_key(a.port_id)
+    ovs.ofctl("del-flows", bridge, f"cookie={group_cookie(key):#x}/-1")  # the new vswitchd's
+    firewalls.restored()
+    await wait_for(lambda: bool(flow_ages(ovs, key)), what="a's rules written again")
+    assert firewalls.bundles == 1
+    firewalls.restored()  # a later restore writes them itself
+    assert firewalls.bundles == 1
+    await firewalls.stop()
+
+
 async def test_traffic_from_a_trunk_meets_the_ingress_rules(
         rig: Rig, ovs: OvsRuntime, vms: Callable[..., Vm],
         make_agent: Callable[..., OvsAgent]) -> None:

@@ -98,6 +98,7 @@ class Firewalls:
         # What `adopt` found, until each key was compared or written.
         self._found = Snapshot()
         self._found_at: int | None = None  # FlowTable.restores when it was read
+        self._adopted: set[str] = set()  # keys kept as found since the last restore
         self.keep_found = True  # off: rewrite what was found (benches' A/B)
         self._pending: list[tuple[Changes, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -258,7 +259,27 @@ class Firewalls:
         if self._written.get(key) != rules:
             self._written[key] = rules
             self._flows.stage(key, rules)  # restore() and sweep() know it as ours
+            self._adopted.add(key)
             self.kept += 1
+
+    def restored(self) -> None:
+        """The flow table made every rule right (its `on_restored`). A restore whose
+        bundle was made before a key was kept (vswitchd restarted while it was
+        compared) did not write it, and the new vswitchd has none of it: the keys
+        kept since the last restore are written again (once; later restores
+        write them with the rest)."""
+        keys, self._adopted = self._adopted, set()  # none at the start's ensure()
+        changes = {key: self._written[key] for key in keys if key in self._written}
+        if changes:
+            task = spawn(self._write_again(changes), name="agent:firewall-kept")
+            self._rewrites.add(task)
+            task.add_done_callback(self._rewrites.discard)
+
+    async def _write_again(self, changes: Changes) -> None:
+        try:
+            await self._write(changes)
+        except OvsError as exc:  # vswitchd went away again: its restore writes them
+            log.warning("rewriting %d kept rule groups: %s", len(changes), exc)
 
     async def _check(self) -> None:
         """Compare what callers asked about meanwhile, in one diff-flows each round."""

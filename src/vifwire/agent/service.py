@@ -118,7 +118,7 @@ class OvsAgent:
         self._rpc_timeout = rpc_timeout
         self._bridge = OvsBridge(self.ovs_settings, self._on_vif_changes, timeout=ovs_timeout)
         runtime, bridge = OvsRuntime(self.ovs_settings), self.ovs_settings.integration_bridge
-        self._flows = FlowTable(runtime, bridge)
+        self._flows = FlowTable(runtime, bridge, on_restored=self._on_flows_restored)
         # Trunks: where VLAN-tagged traffic for local ports arrives (the overlay's
         # patch port); a firewall port's ingress rules apply to it there too.
         self.firewalls = Firewalls(self._flows, FlowSnapshots(runtime, bridge),
@@ -224,6 +224,9 @@ class OvsAgent:
         # may be gone (vswitchd restarted, a flush).
         restores, found = await read
         self.firewalls.adopt(self._ports, found, restores + 1)
+
+    def _on_flows_restored(self) -> None:
+        self.firewalls.restored()
 
     @property
     def flow_restores(self) -> int:
