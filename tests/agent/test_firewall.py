@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -25,12 +27,13 @@ from pathlib import Path
 
 import pytest
 
-from vifwire.agent.firewalls import port_key
+from vifwire.agent.firewalls import Firewalls, port_key
 from vifwire.agent.service import OvsAgent
 from vifwire.bus.base import agent_topic
 from vifwire.bus.local import LocalBus
 from vifwire.messages import FirewallRule, PortDetails, PortFirewall
-from vifwire.ovs.flows import group_cookie
+from vifwire.ovs.flow_snapshot import FlowSnapshots
+from vifwire.ovs.flows import FlowTable, group_cookie
 from vifwire.ovs.runtime import OvsRuntime
 from vifwire.settings import Settings
 
@@ -317,6 +320,88 @@ async def test_restart_drops_the_rules_of_ports_gone_meanwhile(
     assert second.firewalls.enforced(a.port_id)
     assert not await reach(c, "tcp", a.ip, "80")
     assert f"cookie={group_cookie(port_key(a.port_id)):#x}," in cookies()
+
+
+def flow_ages(ovs: OvsRuntime, key: str) -> list[float]:
+    """How long ago (s) vswitchd got each flow of `key`."""
+    out = ovs.ofctl("dump-flows", ovs.settings.integration_bridge,
+                    f"cookie={group_cookie(key):#x}/-1")
+    return [float(d) for d in re.findall(r"duration=([\d.]+)s", out)]
+
+
+async def test_restart_keeps_the_rules_in_place_and_rewrites_what_changed(
+        rig: Rig, make_agent: Callable[..., OvsAgent], server: ServerPeer,
+        ovs: OvsRuntime) -> None:
+    a, b = rig.a, rig.b
+    assert await wait_reach(b, "tcp", a.ip, "80")
+    await rig.agent.stop()
+    # While no agent runs, a loses its TCP 80 rule; nothing else changes.
+    fw = rig.ports["a"]["firewall"]
+    server.ports[a.port_id] = {**rig.ports["a"], "firewall": {
+        **fw, "rules": [r for r in fw["rules"] if r["port_range_min"] != 80]}}
+    await asyncio.sleep(1.0)  # the old flows are older than the new agent
+    second = make_agent()
+    started = time.monotonic()
+    await second.start()
+    await wait_for(lambda: all(second.firewalls.enforced(vm.port_id)
+                               for vm in (a, b, rig.c)), what="enforced")
+    since = time.monotonic() - started
+    # b's and c's rules, the pipeline's and the groups' were kept, not rewritten
+    kept = [port_key(b.port_id), port_key(rig.c.port_id), "kept:fw", "kept:fw:rg:clients"]
+    for key in kept:
+        assert min(flow_ages(ovs, key)) > since, key
+        assert second.firewalls.written(key)  # known as installed
+    assert second.firewalls.kept == 4  # just those
+    assert max(flow_ages(ovs, port_key(a.port_id))) < since  # a's: rewritten
+    assert not await reach(b, "tcp", a.ip, "80")
+    assert await wait_reach(b, "udp", a.ip, "53")  # through the kept group flows
+
+
+async def test_rules_found_are_written_if_the_table_was_restored_since(
+        rig: Rig, ovs: OvsRuntime) -> None:
+    """What a restarted agent read may be gone by the time it compares (vswitchd
+    restarted, someone flushed the table: the flow table restored): then it writes."""
+    await rig.agent.stop()
+    a = rig.a
+    details = rig.ports["a"]
+    vlan = 1
+    bridge = ovs.settings.integration_bridge
+    runtime = OvsRuntime(ovs.settings)
+    for restored in (False, True):
+        flows = FlowTable(runtime, bridge)
+        firewalls = Firewalls(flows, FlowSnapshots(runtime, bridge))
+        firewalls.adopt([a.port_id], await firewalls.read(), flows.restores)
+        if restored:
+            await flows.restore()
+        firewalls.learn(details["firewall"])
+        await firewalls.ensure(a.port_id, details, a.device, vlan)
+        assert (firewalls.kept, firewalls.bundles) == ((0, 1) if restored else (3, 0))
+        await firewalls.stop()
+
+
+async def test_rules_kept_are_written_again_at_the_next_restore(
+        rig: Rig, ovs: OvsRuntime) -> None:
+    """A restore whose bundle was made before a key was kept (vswitchd restarted
+    while the agent compared) did not write it: the keys kept since the last
+    restore are written again when it reports."""
+    await rig.agent.stop()
+    a, details = rig.a, rig.ports["a"]
+    bridge = ovs.settings.integration_bridge
+    runtime = OvsRuntime(ovs.settings)
+    flows = FlowTable(runtime, bridge)
+    firewalls = Firewalls(flows, FlowSnapshots(runtime, bridge))
+    firewalls.adopt([a.port_id], await firewalls.read(), flows.restores)
+    firewalls.learn(details["firewall"])
+    await firewalls.ensure(a.port_id, details, a.device, 1)
+    assert (firewalls.kept, firewalls.bundles) == (3, 0)
+    key = port_key(a.port_id)
+    ovs.ofctl("del-flows", bridge, f"cookie={group_cookie(key):#x}/-1")  # the new vswitchd's
+    firewalls.restored()
+    await wait_for(lambda: bool(flow_ages(ovs, key)), what="a's rules written again")
+    assert firewalls.bundles == 1
+    firewalls.restored()  # a later restore writes them itself
+    assert firewalls.bundles == 1
+    await firewalls.stop()
 
 
 async def test_traffic_from_a_trunk_meets_the_ingress_rules(

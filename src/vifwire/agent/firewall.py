@@ -39,6 +39,7 @@ state the sender's side gave a packet).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
@@ -230,8 +231,7 @@ def _spoofing(reg: str, mac: str, addresses: Iterable[str], stateful: bool) -> l
     flows += [f"table={T_EGRESS},priority=95,{src},icmp6,icmp_type={t},actions={accept}"
               for t in ND_OUT]
     for address in addresses:
-        net = ipaddress.ip_network(address, strict=False)
-        if net.version == 4:
+        if _version(address) == 4:
             flows.append(f"table={T_EGRESS},priority=90,{src},arp,arp_sha={mac},"
                          f"arp_spa={address},actions={accept}")
             flows.append(f"table={T_EGRESS},priority=90,{src},ip,nw_src={address},"
@@ -332,6 +332,13 @@ def port_masks(low: int, high: int) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
+def _version(address: str) -> int:
+    """4 or 6, of an address or CIDR (cached: every port's rules ask again at start)."""
+    return ipaddress.ip_network(address, strict=False).version
+
+
+@functools.lru_cache(maxsize=4096)
 def _link_local(mac: str) -> str:
     """The EUI-64 IPv6 link-local address of `mac`."""
     octets = [int(x, 16) for x in mac.split(":")]

@@ -20,6 +20,17 @@ conjunction. Callers of `ensure` are the per-port workers (one at a time per por
 writes of concurrent ports coalesce into one bundle: whatever is asked while
 a bundle is in flight goes into the next, and a failed bundle is retried per
 caller so one port whose device vanished cannot fail the others.
+
+After a restart, what a previous agent left under the "kept:" cookies is read
+once (`read`, `vifwire.ovs.flow_snapshot`) and taken by `adopt`. A key this
+agent has not written
+yet but found there is compared before it is written: whatever equals the rules
+wanted is kept as installed (no bundle, nothing for vswitchd to revalidate) and
+only the keys that differ are written. The comparisons of concurrent ports
+coalesce into one `ovs-ofctl diff-flows`, as writes do into one bundle. The old
+rules stay in place meanwhile, so a port is filtered throughout. What was read
+is forgotten once the flow table restored (vswitchd restarted, a flush) or the
+sweep ran: from then on every key is written.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 
 from vifwire.agent.firewall import (
     BASE_FLOWS,
@@ -42,7 +54,8 @@ from vifwire.agent.firewall import (
 )
 from vifwire.agent.tasks import cancel_and_wait, spawn
 from vifwire.messages import PortDetails, PortFirewall
-from vifwire.ovs.flows import KEPT, FlowTable, group_cookie
+from vifwire.ovs.flow_snapshot import FlowSnapshots, Snapshot
+from vifwire.ovs.flows import KEPT, KEPT_PREFIX, FlowTable, group_cookie
 from vifwire.ovs.runtime import OvsError
 
 log = logging.getLogger(__name__)
@@ -60,8 +73,10 @@ def group_key(group: str) -> str:
 
 
 class Firewalls:
-    def __init__(self, flows: FlowTable, trunks: tuple[str, ...] = ()) -> None:
+    def __init__(self, flows: FlowTable, snapshots: FlowSnapshots,
+                 trunks: tuple[str, ...] = ()) -> None:
         self._flows = flows
+        self._snapshots = snapshots
         self._trunks = trunks  # ports VLAN-tagged traffic arrives on
         self.members: dict[str, dict[str, list[str]]] = {}
         self._firewalls: dict[str, PortFirewall] = {}  # port -> firewall installed
@@ -73,14 +88,24 @@ class Firewalls:
         self._conj_ids: dict[int, Signature] = {}
         self._users: dict[Signature, set[str]] = {}  # conjunction -> ports
         self._sigs: dict[str, list[Signature]] = {}  # port -> its conjunctions
+        # group -> (members, conjunctions, the flows made of them)
+        self._made: dict[str, tuple[dict[str, list[str]], dict[Signature, int], list[str]]] = {}
         self._rewrites: set[asyncio.Task[None]] = set()
         # Ports a previous agent may have left rules for (`suspect`): removed
         # unless wanted, as if installed.
         self._suspects: set[str] = set()
-        self._sweep = False
+        self._left: set[int] = set()  # cookies found at start, until settled
+        # What `adopt` found, until each key was compared or written.
+        self._found = Snapshot()
+        self._found_at: int | None = None  # FlowTable.restores when it was read
+        self._adopted: set[str] = set()  # keys kept as found since the last restore
+        self.keep_found = True  # off: rewrite what was found (benches' A/B)
         self._pending: list[tuple[Changes, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._checks: list[tuple[Changes, asyncio.Future[set[str]]]] = []
+        self._checker: asyncio.Task[None] | None = None
         self.bundles = 0  # bundles written (for benches)
+        self.kept = 0  # keys found in place and kept (for benches)
 
     # -- state -------------------------------------------------------------
 
@@ -99,24 +124,34 @@ class Firewalls:
             self._rewrites.add(task)
             task.add_done_callback(self._rewrites.discard)
 
-    async def adopt(self, port_ids: Iterable[str]) -> None:
-        """At start, before any write: find the rules a previous agent left. Those of
-        `port_ids` (VIFs on the bridge) count as installed until each port's
-        worker rewrote or removed them; once none is left, whatever else is
-        left (ports gone meanwhile, groups no longer used) is swept."""
-        present = await self._flows.cookies()
+    async def read(self) -> Snapshot:
+        """What is installed under the firewall's cookies (for `adopt`)."""
+        return await self._snapshots.read(KEPT_PREFIX)
+
+    def adopt(self, port_ids: Iterable[str], found: Snapshot, restores: int) -> None:
+        """At start, before any write: take the rules a previous agent left, `found`
+        (`read`), valid while the flow table's `restores` count is `restores`.
+        Those of `port_ids` (VIFs on the bridge) count as installed until each
+        port's worker kept, rewrote or removed them; once none is left, whatever
+        else is left (ports gone meanwhile, groups no longer used) is swept."""
+        self._found, self._found_at = found, restores
+        present = found.flows
         self._suspects = {p for p in port_ids if group_cookie(port_key(p)) in present}
-        self._sweep = bool(present)
+        self._left = set(present)
         self._settled()
 
     def _settled(self) -> None:
-        if self._sweep and not self._suspects:
-            self._sweep = False
+        if self._left and not self._suspects:
+            held = {group_cookie(key) for key in self._flows.group_keys()}
+            left, self._left = self._left - held, set()
+            if not left:  # everything found was kept or replaced: no dump to sweep
+                return
             task = spawn(self._swept(), name="agent:firewall-sweep")
             self._rewrites.add(task)
             task.add_done_callback(self._rewrites.discard)
 
     async def _swept(self) -> None:
+        self._found_at = None  # the sweep deletes what no key holds yet: found or not
         try:
             gone = await self._flows.sweep()
         except OvsError as exc:
@@ -151,6 +186,8 @@ class Firewalls:
         wanted: Changes = {BASE_KEY: list(BASE_FLOWS), port_key(port_id): port_flows(p, self._conj)}
         wanted.update((group_key(g), self._group_flows(g)) for g in touched)
         changes = {k: v for k, v in wanted.items() if self._written.get(k) != v}
+        if changes and self._found.flows and self.keep_found:
+            changes = await self._unless_found(changes, p)
         if changes:
             await self._write(changes)
         self._firewalls[port_id] = fw
@@ -174,6 +211,96 @@ class Firewalls:
         reg = self._regs.pop(port_id, None)
         if reg is not None:
             self._owners.pop(reg, None)
+
+    # -- rules a previous agent left ----------------------------------------
+
+    async def _unless_found(self, changes: Changes, p: FwPort) -> Changes:
+        """`changes` but the keys whose rules were found in place (kept as written)."""
+        if self._stale():
+            return changes
+        numbered: Changes = {}  # the found keys' rules, with port numbers for names
+        for key, rules in changes.items():
+            if group_cookie(key) not in self._found.flows:
+                continue
+            if key != port_key(p.port_id):
+                numbered[key] = rules
+            elif (mine := self._numbered(p)) is not None:
+                numbered[key] = port_flows(mine, self._conj)
+        if not numbered:
+            return changes
+        future: asyncio.Future[set[str]] = asyncio.get_running_loop().create_future()
+        self._checks.append((numbered, future))
+        if self._checker is None or self._checker.done():
+            self._checker = spawn(self._check(), name="agent:firewall-check")
+        same = await future
+        for key in same:
+            self._kept(key, changes[key])
+        return {k: v for k, v in changes.items() if k not in same}
+
+    def _stale(self) -> bool:
+        """Whether what `adopt` read may no longer be what vswitchd holds: after a
+        restore (vswitchd restarted or its table was flushed) or the sweep; forgets
+        it then."""
+        if self._found_at is not None and self._flows.restores == self._found_at:
+            return False
+        self._found = Snapshot()
+        return True
+
+    def _numbered(self, p: FwPort) -> FwPort | None:
+        """`p` with port numbers from the snapshot instead of names (None: a port
+        the snapshot does not know)."""
+        numbers = self._found.ports
+        ports = [name if name.isdigit() else numbers.get(name) for name in (p.ofport, *p.trunks)]
+        if None in ports:
+            return None
+        return replace(p, ofport=str(ports[0]), trunks=tuple(str(n) for n in ports[1:]))
+
+    def _kept(self, key: str, rules: list[str]) -> None:
+        if self._written.get(key) != rules:
+            self._written[key] = rules
+            self._flows.stage(key, rules)  # restore() and sweep() know it as ours
+            self._adopted.add(key)
+            self.kept += 1
+
+    def restored(self) -> None:
+        """The flow table made every rule right (its `on_restored`). A restore whose
+        bundle was made before a key was kept (vswitchd restarted while it was
+        compared) did not write it, and the new vswitchd has none of it: the keys
+        kept since the last restore are written again (once; later restores
+        write them with the rest)."""
+        keys, self._adopted = self._adopted, set()  # none at the start's ensure()
+        changes = {key: self._written[key] for key in keys if key in self._written}
+        if changes:
+            task = spawn(self._write_again(changes), name="agent:firewall-kept")
+            self._rewrites.add(task)
+            task.add_done_callback(self._rewrites.discard)
+
+    async def _write_again(self, changes: Changes) -> None:
+        try:
+            await self._write(changes)
+        except OvsError as exc:  # vswitchd went away again: its restore writes them
+            log.warning("rewriting %d kept rule groups: %s", len(changes), exc)
+
+    async def _check(self) -> None:
+        """Compare what callers asked about meanwhile, in one diff-flows each round."""
+        while self._checks:
+            batch, self._checks = self._checks, []
+            asked = {k: v for numbered, _ in batch for k, v in numbered.items()}
+            cookies = {group_cookie(key): key for key in asked}
+            found = [line for c in cookies for line in self._found.flows.pop(c, ())]
+            wanted = [f"cookie={c:#x},{spec}" for c, key in cookies.items() for spec in asked[key]]
+            differ: set[int] | None = None
+            try:
+                differ = await self._snapshots.differing(found, wanted)
+            finally:  # whatever happens, the callers hear (nothing kept: all written)
+                if self._stale():
+                    differ = None
+                same = set() if differ is None else \
+                    {k for c, k in cookies.items() if c not in differ}
+                for numbered, future in batch:
+                    if not future.done():  # a shared key asked with other rules: not compared
+                        future.set_result({k for k in numbered if k in same
+                                           and numbered[k] == asked[k]})
 
     def _use(self, port_id: str, sigs: list[Signature]) -> set[str]:
         """Record the port's conjunctions; returns the groups whose set changed."""
@@ -203,7 +330,14 @@ class Firewalls:
 
     def _group_flows(self, group: str) -> list[str]:
         conj = {sig: n for sig, n in self._conj.items() if sig.group == group}
-        return group_flows(group, self.members.get(group, {}), conj) if conj else []
+        members = self.members.get(group, {})
+        made = self._made.get(group)
+        # Every port of a group asks at start: build its (member-sized) flows once.
+        if made is not None and made[0] == members and made[1] == conj:
+            return made[2]
+        flows = group_flows(group, members, conj) if conj else []
+        self._made[group] = (members, conj, flows)
+        return flows
 
     async def _rewrite(self, group: str) -> None:
         delay = 0.05
@@ -223,6 +357,12 @@ class Firewalls:
         """Let the bundle in flight finish (a cancelled ovs-ofctl would outlive
         us), then stop."""
         await cancel_and_wait(*self._rewrites)
+        if self._checker is not None:
+            await cancel_and_wait(self._checker)
+            self._checker = None
+        for _, check in self._checks:
+            check.cancel()
+        self._checks.clear()
         if self._writer is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._writer), timeout)
@@ -244,6 +384,9 @@ class Firewalls:
         return reg
 
     async def _write(self, changes: Changes) -> None:
+        for key in changes:  # what was found of it is no longer what vswitchd holds
+            self._found.flows.pop(group_cookie(key), None)
+            self._left.discard(group_cookie(key))  # nor left to sweep
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((changes, future))
         if self._writer is None or self._writer.done():

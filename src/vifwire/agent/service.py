@@ -14,7 +14,8 @@ that keep tags stable, and `connect` makes the bridge fail secure), then the
 OpenFlow rules (`_flows`: NORMAL, the dead-VLAN drop and the drop flow of every
 VIF already in the dead VLAN, in one bundle, so a restart never opens a gap,
 or in none when vswitchd holds exactly them already, as after an agent restart;
-the OpenFlow watch they need connects while the IDL loads), serving our topic
+the OpenFlow watch they need connects while the IDL loads, and then the rules a
+previous agent's firewall left are read, for `Firewalls.adopt`), serving our topic
 (so no bind is missed), the first heartbeat, and the full sync from the server.
 Workers only run after the sync, so the sync's answer spares a lookup per VIF.
 Casts received while a sync or lookup is in flight win over its (older) answer,
@@ -46,6 +47,7 @@ from vifwire.agent.vlans import LocalVlans
 from vifwire.bus.base import SERVER_TOPIC, Bus, BusError, agent_topic
 from vifwire.messages import AgentState, FdbEntry, FdbGone, PortDetails, PortFirewall
 from vifwire.ovs.bridge import OvsBridge
+from vifwire.ovs.flow_snapshot import FlowSnapshots, Snapshot
 from vifwire.ovs.flows import FlowTable
 from vifwire.ovs.runtime import OvsError, OvsRuntime
 from vifwire.settings import OvsSettings, Settings
@@ -115,11 +117,12 @@ class OvsAgent:
         self.tracer = tracer
         self._rpc_timeout = rpc_timeout
         self._bridge = OvsBridge(self.ovs_settings, self._on_vif_changes, timeout=ovs_timeout)
-        self._flows = FlowTable(OvsRuntime(self.ovs_settings),
-                                self.ovs_settings.integration_bridge)
+        runtime, bridge = OvsRuntime(self.ovs_settings), self.ovs_settings.integration_bridge
+        self._flows = FlowTable(runtime, bridge, on_restored=self._on_flows_restored)
         # Trunks: where VLAN-tagged traffic for local ports arrives (the overlay's
         # patch port); a firewall port's ingress rules apply to it there too.
-        self.firewalls = Firewalls(self._flows, trunks if trunks is not None else
+        self.firewalls = Firewalls(self._flows, FlowSnapshots(runtime, bridge),
+                                   trunks if trunks is not None else
                                    (PATCH_TUN,) if settings.local_ip else ())
         self._reporter = StatusReporter(bus, self.host, tracer, timeout=rpc_timeout,
                                         backoff=BACKOFF)
@@ -140,15 +143,17 @@ class OvsAgent:
 
     async def start(self) -> None:
         self._running = True
-        # The OpenFlow watch connects (another process) while the IDL loads.
+        # The OpenFlow watch connects (another process) while the IDL loads, and
+        # then the firewall's installed rules are read, still while it loads.
         watch = spawn(self._flows.start(), name="agent:flows-watch")
+        read = spawn(self._read_firewall(watch), name="agent:firewall-read")
         try:
             await self._bridge.connect()
             try:
                 await asyncio.wait_for(self._snapshot.wait(), self._bridge.timeout)
             except TimeoutError as exc:
                 raise AgentError("no initial snapshot from OVSDB") from exc
-            await self._install_flows(watch)
+            await self._install_flows(watch, read)
             if self.overlay is not None:
                 await self.overlay.start()
             self._vlans.hint(_recovered_vlans(p.vif for p in self._ports.values()))
@@ -156,7 +161,7 @@ class OvsAgent:
             self._bus.on_reconnect(self.resync)
         except BaseException as exc:  # e.g. the bus is unreachable: let go of OVS too
             self._running = False
-            await cancel_and_wait(watch)
+            await cancel_and_wait(watch, read)
             if self.overlay is not None:
                 await self.overlay.stop()
             await self._flows.stop()
@@ -188,9 +193,19 @@ class OvsAgent:
         log.debug("stopped")
         self.tracer.flush()
 
-    async def _install_flows(self, watch: asyncio.Task[None]) -> None:
+    async def _read_firewall(self, watch: asyncio.Task[None]) -> tuple[int, Snapshot]:
+        """What a previous agent's firewall left, read once the flow table's watch
+        is connected (from then on, a vswitchd restart or a flush counts a restore),
+        and the flow table's restores when the read began."""
+        await asyncio.shield(watch)
+        restores = self._flows.restores
+        return restores, await self.firewalls.read()
+
+    async def _install_flows(self, watch: asyncio.Task[None],
+                             read: asyncio.Task[tuple[int, Snapshot]]) -> None:
         """All of the agent's rules from its state, in one bundle, then keep them
-        (`watch`: the flow table's start, begun before the snapshot)."""
+        (`watch`: the flow table's start, begun before the snapshot; `read`:
+        `_read_firewall`)."""
         self._flows.base(BASE_FLOWS)
         for port_id, state in self._ports.items():
             if _isolated(state.vif):
@@ -202,8 +217,16 @@ class OvsAgent:
         except TimeoutError as exc:
             raise OvsUnavailable("no OpenFlow connection to "
                                  f"{self.ovs_settings.integration_bridge}") from exc
-        await self.firewalls.adopt(self._ports)  # a previous agent's rules stay until replaced
         await self._flows.ensure()
+        # A previous agent's firewall rules stay until replaced, and are kept where
+        # they are what this agent wants. ensure() counted one restore since the
+        # read began (and never touches those rules); any other restore means they
+        # may be gone (vswitchd restarted, a flush).
+        restores, found = await read
+        self.firewalls.adopt(self._ports, found, restores + 1)
+
+    def _on_flows_restored(self) -> None:
+        self.firewalls.restored()
 
     @property
     def flow_restores(self) -> int:
