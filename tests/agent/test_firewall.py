@@ -377,6 +377,7 @@ async def test_rules_found_are_written_if_the_table_was_restored_since(
         await firewalls.ensure(a.port_id, details, a.device, vlan)
         assert (firewalls.kept, firewalls.bundles) == ((0, 1) if restored else (3, 0))
         await firewalls.stop()
+        await flows.stop()  # its OpenFlow connection
 
 
 async def test_rules_kept_are_written_again_at_the_next_restore(
@@ -402,6 +403,7 @@ async def test_rules_kept_are_written_again_at_the_next_restore(
     firewalls.restored()  # a later restore writes them itself
     assert firewalls.bundles == 1
     await firewalls.stop()
+    await flows.stop()
 
 
 async def test_traffic_from_a_trunk_meets_the_ingress_rules(

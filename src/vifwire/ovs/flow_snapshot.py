@@ -50,12 +50,13 @@ class FlowSnapshots:
         self._runtime = runtime
         self._bridge = bridge
 
-    async def read(self, prefix: int) -> Snapshot:
-        """The bridge's flows under `prefix` (the top 16 bits of the cookie) and its
-        port numbers; raises OvsWriteFailed if vswitchd does not answer."""
+    async def read(self, prefix: int, mask: int = PREFIX_MASK) -> Snapshot:
+        """The bridge's flows whose cookie is `prefix` under `mask` (default: the
+        top 16 bits) and its port numbers; raises OvsWriteFailed if vswitchd does
+        not answer."""
         dump, ports = await asyncio.gather(
             self._ofctl("-O", "OpenFlow15", "dump-flows", "--no-stats", self._bridge,
-                        f"cookie={prefix:#x}/{PREFIX_MASK:#x}"),
+                        f"cookie={prefix:#x}/{mask:#x}"),
             self._ofctl("dump-ports-desc", self._bridge))
         snapshot = Snapshot(ports=dict(_numbers(ports)))
         for line in dump.splitlines():
@@ -98,6 +99,24 @@ class FlowSnapshots:
         return await asyncio.create_subprocess_exec(
             "ovs-ofctl", *args, env=self._runtime.env(), stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+
+def numbered(line: str, ports: dict[str, int]) -> str | None:
+    """`line` with `in_port=<name>` and `output:<name>` as numbers (a file has no
+    switch to resolve names); None if a name is not on the bridge."""
+    missing = False
+
+    def number(match: re.Match[str]) -> str:
+        nonlocal missing
+        found = ports.get(match.group(2))
+        missing = missing or found is None
+        return f"{match.group(1)}{found}"
+
+    out = _NAMED.sub(number, line)
+    return None if missing else out
+
+
+_NAMED = re.compile(r"(in_port=|output:)([A-Za-z][^,()]*)")
 
 
 def _numbers(ports_desc: str) -> Iterator[tuple[str, int]]:

@@ -6,8 +6,9 @@ one writer of those rules. `put(key, flows)` replaces a group atomically (one
 OpenFlow bundle: delete by the group's cookie, add), so a port is never less
 isolated between two versions of its rules. `restore()` rewrites the whole set
 from that state in one bundle. `ensure()` first asks vswitchd whether it holds
-exactly that set already (`ovs-ofctl diff-flows`, which parses both sides the
-same way) and writes nothing if so: a restarted agent nearly always finds its
+exactly the table's own rules already (one dump of the base and group cookies,
+compared by `ovs-ofctl diff-flows`, which parses both sides the same way:
+`vifwire.ovs.flow_snapshot`) and writes nothing if so: a restarted agent nearly always finds its
 rules in place, and a bundle, even one that changes nothing, costs vswitchd a
 revalidation of every datapath flow (about 0.3 s at 1,000 ports, on the thread
 that also forwards the netdev datapath's packets; diff-flows takes 0.04 s).
@@ -38,6 +39,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 
+from vifwire.ovs.flow_snapshot import FlowSnapshots, numbered
 from vifwire.ovs.model import Flow, OvsWriteFailed
 from vifwire.ovs.ofconn import OpenFlowConnection
 from vifwire.ovs.openflow import Unsupported
@@ -53,6 +55,7 @@ log = logging.getLogger(__name__)
 BASE_COOKIE = 0x7676 << 48
 GROUP_PREFIX, GROUP_MASK = 0x7677 << 48, 0xFFFF << 48
 KEPT, KEPT_PREFIX = "kept:", 0x7678 << 48
+OWN_MASK = 0xFFFE << 48  # base and group cookies (0x7676, 0x7677), not the kept ones
 BASE = "base"
 RECONNECT_S = (0.05, 1.0)
 BURST_S = 0.02  # the monitor's lines of one flush come closer together than this
@@ -74,6 +77,7 @@ class FlowTable:
         self._watcher: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._openflow = OpenFlowConnection(runtime.run_dir / f"{bridge}.mgmt")
+        self._snapshots = FlowSnapshots(runtime, bridge)
         self.restores = 0  # how many times the whole set was made right (written or kept)
         self.kept = 0  # of those, how many found every rule in place and wrote nothing
 
@@ -165,28 +169,41 @@ class FlowTable:
         return len(stale)
 
     async def ensure(self) -> None:
-        """`restore()`, unless the bridge holds exactly the rules wanted already.
+        """`restore()`, unless the bridge holds exactly the table's own rules (base
+        and group cookies) wanted already.
 
         Anything else counts as a difference and restores: a rule missing, extra
-        or changed, another owner's rule, a port name ovs-ofctl cannot resolve.
-        A loss after the check is the watch's to see, as after a restore."""
+        or changed, a port name the bridge does not have. The firewall's kept
+        groups are the firewall's to compare (`Firewalls.adopt`): at 1,000 ports
+        they are ~25 times as many. A loss after the check is the watch's to
+        see, as after a restore."""
         async with self._lock:
-            lines = [f.line() for flows in self._groups.values() for f in flows]
-            proc = await self._spawn("diff-flows", "--names", self._bridge, "/dev/stdin",
-                                     stdin=True)
-            out, err = await proc.communicate("\n".join(lines).encode() + b"\n")
-            if proc.returncode == 0:
+            same = await self._holds_own_rules()
+            if same:
                 self.restores += 1
                 self.kept += 1
-        if proc.returncode == 0:
+        if same:
             log.info("flows of %s already in place (%d groups)", self._bridge,
                      len(self._groups))
             if self._on_restored is not None:
                 self._on_restored()
             return
-        log.debug("flows of %s differ from the agent's (%s): restoring", self._bridge,
-                  (out or err).decode(errors="replace").strip()[:500])
         await self.restore()
+
+    async def _holds_own_rules(self) -> bool:
+        try:
+            found = await self._snapshots.read(BASE_COOKIE, OWN_MASK)
+        except OvsWriteFailed as exc:
+            log.debug("flows of %s unreadable (%s): restoring", self._bridge, exc)
+            return False
+        wanted = [numbered(f.line(), found.ports) for key, flows in self._groups.items()
+                  if not key.startswith(KEPT) for f in flows]
+        if None in wanted:
+            return False
+        differ = await self._snapshots.differing(
+            [line for lines in found.flows.values() for line in lines],
+            [line for line in wanted if line is not None])
+        return differ == set()
 
     # -- keeping them installed -------------------------------------------
 
