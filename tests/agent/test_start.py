@@ -39,3 +39,15 @@ async def test_a_bus_that_cannot_serve_fails_the_start_and_releases_ovsdb(
     finally:
         await agent.stop()
         await bus.stop()
+
+
+async def test_a_stopped_agent_leaves_no_control_socket_of_its_flow_watch(
+        settings: Settings, ovs: OvsRuntime, bus: LocalBus) -> None:
+    """The watch is an `ovs-ofctl monitor`: stopped with SIGTERM, it removes its
+    ovs-ofctl.<pid>.ctl from the run dir (a SIGKILL would leave one per start)."""
+    before = set(ovs.run_dir.glob("ovs-ofctl.*.ctl"))
+    agent = OvsAgent(settings, bus, Tracer("agent", None), ovs=ovs.settings)
+    await agent.start()
+    assert set(ovs.run_dir.glob("ovs-ofctl.*.ctl")) - before  # the watch is running
+    await agent.stop()
+    assert set(ovs.run_dir.glob("ovs-ofctl.*.ctl")) - before == set()

@@ -248,9 +248,7 @@ class FlowTable:
                             log.warning("a base flow of %s was deleted: restoring", self._bridge)
                             await self.refresh()
             finally:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+                await _end(proc)
             log.warning("lost the OpenFlow connection to %s; reconnecting", self._bridge)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_S[1])
@@ -283,6 +281,19 @@ class FlowTable:
         _, err = await proc.communicate("\n".join(lines).encode() + b"\n")
         if proc.returncode != 0:
             raise OvsWriteFailed(f"flows of {self._bridge}: {err.decode().strip()}")
+
+
+async def _end(proc: asyncio.subprocess.Process) -> None:
+    """Stop the monitor with SIGTERM, so it removes its control socket
+    (ovs-ofctl.<pid>.ctl in the run dir, which SIGKILL would leave behind)."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), 2.0)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
 
 
 async def _quiet(stdout: asyncio.StreamReader, gap: float) -> bool:
