@@ -147,7 +147,11 @@ class Rig:
         """VIFWIRE_* for the server and agents of this rig (the local bus until a vhost
         is made: one worker, no agent)."""
         bus = "local" if self.vhost is None else f"{BROKER}/{self.vhost}"
-        return {"VIFWIRE_BUS_URL": bus, "VIFWIRE_BUS_PREFIX": f"vwb{self.rid}",
+        # One project boots them all: past Neutron's default port quota of 500.
+        config = self.base / "vifwire.conf"
+        config.write_text("[quotas]\nquota_port = -1\n")
+        return {"VIFWIRE_CONFIG_FILE": str(config), "VIFWIRE_BUS_URL": bus,
+                "VIFWIRE_BUS_PREFIX": f"vwb{self.rid}",
                 "VIFWIRE_DATABASE_URL": self.database_url, "VIFWIRE_API_PORT": str(self.api_port),
                 "VIFWIRE_NOVA_URL": nova_url}
 

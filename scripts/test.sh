@@ -8,4 +8,4 @@ scripts/install.sh test
 scripts/services.sh
 .venv/bin/ruff check src tests bench
 .venv/bin/lint-imports  # the import directions of ARCHITECTURE.md ([tool.importlinter])
-exec .venv/bin/pytest -q -p no:cacheprovider "$@"
+exec .venv/bin/pytest -q -p no:cacheprovider --durations=25 "$@"  # the slowest 25: the CI budget is ~20 min

@@ -11,9 +11,12 @@ Server -> agent, topic `agent.<host>` (casts):
                                        a rule of a group these ports use changed (or their
                                        groups / port security did): replace their firewall
     sg_members_changed(group_id: str, members: dict[str, list[str]])
-                                       the whole new member address list of a group (by
-                                       ethertype) that a rule of a port on this host names
-                                       as remote_group_id; idempotent, replaces the old list
+                                       the member addresses (by ethertype) of a group that
+                                       a rule of a port on this host names as
+                                       remote_group_id changed; the agent reads the list
+                                       (get_group_members) rather than trust this one:
+                                       casts of several server workers may arrive out of
+                                       order, a read made after a cast is at least as new
 
 Agent -> server, topic `server`:
     call get_host_ports(host) -> list[PortDetails]        full sync at agent start
@@ -22,6 +25,9 @@ Agent -> server, topic `server`:
     call ports_down(host, port_ids) -> list[str]   ports that went DOWN
     call get_host_fdb(host) -> list[FdbEntry]      full sync: the remote ACTIVE ports of
                                                    every vxlan network the host has ports on
+    call get_group_members(host, group_id) -> dict[str, list[str]]
+                                                   a group's member addresses by ethertype,
+                                                   as committed now
     cast report_state(agent: AgentState)           heartbeat
 """
 

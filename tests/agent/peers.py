@@ -41,6 +41,8 @@ class ServerPeer:
     states: list[AgentState] = field(default_factory=list)
     detail_lookups: list[str] = field(default_factory=list)
     fail_next_up: int = 0  # make that many ports_up calls fail
+    groups: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # group -> members
+    member_reads: list[str] = field(default_factory=list)
 
     async def get_host_ports(self, host: str) -> list[PortDetails]:
         return [p for p in self.ports.values() if p["host"] == host]
@@ -49,6 +51,10 @@ class ServerPeer:
         self.detail_lookups.append(port_id)
         found = self.ports.get(port_id)
         return found if found is not None and found["host"] == host else None
+
+    async def get_group_members(self, host: str, group_id: str) -> dict[str, list[str]]:
+        self.member_reads.append(group_id)
+        return self.groups.get(group_id, {})
 
     async def ports_up(self, host: str, port_ids: list[str]) -> list[str]:
         if self.fail_next_up > 0:

@@ -150,24 +150,44 @@ async def test_rules_allow_and_deny_icmp_tcp_udp_and_return_traffic(rig: Rig) ->
 
 
 async def test_remote_group_member_gets_in_non_member_does_not(
-        rig: Rig, bus: LocalBus, settings: Settings) -> None:
+        rig: Rig, bus: LocalBus, settings: Settings, server: ServerPeer) -> None:
     a, b, c = rig.a, rig.b, rig.c
     assert await wait_reach(b, "udp", a.ip, "53")
     assert not await reach(c, "udp", a.ip, "53")
     assert udp_from(rig.log, 53, c.ip) == 0
     base = rig.agent.firewalls.written(f"kept:fw:{a.port_id}")
     # c joins "clients": only the group's member flows change
+    server.groups["clients"] = {"IPv4": [b.ip, c.ip]}
     await bus.cast(agent_topic(settings.host), "sg_members_changed", group_id="clients",
-                   members={"IPv4": [b.ip, c.ip]})
+                   members=server.groups["clients"])
     await wait_for(lambda: any(c.ip in f for f in rig.agent.firewalls.written(
         "kept:fw:rg:clients") or []), what="member flow")
     assert rig.agent.firewalls.written(f"kept:fw:{a.port_id}") is base
     assert await wait_reach(c, "udp", a.ip, "53")
+    server.groups["clients"] = {"IPv4": [c.ip]}
     await bus.cast(agent_topic(settings.host), "sg_members_changed", group_id="clients",
-                   members={"IPv4": [c.ip]})
+                   members=server.groups["clients"])
     await wait_for(lambda: not any(b.ip in f for f in rig.agent.firewalls.written(
         "kept:fw:rg:clients") or []), what="member gone")
     assert not await reach(b, "udp", a.ip, "53")
+
+
+async def test_a_stale_member_list_in_a_cast_is_not_trusted(
+        rig: Rig, bus: LocalBus, settings: Settings, server: ServerPeer) -> None:
+    """Two server workers' casts may arrive out of order: the older list last. The
+    agent reads the list instead, so the members it enforces are the committed ones."""
+    a, c = rig.a, rig.c
+    server.groups["clients"] = {"IPv4": [rig.b.ip, c.ip]}  # committed: c joined
+    await bus.cast(agent_topic(settings.host), "sg_members_changed", group_id="clients",
+                   members={"IPv4": [rig.b.ip]})  # a worker's older read, arriving last
+    await wait_for(lambda: any(c.ip in f for f in rig.agent.firewalls.written(
+        "kept:fw:rg:clients") or []), what="c's member flow")
+    assert await wait_reach(c, "udp", a.ip, "53")
+    assert server.member_reads == ["clients"]
+    # A port's details (a bind's read, perhaps older) do not replace a known list.
+    rig.agent.on_port_bound({**rig.ports["b"], "firewall": {
+        **rig.ports["b"]["firewall"], "remote_members": {"clients": {"IPv4": [rig.b.ip]}}}})
+    assert rig.agent.firewalls.members["clients"] == {"IPv4": [rig.b.ip, c.ip]}
 
 
 async def test_spoofed_mac_and_ip_are_dropped_an_address_pair_passes(rig: Rig) -> None:

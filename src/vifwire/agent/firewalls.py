@@ -109,11 +109,15 @@ class Firewalls:
 
     # -- state -------------------------------------------------------------
 
-    def learn(self, fw: PortFirewall | None) -> None:
-        """Take the member lists a port's details carry."""
+    def learn(self, fw: PortFirewall | None, *, replace: bool = False) -> None:
+        """Take the member lists a port's details carry: those of groups not known
+        yet, or all of them (`replace`: a full sync's, read at once). A cast's
+        lists may be older than what the agent read meanwhile (several server
+        workers), so known groups change by `members_changed` only."""
         if fw is not None:
             for group, members in fw["remote_members"].items():
-                self.members[group] = members
+                if replace or group not in self.members:
+                    self.members[group] = members
 
     def members_changed(self, group: str, members: Mapping[str, Sequence[str]]) -> None:
         """The whole new member list of `group`: rewrite its flows (in the background,

@@ -103,7 +103,7 @@ class _Endpoint:
         self._agent.on_firewall_changed(firewalls)
 
     async def sg_members_changed(self, group_id: str, members: dict[str, list[str]]) -> None:
-        self._agent.on_members_changed(group_id, members)
+        self._agent.on_members_changed(group_id)  # `members` may be stale: read instead
 
 
 class OvsAgent:
@@ -128,6 +128,7 @@ class OvsAgent:
                                         backoff=BACKOFF)
         self._vlans = LocalVlans()
         self._workers = KeyedWorkers(self._reconcile, prefix="port")
+        self._member_reads = KeyedWorkers(self._read_members, prefix="members")
         self._ports: dict[str, PortState] = {}
         self._cast_seq = 0
         self._snapshot = asyncio.Event()
@@ -182,6 +183,7 @@ class OvsAgent:
         self._tasks.clear()
         log.debug("stopping: workers")
         await self._workers.stop()
+        await self._member_reads.stop()
         log.debug("stopping: reporter")
         await self._reporter.stop()
         await self.firewalls.stop()
@@ -296,10 +298,29 @@ class OvsAgent:
             self.firewalls.learn(fw)
             self._kick(fw["port_id"])
 
-    def on_members_changed(self, group_id: str, members: dict[str, list[str]]) -> None:
-        """Only the group's member flows (shared by the ports using it) are rewritten."""
+    def on_members_changed(self, group_id: str) -> None:
+        """Read the group's members (`_read_members`); only its member flows (shared
+        by the ports using it) are rewritten."""
         if self._running:
+            self._member_reads.kick(group_id)
+
+    async def _read_members(self, group_id: str) -> None:
+        """The list as committed now: casts of several server workers may arrive out
+        of order, and a read made after the last cast is at least as new as it. One
+        read at a time per group; a cast meanwhile makes one more (KeyedWorkers)."""
+        failures = 0
+        while True:
+            try:
+                members: dict[str, list[str]] = await self._bus.call(
+                    SERVER_TOPIC, "get_group_members", timeout=self._rpc_timeout,
+                    host=self.host, group_id=group_id)
+            except BusError as exc:
+                failures += 1
+                log.warning("members of %s: %s (retrying)", group_id, exc)
+                await asyncio.sleep(_backoff(failures))
+                continue
             self.firewalls.members_changed(group_id, members)
+            return
 
     def on_port_unbound(self, port_id: str) -> None:
         if not self._running:
@@ -341,7 +362,7 @@ class OvsAgent:
             details = listed.get(port_id)
             if details is not None:
                 state.details, state.lookup = details, Lookup.KNOWN
-                self.firewalls.learn(details.get("firewall"))
+                self.firewalls.learn(details.get("firewall"), replace=True)
             elif state.vif is not None or state.lookup is Lookup.KNOWN:
                 state.details, state.lookup = None, Lookup.ABSENT
         self._synced = True

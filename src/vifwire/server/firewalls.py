@@ -29,9 +29,10 @@ Casting, after commit, as l2pop does (`vifwire.server.l2pop`):
   some rules named as remote was deleted: `firewall_changed` with the new
   firewall of each bound port of the groups concerned, one cast per host.
 
-Known gap: with several server processes, two rounds for one group in different
-processes may reach an agent out of order (the older list last) until the next
-change of that group or the agent's full sync.
+With several server processes, two rounds for one group in different processes
+may reach an agent out of order (the older list last): so the agent takes a
+cast as "changed" and reads the list (`get_group_members`, `vifwire.server.rpc`),
+one read at a time per group, the last one after the last cast.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ one short transaction, run off the loop on the database threads
 from __future__ import annotations
 
 from vifwire.messages import AgentState, FdbEntry, PortDetails
+from vifwire.server import firewalls
+from vifwire.server._db import run_read
 from vifwire.server.agents import AgentService
 from vifwire.server.l2pop import L2Population
 from vifwire.server.ports import PortService
@@ -27,6 +29,10 @@ class AgentRpcEndpoint:
 
     async def get_host_fdb(self, host: str) -> list[FdbEntry]:
         return await self._l2pop.host_fdb(host)
+
+    async def get_group_members(self, host: str, group_id: str) -> dict[str, list[str]]:
+        return await run_read(self._ports.ctx.engine,
+                              lambda conn: firewalls.members(conn, [group_id])[group_id])
 
     async def ports_up(self, host: str, port_ids: list[str]) -> list[str]:
         return await self._set_status(host, port_ids, "ACTIVE")
