@@ -276,3 +276,19 @@ async def test_a_storm_of_members_is_coalesced_and_ends_complete(stack: Stack) -
     assert casts.rounds - before < 12
     for host in HOSTS:
         assert agents[host].addresses(default) == _ips(first, *made), host
+
+
+async def test_an_agent_reads_a_groups_members_as_committed(stack: Stack) -> None:
+    """`get_group_members`: what the agent reads on `sg_members_changed` (whose own
+    list may be older than another worker's)."""
+    net_id = await _network(stack)
+    first = await _port(stack, net_id, "h1")
+    second = await _port(stack, net_id, allowed_address_pairs=[{"ip_address": "10.0.9.0/24"}])
+    (default,) = first["security_groups"]
+    members = await stack.rpc("get_group_members", host="h1", group_id=default)
+    assert set(members["IPv4"] + members["IPv6"]) == _ips(first, second) | {"10.0.9.0/24"}
+    await stack.client.delete(f"/v2.0/ports/{second['id']}")
+    members = await stack.rpc("get_group_members", host="h1", group_id=default)
+    assert set(members["IPv4"] + members["IPv6"]) == _ips(first)
+    assert await stack.rpc("get_group_members", host="h1", group_id="no-such-group") == {
+        "IPv4": [], "IPv6": []}
