@@ -94,8 +94,10 @@ class Fast:
                             time.thread_time() - built)
         if plan.row is None:
             return FastResult([], rowcount)
-        return FastResult([plan.row._make(_processed(row, plan.results)) for row in rows],
-                          rowcount)
+        make = plan.row._make
+        if not any(plan.results):  # strings and integers: the driver's values as they are
+            return FastResult([make(row) for row in rows], rowcount)
+        return FastResult([make(_processed(row, plan.results)) for row in rows], rowcount)
 
     def _compile(self, conn: Connection, params: Mapping[str, Any]) -> _Plan:
         dialect = conn.dialect

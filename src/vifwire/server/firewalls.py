@@ -47,6 +47,7 @@ from sqlalchemy import ColumnElement, Connection, Select, bindparam, select
 
 from vifwire.bus.base import BusError, NoEndpoint, agent_topic
 from vifwire.db.fast import Fast
+from vifwire.db.functions import SEPARATOR, joined
 from vifwire.db.schema import ip_allocations, ports, security_group_port_bindings
 from vifwire.db.schema import security_group_rules as rules_table
 from vifwire.db.schema import security_groups as groups_table
@@ -87,11 +88,13 @@ _RULES = _PerGroup(select(
     .select_from(groups_table.outerjoin(
         rules_table, rules_table.c.security_group_id == groups_table.c.id))
     .order_by(rules_table.c.created_at, rules_table.c.id), groups_table.c.id)
-# The members' addresses, and their address pairs (few ports have any: the
-# filter keeps the common row out of Python).
-_ADDRESSES = _PerGroup(select(_bindings.security_group_id, ip_allocations.c.ip_address)
-                       .join(ip_allocations, ip_allocations.c.port_id == _bindings.port_id),
-                       _bindings.security_group_id)
+# The members' addresses, joined into one string per group by the database (a
+# group of N members is one row, not N rows to make into Python objects: every
+# bind and every member round reads its whole group), and their address pairs
+# (few ports have any: the filter keeps the common row out of Python).
+_ADDRESSES = _PerGroup(select(_bindings.security_group_id, joined(ip_allocations.c.ip_address))
+                       .join(ip_allocations, ip_allocations.c.port_id == _bindings.port_id)
+                       .group_by(_bindings.security_group_id), _bindings.security_group_id)
 _PAIRS = _PerGroup(select(_bindings.security_group_id, ports.c.allowed_address_pairs)
                    .join(ports, ports.c.id == _bindings.port_id)
                    .where(ports.c.allowed_address_pairs != "[]"), _bindings.security_group_id)
@@ -140,8 +143,8 @@ def members(conn: Connection, group_ids: Iterable[str]
     if not wanted:
         return {}
     found: dict[str, set[str]] = {g: set() for g in wanted}
-    for group_id, address in _ADDRESSES.rows(conn, wanted):
-        found[group_id].add(address)
+    for group_id, addresses in _ADDRESSES.rows(conn, wanted):
+        found[group_id].update(addresses.split(SEPARATOR))
     for group_id, pairs in _PAIRS.rows(conn, wanted):
         found[group_id].update(p["ip_address"] for p in loads(pairs))
     return {g: {"IPv4": sorted(a for a in addresses if ":" not in a),
