@@ -7,6 +7,10 @@ statefulness in one, the members of every remote group those rules name in one),
 so `get_host_ports` costs the same three queries for 1 or 1,000 ports. A port with
 one group whose rules name one remote group (every port in the default group) goes
 through prebuilt statements (`vifwire.db.fast`): that is the bind on the plug path.
+A group's member addresses come back joined into one string by the database
+(`vifwire.db.functions.joined`), one row per group: every bind and every member
+round reads the whole group, and as rows a group of 1,000 members cost the bind
+more than the rest of its work (bench/distributed.py --group-members).
 
 Casting, after commit, as l2pop does (`vifwire.server.l2pop`):
 
