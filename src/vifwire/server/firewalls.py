@@ -21,10 +21,13 @@ Casting, after commit, as l2pop does (`vifwire.server.l2pop`):
   remote_group_id. Such casts are coalesced per group in rounds: a round starts
   `sg_members_delay_s` after the first change that found none pending, and every
   group changed meanwhile (or while a round is being read and sent) goes into it
-  or the next one, so a storm of N ports in one group sends a few lists, not N
-  (each makes every agent rewrite the member flows of every port naming the
-  group). The writer does not wait for its round (the API answers at once); the
-  lists are whole and idempotent, so a later round only makes them newer. Where
+  or the next one; while changes keep coming, each next round waits twice as long
+  as the last, up to `sg_members_max_delay_s`, so a storm of N ports in one group
+  sends a few lists, not N (each is a read of the whole group, a cast to every
+  host, and makes every agent rewrite the member flows of every port naming the
+  group); the first change after a quiet round waits `sg_members_delay_s` again.
+  The writer does not wait for its round (the API answers at once); the lists are
+  whole and idempotent, so a later round only makes them newer. Where
   writers do not serialize (PostgreSQL, MySQL), a bind also asks for a round for
   the groups its rules name (see `ports_changed`). A bound port whose groups or port
   security changed also gets `firewall_changed` for itself (on top of
@@ -203,6 +206,7 @@ class FirewallCasts:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.delay_s = ctx.settings.sg_members_delay_s
+        self.max_delay_s = max(self.delay_s, ctx.settings.sg_members_max_delay_s)
         self._pending: set[str] = set()  # groups for the next round
         self._worker: asyncio.Task[None] | None = None  # runs rounds while any is pending
         self.rounds = 0  # member rounds sent (for tests and benches)
@@ -238,14 +242,16 @@ class FirewallCasts:
             self._worker = asyncio.create_task(self._rounds(), name="vw-sg-members")
 
     async def _rounds(self) -> None:
+        delay = self.delay_s
         while self._pending:
-            await asyncio.sleep(self.delay_s)  # gather what else changes meanwhile
+            await asyncio.sleep(delay)  # gather what else changes meanwhile
             groups, self._pending = self._pending, set()
             try:
                 await self._send_members(groups)
             except Exception:  # the next change sends whole lists again
                 log.exception("could not send the members of groups %s", sorted(groups))
             self.rounds += 1
+            delay = min(2 * delay, self.max_delay_s)  # still changing: a storm
 
     async def settled(self) -> None:
         """Wait until every round asked for so far has been sent."""
