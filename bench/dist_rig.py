@@ -286,6 +286,37 @@ def make_network(api_url: str, name: str, cidr: str) -> str:
         return net_id
 
 
+def fill_group(api_url: str, network_id: str, count: int, cidr: str = "10.64.0.0/16",
+               clients: int = 4) -> None:
+    """`count` unbound ports on a subnet of their own on the network, in the
+    default security group of the storm's project: every port the storm binds
+    then carries, and every member round sends, a member list of `count` more
+    addresses (what a storm of `count` more VMs would make, without booting them)."""
+    with httpx.Client(base_url=api_url, timeout=60) as client:
+        subnet = client.post("/v2.0/subnets", json={"subnet": {
+            "network_id": network_id, "ip_version": 4, "cidr": cidr, "name": "members"}})
+        subnet.raise_for_status()
+        body = {"port": {"network_id": network_id,
+                         "fixed_ips": [{"subnet_id": subnet.json()["subnet"]["id"]}]}}
+        first = client.post("/v2.0/ports", json=body)
+        first.raise_for_status()
+        project = first.json()["port"]["project_id"]
+        client.put(f"/v2.0/quotas/{project}", json={"quota": {"port": -1}}).raise_for_status()
+
+    def create(n: int) -> None:
+        with httpx.Client(base_url=api_url, timeout=60) as client:
+            for _ in range(n):
+                client.post("/v2.0/ports", json=body).raise_for_status()
+
+    share = [(count - 1) // clients + (1 if i < (count - 1) % clients else 0)
+             for i in range(clients)]
+    threads = [threading.Thread(target=create, args=(n,)) for n in share]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def parse_boot(stdout: str, stderr: str) -> dict[str, Any]:
     try:
         summary: dict[str, Any] = json.loads(stdout)

@@ -1,7 +1,7 @@
 """Distributed-mode benchmark: what the bus and the database cost, and 4 hosts at once.
 
     .venv/bin/python bench/distributed.py single [--vms 100] [--workers 2,4] [--repeats 1]
-                                                 [--no-embedded]
+                                                 [--no-embedded] [--group-members N]
     .venv/bin/python bench/distributed.py multi  [--hosts 4] [--vms 1000] [--workers 4]
                                                  [--max-concurrent-builds 10]
 
@@ -17,6 +17,11 @@ with a private OVS in its own network namespace. The driver is `vifwire boot
 OVS namespace on this machine; the VMs are split evenly and booted by one
 `vifwire boot --host H` process per host, all at once. Each boot runs its own
 Nova endpoint, so a fan-out (bench/dist_nova.py) sits at the server's Nova URL.
+
+`--group-members N` (distributed storms): N unbound ports join the storm's
+default security group first, so each bind and each member round carries N more
+addresses: what the member lists of a storm of N more VMs cost the server, the
+broker, the database and the agents, on a machine that cannot boot them.
 
 Figures per storm (bench/dist_storm.py): plug -> vif-plugged p50/p99/max, create
 -> vif-plugged, CPU per VM from the first create to the last event of: the server
@@ -45,6 +50,7 @@ from dist_rig import (
     Proc,
     Rig,
     answers,
+    fill_group,
     free_port,
     listener_pid,
     make_network,
@@ -98,7 +104,8 @@ def embedded(base: Path, vms: int, repeats: int) -> list[dict[str, Any]]:
 
 
 def distributed(base: Path, workers: int, hosts: int, vms: int, repeats: int,
-                cidr: str, max_concurrent_builds: int = 0) -> list[dict[str, Any]]:
+                cidr: str, max_concurrent_builds: int = 0,
+                group_members: int = 0) -> list[dict[str, Any]]:
     rig = Rig(base / f"dist-w{workers}-h{hosts}")
     rig.base.mkdir(parents=True)
     boot_novas = [nova_url(free_port()) for _ in range(hosts)]
@@ -113,7 +120,9 @@ def distributed(base: Path, workers: int, hosts: int, vms: int, repeats: int,
         if hosts > 1:
             port = int(server_nova.rsplit(":", 1)[1].split("/")[0])
             _spawn_fanout(rig, port, boot_novas)
-        make_network(rig.api_url, NETWORK, cidr)
+        network_id = make_network(rig.api_url, NETWORK, cidr)
+        if group_members:
+            fill_group(rig.api_url, network_id, group_members)
         probes = [
             pids_probe("server", lambda: [server.pid, *rig.children(server)]),
             pids_probe("agent", lambda: [h.agent.pid for h in rig.hosts if h.agent]),
@@ -130,6 +139,7 @@ def distributed(base: Path, workers: int, hosts: int, vms: int, repeats: int,
         run_storm(rig, [Boot(rig.hosts[0], 2, boot_novas[0])], probes, network=NETWORK,
                   external=True, connectivity=False)  # warm-up: imports, pools, queues
         return [{"mode": "distributed", "workers": workers, "broker": BROKER_NOTE,
+                 "group_members_added": group_members,
                  "database": "PostgreSQL (shared server, own database)",
                  **run_storm(rig, boots, probes, network=NETWORK, external=True,
                              max_concurrent_builds=max_concurrent_builds)}
@@ -194,11 +204,15 @@ def main() -> int:
     single.add_argument("--workers", default="2,4")
     single.add_argument("--repeats", type=int, default=1)
     single.add_argument("--no-embedded", action="store_true")
+    single.add_argument("--group-members", type=int, default=0,
+                        help="unbound ports added to the default group first (distributed)")
     multi = sub.add_parser("multi", help="N hosts at once, one server")
     multi.add_argument("--hosts", type=int, default=4)
     multi.add_argument("--vms", type=int, default=1000)
     multi.add_argument("--workers", type=int, default=4)
     multi.add_argument("--repeats", type=int, default=1)
+    multi.add_argument("--group-members", type=int, default=0,
+                       help="unbound ports added to the default group first")
     multi.add_argument("--max-concurrent-builds", type=int, default=0,
                        help="per host, as Nova's max_concurrent_builds (its default: 10); "
                             "0: every VM at once")
@@ -211,10 +225,11 @@ def main() -> int:
             run.append(lambda: embedded(base, args.vms, args.repeats))
         for w in (int(x) for x in args.workers.split(",")):
             run.append(lambda w=w: distributed(base, w, 1, args.vms, args.repeats,
-                                               "10.0.0.0/22"))
+                                               "10.0.0.0/22", group_members=args.group_members))
     else:
         run.append(lambda: distributed(base, args.workers, args.hosts, args.vms, args.repeats,
-                                       "10.0.0.0/20", args.max_concurrent_builds))
+                                       "10.0.0.0/20", args.max_concurrent_builds,
+                                       args.group_members))
     for step in run:
         for s in step():
             storms.append(s)

@@ -128,6 +128,23 @@ def test_driver_errors_become_sqlalchemy_errors_and_roll_back(engine: Engine) ->
             assert BY_ID.execute(conn, {"id": "dup"}).first().n == 0
 
 
+def test_statements_after_a_reconnect_run_on_the_new_connection(engine: Engine) -> None:
+    """`Fast` keeps one cursor per DBAPI connection: a connection replaced after
+    it was invalidated (a database restart) gets a cursor of its own."""
+    values = {"id": "kept", "kind": "port", "up": True, "at": datetime(2026, 11, 24), "n": 0,
+              "note": ""}
+    with engine.connect() as conn:
+        with conn.begin():
+            INSERT.execute(conn, values)
+            assert BY_ID.execute(conn, {"id": "kept"}).first().n == 0
+        old = conn.connection.dbapi_connection
+        conn.invalidate()
+        with conn.begin():
+            assert BUMP.execute(conn, {"b_id": "kept"}).rowcount == 1
+            assert BY_ID.execute(conn, {"id": "kept"}).first().n == 1
+        assert conn.connection.dbapi_connection is not old
+
+
 def test_a_column_left_to_its_default_is_refused(engine: Engine) -> None:
     """Column defaults are filled by SQLAlchemy's execution, which `Fast` skips."""
     if engine.dialect.name == "mysql" or not hooks(engine).direct_statements:

@@ -98,6 +98,7 @@ class AmqpBus(Bus):
                  reconnect_interval: float = 1.0, connect_timeout: float = 10.0,
                  drain_timeout: float = 5.0) -> None:
         self._url = url
+        self._redacted = redact(url)
         self._prefix = prefix
         self._shared = shared_topics
         self._prefetch = prefetch
@@ -121,7 +122,7 @@ class AmqpBus(Bus):
     @property
     def url(self) -> str:
         """The broker URL without its password, for logs and errors."""
-        return redact(self._url)
+        return self._redacted
 
     def _queue(self, topic: str) -> str:
         return f"{self._prefix}.{topic}"
@@ -321,7 +322,6 @@ class AmqpBus(Bus):
         properties = spec.Basic.Properties(
             delivery_mode=1, message_type=method or None, correlation_id=correlation_id,
             reply_to=self._reply_to if correlation_id else None)
-        what = f"{method or 'message'} to {topic!r} on {self.url}"
         # A call to a shared topic needs no confirm: its queue is declared (it cannot
         # bounce), its reply is the proof, and a reconnect sends it again.
         confirmed = not (correlation_id and topic in self._shared)
@@ -353,7 +353,8 @@ class AmqpBus(Bus):
                         await asyncio.sleep(0.05)
         except TimeoutError:
             pass
-        raise BusError(f"could not send {what}: {failure}")
+        raise BusError(f"could not send {method or 'message'} to {topic!r} on {self.url}: "
+                       f"{failure}")
 
     # -- threads and tasks ---------------------------------------------------
 

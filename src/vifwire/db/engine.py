@@ -35,6 +35,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # wait for SQLite's write lock (fail at once with "database is locked").
 READ_ONLY = "vifwire_read_only"
 NO_WAIT = "vifwire_no_wait"
+GROUP_CONCAT_MAX_LEN = 2**32 - 1  # MySQL's and MariaDB's largest
 
 
 class StatementObserver(Protocol):
@@ -95,7 +96,21 @@ def _create(url: str, threads: int) -> Engine:
                               "max_overflow": 20}
     if parsed.get_backend_name() == "mysql":
         kwargs["isolation_level"] = "READ COMMITTED"
+        engine = create_engine(url, **kwargs)
+        _tune_mysql(engine)
+        return engine
     return create_engine(url, **kwargs)
+
+
+def _tune_mysql(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # GROUP_CONCAT (SQLAlchemy's aggregate_strings: a security group's member
+        # addresses in one row) cuts its result at this length without an error;
+        # MySQL's default is 1,024 bytes. The packet size still bounds it.
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"SET SESSION group_concat_max_len = {GROUP_CONCAT_MAX_LEN}")
+        cursor.close()
 
 
 def _tune_sqlite(engine: Engine) -> None:

@@ -7,6 +7,10 @@ statefulness in one, the members of every remote group those rules name in one),
 so `get_host_ports` costs the same three queries for 1 or 1,000 ports. A port with
 one group whose rules name one remote group (every port in the default group) goes
 through prebuilt statements (`vifwire.db.fast`): that is the bind on the plug path.
+A group's member addresses come back joined into one string by the database
+(`vifwire.db.functions.joined`), one row per group: every bind and every member
+round reads the whole group, and as rows a group of 1,000 members cost the bind
+more than the rest of its work (bench/distributed.py --group-members).
 
 Casting, after commit, as l2pop does (`vifwire.server.l2pop`):
 
@@ -17,10 +21,13 @@ Casting, after commit, as l2pop does (`vifwire.server.l2pop`):
   remote_group_id. Such casts are coalesced per group in rounds: a round starts
   `sg_members_delay_s` after the first change that found none pending, and every
   group changed meanwhile (or while a round is being read and sent) goes into it
-  or the next one, so a storm of N ports in one group sends a few lists, not N
-  (each makes every agent rewrite the member flows of every port naming the
-  group). The writer does not wait for its round (the API answers at once); the
-  lists are whole and idempotent, so a later round only makes them newer. Where
+  or the next one; while changes keep coming, each next round waits twice as long
+  as the last, up to `sg_members_max_delay_s`, so a storm of N ports in one group
+  sends a few lists, not N (each is a read of the whole group, a cast to every
+  host, and makes every agent rewrite the member flows of every port naming the
+  group); the first change after a quiet round waits `sg_members_delay_s` again.
+  The writer does not wait for its round (the API answers at once); the lists are
+  whole and idempotent, so a later round only makes them newer. Where
   writers do not serialize (PostgreSQL, MySQL), a bind also asks for a round for
   the groups its rules name (see `ports_changed`). A bound port whose groups or port
   security changed also gets `firewall_changed` for itself (on top of
@@ -48,6 +55,7 @@ from sqlalchemy import ColumnElement, Connection, Select, bindparam, select
 
 from vifwire.bus.base import BusError, NoEndpoint, agent_topic
 from vifwire.db.fast import Fast
+from vifwire.db.functions import SEPARATOR, joined
 from vifwire.db.schema import ip_allocations, ports, security_group_port_bindings
 from vifwire.db.schema import security_group_rules as rules_table
 from vifwire.db.schema import security_groups as groups_table
@@ -88,11 +96,13 @@ _RULES = _PerGroup(select(
     .select_from(groups_table.outerjoin(
         rules_table, rules_table.c.security_group_id == groups_table.c.id))
     .order_by(rules_table.c.created_at, rules_table.c.id), groups_table.c.id)
-# The members' addresses, and their address pairs (few ports have any: the
-# filter keeps the common row out of Python).
-_ADDRESSES = _PerGroup(select(_bindings.security_group_id, ip_allocations.c.ip_address)
-                       .join(ip_allocations, ip_allocations.c.port_id == _bindings.port_id),
-                       _bindings.security_group_id)
+# The members' addresses, joined into one string per group by the database (a
+# group of N members is one row, not N rows to make into Python objects: every
+# bind and every member round reads its whole group), and their address pairs
+# (few ports have any: the filter keeps the common row out of Python).
+_ADDRESSES = _PerGroup(select(_bindings.security_group_id, joined(ip_allocations.c.ip_address))
+                       .join(ip_allocations, ip_allocations.c.port_id == _bindings.port_id)
+                       .group_by(_bindings.security_group_id), _bindings.security_group_id)
 _PAIRS = _PerGroup(select(_bindings.security_group_id, ports.c.allowed_address_pairs)
                    .join(ports, ports.c.id == _bindings.port_id)
                    .where(ports.c.allowed_address_pairs != "[]"), _bindings.security_group_id)
@@ -141,8 +151,8 @@ def members(conn: Connection, group_ids: Iterable[str]
     if not wanted:
         return {}
     found: dict[str, set[str]] = {g: set() for g in wanted}
-    for group_id, address in _ADDRESSES.rows(conn, wanted):
-        found[group_id].add(address)
+    for group_id, addresses in _ADDRESSES.rows(conn, wanted):
+        found[group_id].update(addresses.split(SEPARATOR))
     for group_id, pairs in _PAIRS.rows(conn, wanted):
         found[group_id].update(p["ip_address"] for p in loads(pairs))
     return {g: {"IPv4": sorted(a for a in addresses if ":" not in a),
@@ -197,6 +207,7 @@ class FirewallCasts:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.delay_s = ctx.settings.sg_members_delay_s
+        self.max_delay_s = max(self.delay_s, ctx.settings.sg_members_max_delay_s)
         self._pending: set[str] = set()  # groups for the next round
         self._worker: asyncio.Task[None] | None = None  # runs rounds while any is pending
         self.rounds = 0  # member rounds sent (for tests and benches)
@@ -232,14 +243,16 @@ class FirewallCasts:
             self._worker = asyncio.create_task(self._rounds(), name="vw-sg-members")
 
     async def _rounds(self) -> None:
+        delay = self.delay_s
         while self._pending:
-            await asyncio.sleep(self.delay_s)  # gather what else changes meanwhile
+            await asyncio.sleep(delay)  # gather what else changes meanwhile
             groups, self._pending = self._pending, set()
             try:
                 await self._send_members(groups)
             except Exception:  # the next change sends whole lists again
                 log.exception("could not send the members of groups %s", sorted(groups))
             self.rounds += 1
+            delay = min(2 * delay, self.max_delay_s)  # still changing: a storm
 
     async def settled(self) -> None:
         """Wait until every round asked for so far has been sent."""

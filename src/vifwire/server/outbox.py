@@ -52,6 +52,9 @@ _REMOVE_ONE = Fast(delete(nova_outbox).where(nova_outbox.c.key == bindparam("key
 _CLAIM = (select(nova_outbox.c.key)
           .where(nova_outbox.c.key.in_(bindparam("keys", expanding=True)))
           .with_for_update(skip_locked=True))
+# A storm's posts mostly carry one event: that claim is prebuilt.
+_CLAIM_ONE = Fast(select(nova_outbox.c.key).where(nova_outbox.c.key == bindparam("key"))
+                  .with_for_update(skip_locked=True))
 # Dialects where several processes share the outbox and rows are locked per post.
 LOCKING_DIALECTS = frozenset({"postgresql", "mysql", "mariadb"})
 
@@ -123,6 +126,8 @@ class Ledger:
             if conn.in_transaction():
                 conn.rollback()
             conn.begin()
+            if len(keys) == 1:
+                return set(_CLAIM_ONE.execute(conn, {"key": keys[0]}).scalars())
             return set(conn.execute(_CLAIM, {"keys": keys}).scalars())
 
     def settle(self, keys: list[str]) -> None:
