@@ -6,6 +6,12 @@ gets a subnet with the SAME CIDR as the target network and one probe VM, booted
 exactly like the others, at an address unused on the target network. If VM 0
 can reach it, two tenant networks share a segment: isolation is broken.
 
+A pair that does not answer at once is tried again, once a second, for up to
+`RING_SETTLE_S`: across hosts the path needs what reaches the other hosts only
+after a port is up (l2population's forwarding entries, the group's member
+addresses), as in Neutron; such pairs count as late (`ring_late`, and
+`ring_settled_s` says when the last answered), a pair that never answers fails.
+
 The probe network is recorded in the run state before use, so teardown and
 crashed-run cleanup remove it like everything else.
 
@@ -34,6 +40,8 @@ from vifwire.compute.vm import Vm
 
 if TYPE_CHECKING:
     from vifwire.compute.storm import Storm
+
+RING_SETTLE_S = 20.0  # how long a ring pair that did not answer at once is tried again
 
 
 def pick_unused_ip(cidr: str, used: Iterable[str]) -> str:
@@ -71,20 +79,36 @@ async def _ring(storm: Storm, wired: list[VmRecord]) -> None:
         return
     limit = asyncio.Semaphore(storm.config.ping_concurrency)
 
-    async def one(src: VmRecord, dst: VmRecord) -> None:
+    async def one(src: VmRecord, dst: VmRecord, count: int) -> bool:
         async with limit:
-            ok = await storm.vms[src.port_id].ping(dst.ip)
+            ok = await storm.vms[src.port_id].ping(dst.ip, count)
         if ok:
             conn.ring_ok += 1
             conn.cross_host_ok += src.host != dst.host
             storm.count("pings")
-        else:
-            conn.ring_failed.append({"from": src.port_id, "to": dst.port_id, "ip": dst.ip})
+        return ok
+
+    async def round_of(pairs: list[tuple[VmRecord, VmRecord]], count: int
+                       ) -> list[tuple[VmRecord, VmRecord]]:
+        answered = await asyncio.gather(*(
+            asyncio.create_task(one(s, d, count), name=f"storm:ping:{i}")
+            for i, (s, d) in enumerate(pairs)))
+        return [pair for pair, ok in zip(pairs, answered, strict=True) if not ok]
 
     pairs = [(src, wired[(i + 1) % len(wired)]) for i, src in enumerate(wired)]
     conn.ring_pairs = len(pairs)
-    await asyncio.gather(*(asyncio.create_task(one(s, d), name=f"storm:ping:{i}")
-                           for i, (s, d) in enumerate(pairs)))
+    failing = await round_of(pairs, 3)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    late = len(failing)
+    while failing and loop.time() - start < RING_SETTLE_S:
+        await asyncio.sleep(1.0)
+        before = len(failing)
+        failing = await round_of(failing, 1)
+        if len(failing) < before:
+            conn.ring_settled_s = round(loop.time() - start, 2)
+    conn.ring_late = late - len(failing)
+    conn.ring_failed = [{"from": s.port_id, "to": d.port_id, "ip": d.ip} for s, d in failing]
 
 
 async def _isolation(storm: Storm, source: Vm) -> None:

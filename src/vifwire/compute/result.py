@@ -66,6 +66,11 @@ class Connectivity:
     ring_ok: int = 0
     ring_failed: list[dict[str, str]] = field(default_factory=list)
     cross_host_ok: int = 0  # ring pairs on two different hosts that pinged
+    # Pairs that answered only on a retry (`connectivity.RING_SETTLE_S`): the path
+    # was not ready when their VMs were (l2population and group members reach
+    # the other hosts after a port is up), and when the last of them answered.
+    ring_late: int = 0
+    ring_settled_s: float | None = None
     probe_ip: str | None = None
     probe_wired: bool = False
     probe_reachable: bool | None = None

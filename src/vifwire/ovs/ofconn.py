@@ -34,7 +34,9 @@ _HEADER = struct.Struct("!BBHI")
 
 
 class OpenFlowConnection:
-    def __init__(self, socket_path: Path, timeout: float = 10.0) -> None:
+    # ovs-ofctl waits as long as vswitchd takes; under a 1,000-VM storm on two
+    # cores four vswitchds took over 10 s for one bundle.
+    def __init__(self, socket_path: Path, timeout: float = 30.0) -> None:
         self._path = socket_path
         self._timeout = timeout
         self._xids = itertools.count(1)
