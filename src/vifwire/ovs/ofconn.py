@@ -73,6 +73,9 @@ class OpenFlowConnection:
         async with self._lock:
             await self._drop()
 
+    def _xid(self) -> int:
+        return next(self._xids) & 0xFFFFFFFF  # 32 bits on the wire
+
     # -- one exchange --------------------------------------------------------
 
     async def _bundle(self, lines: Sequence[str]) -> None:
@@ -85,11 +88,11 @@ class OpenFlowConnection:
                 raise of.UnknownPort(name)
             return names[name]
 
-        bundle_id = next(self._xids) & 0xFFFFFFFF
-        open_xid = next(self._xids)
+        bundle_id = self._xid()
+        open_xid = self._xid()
         messages, by_xid = [of.bundle_control(open_xid, bundle_id, of.BUNDLE_OPEN)], {}
         for line in lines:
-            xid = next(self._xids)
+            xid = self._xid()
             try:
                 mod = of.flow_mod(line, xid, port_of)
             except of.UnknownPort as exc:
@@ -98,7 +101,7 @@ class OpenFlowConnection:
             by_xid[xid] = line
         # A flow mod the switch refuses is refused alone (the bundle stays open):
         # the barrier's answer comes after every refusal, then commit or discard.
-        barrier_xid = next(self._xids)
+        barrier_xid = self._xid()
         messages.append(of.header(of.OFPT_BARRIER_REQUEST, b"", barrier_xid))
         await self._send(b"".join(messages))
         errors = []
@@ -108,7 +111,7 @@ class OpenFlowConnection:
                 errors.append(f"{of.error_text(body)} for: {by_xid.get(xid, 'bundle open')}")
             elif xid == barrier_xid and kind == of.OFPT_BARRIER_REPLY:
                 break
-        end_xid = next(self._xids)
+        end_xid = self._xid()
         await self._send(of.bundle_control(end_xid, bundle_id,
                                            of.BUNDLE_DISCARD if errors else of.BUNDLE_COMMIT))
         while True:
@@ -122,7 +125,7 @@ class OpenFlowConnection:
             return
 
     async def _ports(self) -> dict[str, int]:
-        xid = next(self._xids)
+        xid = self._xid()
         await self._send(of.port_desc_request(xid))
         names: dict[str, int] = {}
         while True:
@@ -140,7 +143,7 @@ class OpenFlowConnection:
 
     async def _connect(self) -> None:
         reader, writer = await asyncio.open_unix_connection(str(self._path))
-        writer.write(of.hello(next(self._xids)))
+        writer.write(of.hello(self._xid()))
         version, kind, _, _, _ = await _read(reader)
         if kind != of.OFPT_HELLO or version < of.VERSION:
             writer.close()
