@@ -237,20 +237,23 @@ def print_summary(summary: dict[str, Any], network: str, console: Console) -> No
         table.add_row("plug -> vif-plugged (ms)",
                       "  ".join(f"{k} {latency[k]:.1f}" for k in ("min", "p50", "p99", "max")
                                 if latency.get(k) is not None))
-    checked = (summary.get("connectivity") or {}).get("checked", True)
-    if not checked:
+    connectivity = summary.get("connectivity") or {}
+    if not connectivity.get("checked", True):
         table.add_row("connectivity", "not checked (--no-connectivity)")
     elif summary.get("connectivity_ok"):
+        late = connectivity.get("ring_late") or 0
         table.add_row("connectivity", "[green]ok[/]: each VM reached its neighbour, the other "
-                      "network's VM stayed unreachable")
+                      "network's VM stayed unreachable"
+                      + (f" ({late} pairs answered late, the last after "
+                         f"{connectivity.get('ring_settled_s')} s)" if late else ""))
+    else:
+        table.add_row("connectivity", f"[red]FAILED[/] {connectivity}")
     secured = summary.get("port_security")
     if secured:
         table.add_row("port security", f"members reach each other: {secured['members_ok']}; "
                       f"a VM of another group refused: {secured['outsider_refused']}"
                       + (f" (answered {', '.join(secured['outsider_answered'])})"
                          if secured["outsider_answered"] else ""))
-    else:
-        table.add_row("connectivity", f"[red]FAILED[/] {summary.get('connectivity')}")
     if summary.get("neutron_retries"):
         table.add_row("Neutron calls retried", f"{summary['neutron_retries']} (Neutron was "
                       "unreachable or busy for a while)")
