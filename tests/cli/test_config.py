@@ -41,6 +41,7 @@ def test_the_example_documents_every_key_and_parses(tmp_path: Path) -> None:
     assert settings.vxlan_vni_range == (1, 16_000_000)
     assert (settings.physical_network, settings.vlan_range) == ("physnet1", (1, 4094))
     assert settings.agent_down_time_s == 75.0 and settings.nova_url.endswith("/v2.1")
+    assert (settings.sg_members_delay_s, settings.sg_members_max_delay_s) == (0.05, 0.4)
 
 
 @pytest.mark.parametrize(("body", "why"), [
@@ -123,3 +124,10 @@ def test_an_authentication_mistake_is_one_line(tmp_path: Path, body: str, why: s
     path.write_text(body)
     with pytest.raises(ConfigError, match=re.escape(why)):
         read_config(path)
+
+
+def test_security_group_round_delays(tmp_path: Path) -> None:
+    path = tmp_path / "vifwire.conf"
+    path.write_text("[securitygroup]\nmembers_delay = 0.2\nmembers_max_delay = 2\n")
+    settings = Settings(**read_config(path))
+    assert (settings.sg_members_delay_s, settings.sg_members_max_delay_s) == (0.2, 2.0)
