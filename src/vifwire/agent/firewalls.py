@@ -68,11 +68,8 @@ def port_key(port_id: str) -> str:
     return f"{BASE_KEY}:{port_id}"
 
 
-GROUP_KEYS = f"{BASE_KEY}:rg:"
-
-
 def group_key(group: str) -> str:
-    return f"{GROUP_KEYS}{group}"
+    return f"{BASE_KEY}:rg:{group}"
 
 
 class Firewalls:
@@ -424,10 +421,7 @@ class Firewalls:
     async def _attempt(self, changes: Changes) -> OvsError | None:
         self.bundles += 1
         try:
-            # A group's member flows change by difference: a new member adds its
-            # flows and leaves the others' in place.
-            await self._flows.put_many(changes, in_place=[k for k in changes
-                                                         if k.startswith(GROUP_KEYS)])
+            await self._flows.put_many(changes)
         except OvsError as exc:
             return exc
         return None
