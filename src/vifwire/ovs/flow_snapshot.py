@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vifwire.ovs.model import OvsWriteFailed
+from vifwire.ovs.openflow import NAMED_PORT
 from vifwire.ovs.runtime import OvsRuntime
 
 log = logging.getLogger(__name__)
@@ -112,11 +113,9 @@ def numbered(line: str, ports: dict[str, int]) -> str | None:
         missing = missing or found is None
         return f"{match.group(1)}{found}"
 
-    out = _NAMED.sub(number, line)
+    out = NAMED_PORT.sub(number, line)
     return None if missing else out
 
-
-_NAMED = re.compile(r"(in_port=|output:)([A-Za-z][^,()]*)")
 
 
 def _numbers(ports_desc: str) -> Iterator[tuple[str, int]]:

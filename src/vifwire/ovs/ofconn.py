@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import re
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +28,6 @@ from pathlib import Path
 from vifwire.ovs import openflow as of
 from vifwire.ovs.model import OvsWriteFailed
 
-_NAMED = re.compile(r"(?:in_port=|output:)([A-Za-z][^,()]*)")
 _HEADER = struct.Struct("!BBHI")
 
 
@@ -81,7 +79,7 @@ class OpenFlowConnection:
     async def _bundle(self, lines: Sequence[str]) -> None:
         if self._writer is None:
             await self._connect()
-        names = await self._ports() if any(_NAMED.search(line) for line in lines) else {}
+        names = await self._ports() if any(of.NAMED_PORT.search(line) for line in lines) else {}
 
         def port_of(name: str) -> int:
             if name not in names:

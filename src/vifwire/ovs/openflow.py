@@ -102,6 +102,8 @@ _PROTOCOLS = {"ip": (0x0800, None), "ipv6": (0x86DD, None), "arp": (0x0806, None
 _L4 = {6: "tcp", 17: "udp", 132: "sctp"}
 
 PortLookup = Callable[[str], int]
+# A port named in a rule (a number needs no lookup): group 1 the keyword, 2 the name.
+NAMED_PORT = re.compile(r"(in_port=|output:)([A-Za-z][^,()]*)")
 
 
 def header(msg_type: int, body: bytes, xid: int) -> bytes:
