@@ -46,6 +46,11 @@ def _guest_tx_checksum(namespace: str) -> int:
     return int(out)
 
 
+def _sysctl(namespace: str, key: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", namespace, "sysctl", "-n", key],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
 def _guest_link(namespace: str) -> Any:
     # pyroute2's sync API runs its own loop: keep it off the test's loop.
     with IPRoute(netns=namespace, flags=0) as guest:
@@ -112,6 +117,10 @@ async def test_two_vms_ping_through_the_bridge(ovs: OvsRuntime, plugger: OvsPlug
         assert eth0.get("IFLA_MTU") == 1450
         # The guest's checksums are whole (conntrack drops partial ones).
         assert _guest_tx_checksum(vms[0].namespace) == 0
+        # IPv6 is off at both ends (as os-vif does for the veths it makes): no
+        # link-local chatter flooded to every port, no route churn for the switch.
+        assert _sysctl(vms[0].namespace, "net.ipv6.conf.eth0.disable_ipv6") == "1"
+        assert _sysctl(host_netns, f"net.ipv6.conf.{vms[0].tap}.disable_ipv6") == "1"
         assert await vms[0].ping(specs[1].ip)
         assert await vms[1].ping(specs[0].ip)
         # Another VLAN is another network: no reply.

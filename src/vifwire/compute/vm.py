@@ -20,6 +20,14 @@ whole packets: a veth would pass partial ones (TX checksum offload), which the
 userspace datapath's conntrack, and so the security-group firewall, marks
 invalid and drops.
 
+IPv6 is off at both ends before they come up, as os-vif does for the veth
+pairs it makes (the guest has only its IPv4 address). With it on, every new
+guest sends duplicate-address probes, MLD reports and router solicitations that
+the switch floods to every port of the network, and every host end adds IPv6
+routes that make the switch re-read the routing table: per VM, work that grows
+with the number of ports. Measured on one host, one private vswitchd, 250 VMs
+booted and deleted: 12.8-13.6 s of vswitchd CPU with IPv6 on, 4.3-4.7 s off.
+
 Deleting removes the host end first (which takes the pair with it at once; a
 namespace's devices otherwise vanish asynchronously) and then the namespace.
 """
@@ -147,13 +155,17 @@ def create_sync(spec: VmSpec) -> None:
     try:
         namespaces.create(spec.namespace)
         with host_iproute(spec.host_netns) as ipr:
-            # The host end comes up with the pair (IFF_UP in the new link's message).
-            ipr.link("add", ifname=spec.tap, kind="veth", mtu=spec.mtu, state="up",
+            # Both ends are made down, so IPv6 is off before either comes up.
+            ipr.link("add", ifname=spec.tap, kind="veth", mtu=spec.mtu,
                      peer={"ifname": GUEST_IFNAME, "net_ns_fd": spec.namespace,
                            "address": spec.mac, "mtu": spec.mtu})
+            with namespaces.entered(spec.host_netns):
+                _disable_ipv6(spec.tap)
+            ipr.link("set", index=_index(ipr, spec.tap), state="up")
         with namespaces.entered(spec.namespace):
             guest = IPRoute()
             _tx_checksum_off(GUEST_IFNAME)
+            _disable_ipv6(GUEST_IFNAME)
         with guest:
             guest.link("set", index=LOOPBACK_INDEX, state="up")
             eth0 = _index(guest, GUEST_IFNAME)
@@ -163,6 +175,12 @@ def create_sync(spec: VmSpec) -> None:
         with contextlib.suppress(VmError):
             delete_sync(spec.namespace, spec.tap, spec.host_netns)
         raise VmError(f"cannot build VM {spec.namespace} ({spec.tap}): {exc}") from exc
+
+
+def _disable_ipv6(device: str) -> None:
+    """sysctl net.ipv6.conf.<device>.disable_ipv6=1, in the calling thread's namespace."""
+    with open(f"/proc/sys/net/ipv6/conf/{device}/disable_ipv6", "w") as conf:
+        conf.write("1")
 
 
 def _tx_checksum_off(device: str) -> None:
