@@ -12,8 +12,11 @@ once to recover (as an operator or systemd would), and the figures (issue 12):
 * `network-vif-plugged` per port and transition: one per DOWN -> ACTIVE. For a
   storm port, expected = 1 + its unplugged events up to the checks; for a kept
   port (ACTIVE all along), expected = its unplugged events. Duplicates = more
-  (counted up to the storm's end, `--settle` s after recovery at least), losses
-  = fewer;
+  acted on (counted up to the storm's end, `--settle` s after recovery at
+  least), losses = fewer; repeats = the events the emulator's Nova received
+  again for a transition it had acted on (the notifier re-posts after a
+  SIGKILL, `X-Vifwire-Event-Revisions` names the transition), answered and not
+  acted on: reported next to the duplicates, not in them;
 * orphans after the storm's teardown: VM namespaces, OVS ports, Neutron ports
   (the kept pair excepted);
 * duplicate IPs among the network's ports before teardown;
@@ -116,22 +119,29 @@ async def wait_outbox_empty(bench: Bench, timeout: float) -> bool:
 
 
 def event_figures(counts: Counter[tuple[str, str]], unplugged_counts: Counter[tuple[str, str]],
-                  storm_ports: list[str], kept_ports: list[str]) -> dict[str, Any]:
+                  storm_ports: list[str], kept_ports: list[str],
+                  repeats: Counter[tuple[str, str]] | None = None) -> dict[str, Any]:
     """Duplicates and losses of network-vif-plugged, per port and transition.
 
-    `counts` holds every event up to the storm's end; `unplugged_counts` the
-    unplugged ones up to the checks (later ones are the teardown's, no transition
-    a plugged event must follow)."""
-    duplicates = losses = 0
+    `counts` holds every event acted on up to the storm's end; `unplugged_counts`
+    the unplugged ones up to the checks (later ones are the teardown's, no
+    transition a plugged event must follow). `repeats`: the plugged events the
+    emulator's Nova received again for a transition it had acted on (a post
+    repeated after a SIGKILL), answered but not acted on: reported, not
+    duplicates."""
+    repeats = repeats or Counter()
+    duplicates = losses = repeated = 0
     per_port: dict[str, dict[str, int]] = {}
     for port in storm_ports + kept_ports:
         plugged, unplugged = counts[(VIF_PLUGGED, port)], unplugged_counts[(VIF_UNPLUGGED, port)]
         expected = unplugged + (1 if port in storm_ports else 0)
         duplicates += max(0, plugged - expected)
         losses += max(0, expected - plugged)
+        repeated += repeats[(VIF_PLUGGED, port)]
         if plugged != expected or unplugged:
             per_port[port] = {"plugged": plugged, "unplugged": unplugged, "expected": expected}
-    return {"duplicates": duplicates, "losses": losses, "irregular_ports": per_port}
+    return {"duplicates": duplicates, "losses": losses, "repeats": repeated,
+            "irregular_ports": per_port}
 
 
 async def trial(bench: Bench, fault: Fault, vms: int, recover_timeout: float,
@@ -221,7 +231,8 @@ async def trial(bench: Bench, fault: Fault, vms: int, recover_timeout: float,
         "isolation_ok": summary["connectivity"]["isolation_ok"],
         "ring_ok": f"{summary['connectivity']['ring_ok']}/{summary['connectivity']['ring_pairs']}",
         "events": event_figures(storms[0].book.counts if storms else Counter(),
-                                unplugged_at_check, storm_ports, kept_ports),
+                                unplugged_at_check, storm_ports, kept_ports,
+                                storms[0].book.repeats if storms else Counter()),
         "teardown_errors": summary["teardown_errors"][:5],
     })
     kept_ns = {k["vm"].namespace for k in bench.kept}
@@ -259,7 +270,8 @@ async def run_trials(bench: Bench, names: list[str], args: argparse.Namespace,
                                       args.kill_window, args.settle)
                 results["trials"].append(figures)
                 print(f"{name} #{i + 1}: wired {figures['wired']}/{args.vms}, active "
-                      f"{figures.get('active')}, dup {figures['events']['duplicates']}, lost "
+                      f"{figures.get('active')}, dup {figures['events']['duplicates']} "
+                      f"(repeats {figures['events']['repeats']}), lost "
                       f"{figures['events']['losses']}, pings lost {figures['ping']['lost']}, "
                       f"kill -> all ACTIVE {figures.get('recover_s')} s", flush=True)
     finally:
@@ -330,6 +342,8 @@ def per_fault(trials: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "vms_not_active": sum(t["vms"] - (t.get("active") or 0) for t in runs),
             "vif_plugged_duplicates": sum(t["events"]["duplicates"] for t in runs),
             "vif_plugged_losses": sum(t["events"]["losses"] for t in runs),
+            # received again and not acted on (older results have no such figure)
+            "vif_plugged_repeats": sum(t["events"].get("repeats", 0) for t in runs),
             "orphan_namespaces": sum(t["orphans"]["namespaces"] for t in runs),
             "orphan_ovs_ports": sum(t["orphans"]["ovs_ports"] for t in runs),
             "orphan_neutron_ports": sum(t["orphans"]["neutron_ports"] for t in runs),
@@ -364,6 +378,9 @@ def print_tables(table: dict[str, dict[str, Any]], skipped: dict[str, str]) -> N
         print(f"  {'every port ACTIVE':<28} {row['all_ports_active']}/{n}")
         for key in TARGET_ZERO:
             print(f"  {key.replace('_', ' '):<28} {row[key]:<8} (target 0)")
+            if key == "vif_plugged_duplicates":
+                print(f"  {'vif plugged repeats':<28} {row['vif_plugged_repeats']:<8} "
+                      "(received again, answered, not acted on)")
         print(f"  {'dead-VLAN drop flow':<28} {row['drop_flow_present']}/{n}")
         print(f"  {'cross-network ping fails':<28} {row['isolation_ok']}/{n}")
         print(f"  {'kill -> part back (s, max)':<28} {row['up_s_max']}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -15,7 +16,8 @@ from orjson import dumps as orjson_dumps
 
 from vifwire.compute.errors import ComputeError, EventTimeout
 from vifwire.compute.nova_events import VIF_PLUGGED, EventBook, NovaEndpoint, split_nova_url
-from vifwire.compute.nova_server import MAX_BODY_BYTES
+from vifwire.compute.nova_server import MAX_BODY_BYTES, MAX_TRANSITIONS_PER_SERVER, ServerRegistry
+from vifwire.nova_revisions import HEADER, format_revisions
 from vifwire.nova_token import ensure_token, token_path
 from vifwire.trace import Stage, Tracer
 
@@ -30,10 +32,21 @@ def _auth(endpoint: NovaEndpoint) -> dict[str, str]:
     return {"X-Auth-Token": endpoint.token_file.read_text().strip()}
 
 
-async def _post(endpoint: NovaEndpoint, events: list[dict[str, str]]) -> httpx.Response:
+async def _post(endpoint: NovaEndpoint, events: list[dict[str, str]],
+                revisions: str | None = None) -> httpx.Response:
+    """`revisions`: the X-Vifwire-Event-Revisions value to send, if any."""
+    headers = _auth(endpoint) | ({HEADER: revisions} if revisions is not None else {})
     async with httpx.AsyncClient() as client:
         return await client.post(f"{endpoint.url}/os-server-external-events",
-                                 json={"events": events}, headers=_auth(endpoint))
+                                 json={"events": events}, headers=headers)
+
+
+async def _settled(endpoint: NovaEndpoint, server: str) -> None:
+    """Every event answered so far has reached the book: the control socket keeps
+    order, so once a fresh event is in, so is all that came before it."""
+    marker = f"marker-{uuid.uuid4()}"
+    await _post(endpoint, [_event(server, marker, name="network-changed")])
+    await endpoint.book.wait("network-changed", marker, timeout=5)
 
 
 @pytest.fixture
@@ -294,3 +307,85 @@ def test_nova_listener_is_tcp_so_responses_are_not_delayed() -> None:
         assert listener.proto == socket.IPPROTO_TCP
     finally:
         listener.close()
+
+
+async def test_a_repeated_transition_is_answered_alike_and_acted_on_once(
+        endpoint: NovaEndpoint) -> None:
+    """The notifier posts again what a SIGKILL left unsettled: same answer, not acted
+    on again, counted as a repeat; the port's next transition is acted on."""
+    server, port = str(uuid.uuid4()), str(uuid.uuid4())
+    endpoint.book.expect_server(server)
+    first = await _post(endpoint, [_event(server, port)], revisions="5")
+    again = await _post(endpoint, [_event(server, port)], revisions="5")
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json() == {"events": [{**_event(server, port), "code": 200}]}
+    await _settled(endpoint, server)
+    assert endpoint.book.counts[(VIF_PLUGGED, port)] == 1
+    assert endpoint.book.repeats[(VIF_PLUGGED, port)] == 1
+    # Another event of the same revision is another transition; a new revision too.
+    await _post(endpoint, [_event(server, port, name="network-vif-unplugged")], revisions="5")
+    await _post(endpoint, [_event(server, port)], revisions="7")
+    await _settled(endpoint, server)
+    assert endpoint.book.counts[(VIF_PLUGGED, port)] == 2
+    assert endpoint.book.counts[("network-vif-unplugged", port)] == 1
+    assert sum(endpoint.book.repeats.values()) == 1
+
+
+async def test_a_full_post_repeated_is_all_repeats(endpoint: NovaEndpoint) -> None:
+    server = str(uuid.uuid4())
+    endpoint.book.expect_server(server)
+    events = [_event(server, f"p{i}") for i in range(200)]  # MAX_EVENTS_PER_POST
+    revisions = format_revisions([10**7 + i for i in range(200)])
+    first = await _post(endpoint, events, revisions)
+    again = await _post(endpoint, events, revisions)
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json()
+    await _settled(endpoint, server)
+    assert all(endpoint.book.counts[(VIF_PLUGGED, f"p{i}")] == 1 for i in range(200))
+    assert sum(endpoint.book.repeats.values()) == 200
+
+
+@pytest.mark.parametrize("revisions", [None, "5,5", "junk", "5;"])
+async def test_without_a_fitting_header_every_event_is_acted_on(
+        endpoint: NovaEndpoint, revisions: str | None) -> None:
+    """As today (older senders, other clients); a misfit header is ignored, as real
+    Nova ignores it, rather than refusing the post."""
+    server, port = str(uuid.uuid4()), str(uuid.uuid4())
+    endpoint.book.expect_server(server)
+    for _ in range(2):
+        response = await _post(endpoint, [_event(server, port)], revisions)
+        assert response.status_code == 200
+    await _settled(endpoint, server)
+    assert endpoint.book.counts[(VIF_PLUGGED, port)] == 2
+    assert endpoint.book.repeats == {}
+
+
+async def test_a_forgotten_server_takes_its_transitions_with_it(endpoint: NovaEndpoint) -> None:
+    server, port = str(uuid.uuid4()), str(uuid.uuid4())
+    endpoint.book.expect_server(server)
+    await _post(endpoint, [_event(server, port)], revisions="5")
+    endpoint.book.forget_server(server)
+    assert (await _post(endpoint, [_event(server, port)], revisions="5")).status_code == 404
+    endpoint.book.expect_server(server)  # the same uuid again: nothing remembered
+    await _post(endpoint, [_event(server, port)], revisions="5")
+    await _settled(endpoint, server)
+    assert endpoint.book.counts[(VIF_PLUGGED, port)] == 2
+    assert endpoint.book.repeats == {}
+
+
+def test_transitions_kept_per_server_are_bounded() -> None:
+    ours, theirs = socket.socketpair()
+    try:
+        registry = ServerRegistry(theirs)
+        registry.servers.add("vm")
+        for revision in range(MAX_TRANSITIONS_PER_SERVER + 10):
+            assert registry.accept(VIF_PLUGGED, "vm", "p", "completed", 0.0, revision)
+            ours.recv(65536)
+        assert len(registry.acted["vm"]) == MAX_TRANSITIONS_PER_SERVER
+        assert ("p", VIF_PLUGGED, 0) not in registry.acted["vm"]  # the oldest went first
+        last = MAX_TRANSITIONS_PER_SERVER + 9
+        registry.accept(VIF_PLUGGED, "vm", "p", "completed", 0.0, last)
+        assert registry.repeats == 1
+    finally:
+        ours.close()
+        theirs.close()

@@ -1,5 +1,6 @@
 """Issue 9.6 on real processes: a boot storm (compute.storm in process, its Nova
-endpoint counting every event, duplicates too) against `vifwire server --workers 2`
+endpoint counting every event acted on, duplicates too; a repeat of a transition
+already acted on is counted apart, not acted on) against `vifwire server --workers 2`
 and `vifwire agent`, while the private RabbitMQ node or one server worker is
 SIGKILLed mid-storm. Every port must end ACTIVE and every network-vif-plugged
 arrive exactly once.

@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, text
 
 from vifwire.bus.base import agent_topic
 from vifwire.db.schema import metadata
+from vifwire.nova_revisions import HEADER, parse_revisions
 from vifwire.settings import Settings
 
 from .helpers import HOST, FakeAgent, FakeNova, Stack, running
@@ -58,7 +59,10 @@ def nova() -> Iterator[FakeNova]:
             else:
                 status = fake.statuses.pop(0) if fake.statuses else 200
                 if self.path.endswith("/os-server-external-events") and status == 200:
-                    fake.posts.append(body["events"])
+                    with fake.lock:
+                        fake.revisions.append(parse_revisions(
+                            self.headers.get(HEADER), len(body["events"])))
+                        fake.posts.append(body["events"])
                     fake.posted.set()
                 answer = json.dumps({"events": [dict(e, code=200) for e in body["events"]]})
             self.send_response(status)

@@ -30,6 +30,9 @@ class FakeNova:
 
     url: str = ""
     posts: list[list[dict[str, Any]]] = field(default_factory=list)  # answered 200
+    # Per post in `posts`: its X-Vifwire-Event-Revisions, parsed (None: absent or misfit).
+    revisions: list[list[int] | None] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # keeps the two aligned
     statuses: list[int] = field(default_factory=list)  # scripted answers, then 200
     posted: threading.Event = field(default_factory=threading.Event)
     bad_servers: set[str] = field(default_factory=set)
@@ -39,7 +42,15 @@ class FakeNova:
 
     @property
     def events(self) -> list[dict[str, Any]]:
+        """Every event received, repeats too."""
         return [e for post in self.posts for e in post]
+
+    def transitions(self) -> list[tuple[str, str, str, int | None]]:
+        """(server, tag, name, revision) of every event received, repeats too."""
+        with self.lock:
+            return [(e["server_uuid"], e["tag"], e["name"], revs[i] if revs else None)
+                    for post, revs in zip(self.posts, self.revisions, strict=True)
+                    for i, e in enumerate(post)]
 
 
 @dataclass

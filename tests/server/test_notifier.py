@@ -71,6 +71,9 @@ async def test_plugged_event_sent_once(stack: Stack, agent: FakeAgent, nova: Fak
     await _idle(stack)
     assert nova.events == [{"name": "network-vif-plugged", "server_uuid": "vm-uuid-1",
                             "tag": port["id"], "status": "completed"}]
+    # The post names the transition: the port's revision as it went ACTIVE.
+    active = (await stack.client.get(f"/v2.0/ports/{port['id']}")).json()["port"]
+    assert nova.revisions == [[active["revision_number"]]]
     assert [e["port"] for e in stack.tracer.events if e["stage"] == Stage.EVENT_SENT] \
         == [port["id"]]
     await _outbox_drained(stack)
@@ -78,6 +81,8 @@ async def test_plugged_event_sent_once(stack: Stack, agent: FakeAgent, nova: Fak
     await stack.rpc("ports_down", host=HOST, port_ids=[port["id"]])
     await _wait_for(lambda: len(nova.events) == 2)
     assert nova.events[1]["name"] == "network-vif-unplugged"
+    down = (await stack.client.get(f"/v2.0/ports/{port['id']}")).json()["port"]
+    assert nova.revisions[1] == [down["revision_number"]] != nova.revisions[0]
 
 
 async def test_non_compute_port_sends_nothing(stack: Stack, nova: FakeNova) -> None:
@@ -161,6 +166,8 @@ async def test_a_backlog_goes_out_in_posts_nova_accepts_the_size_of(
     await _idle(stack)
     assert max(len(post) for post in nova.posts) == 3
     assert sorted(e["tag"] for e in nova.events) == sorted(p["id"] for p in ports)
+    # Each post's header fits its own events, one revision each.
+    assert all(revs is not None for revs in nova.revisions)
 
 
 async def test_outbox_survives_restart(settings: Settings, nova: FakeNova) -> None:

@@ -376,3 +376,37 @@ async def test_an_abandoned_post_never_lends_its_answer_to_the_next(kind: str) -
         assert await client.post_json({"post": 2}) == (200, b'{"post":2}')
     finally:
         await _stop(server, client)
+
+
+async def test_a_post_carries_its_own_headers_next_to_the_token(kind: str) -> None:
+    """The notifier's per-post X-Vifwire-Event-Revisions, on both clients."""
+    heads: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _HANDLERS.add(asyncio.current_task())  # type: ignore[arg-type]
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            heads.append(head)
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            body = await reader.readexactly(length)
+            writer.write(RESPONSE % (len(body), b"", body))
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    client = make_client(kind, f"{_base(server, 'http')}/x", token="t0k")
+    try:
+        assert (await client.post_json({"n": 1}, {"X-Vifwire-Event-Revisions": "7,8"}))[0] == 200
+        assert (await client.post_json({"n": 2}))[0] == 200
+    finally:
+        await _stop(server, client)
+    lines = [{line.split(b":")[0].lower(): line.split(b": ", 1)[1]
+              for line in head.split(b"\r\n")[1:] if line} for head in heads]
+    assert lines[0][b"x-vifwire-event-revisions"] == b"7,8"
+    assert b"x-vifwire-event-revisions" not in lines[1]  # per post, not kept
+    assert all(h[b"x-auth-token"] == b"t0k" for h in lines)
+    assert [h[b"content-length"] for h in lines] == [b"7", b"7"]

@@ -12,7 +12,8 @@ is a separate service too), so an event is stamped with `time.time()` the
 moment it arrives, however busy the storm's loop is. `NovaEndpoint` starts
 that process, tells it which instances exist, and reads the accepted events
 back over a socketpair on the storm's loop. One `EventBook` per storm keeps
-them keyed by `(name, tag)` with their receipt stamps; `wait(name, tag)`
+them keyed by `(name, tag)` with their receipt stamps (a repeat of a transition
+already acted on is only counted, in `repeats`); `wait(name, tag)`
 returns that stamp, whether the event arrived before or after the wait began
 (an early event is never lost). The process is stopped and reaped by
 `stop()`, and exits by itself if the storm's end of the socket closes.
@@ -64,8 +65,11 @@ class EventBook:
         self.tracer = tracer or NullTracer()
         self.servers: set[str] = set()
         self.received: dict[tuple[str, str], ReceivedEvent] = {}
-        # Every accepted event, duplicates too (the chaos bench counts them).
+        # Every event acted on, duplicates too (the chaos bench counts them).
         self.counts: Counter[tuple[str, str]] = Counter()
+        # Repeats of a transition already acted on (nova_server): answered, not acted
+        # on; the chaos bench reports them next to the duplicates.
+        self.repeats: Counter[tuple[str, str]] = Counter()
         self._waiters: dict[tuple[str, str], asyncio.Future[ReceivedEvent]] = {}
         # Tells the endpoint process which instances exist (set by NovaEndpoint).
         self.announce: Callable[[str, str], None] | None = None
@@ -209,7 +213,9 @@ class NovaEndpoint:
             self._message(orjson.loads(line))
 
     def _message(self, message: dict[str, Any]) -> None:
-        if "t" in message:
+        if message.get("repeat"):
+            self.book.repeats[(message["name"], message["tag"])] += 1
+        elif "t" in message:
             self.book.accept(message["name"], message["server"], message["tag"],
                              message["status"], message["t"])
         elif self._ready is not None and not self._ready.done():

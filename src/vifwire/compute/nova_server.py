@@ -12,7 +12,17 @@ with one end of a socketpair as fd N. Lines of JSON go both ways:
   Nova knows (events for others are answered 404, as Nova does);
 * here -> storm: first `{"ready": port}` or `{"error": "one line"}`, then one
   `{"name", "server", "tag", "status", "t"}` per accepted event, `t` being
-  `time.time()` at receipt.
+  `time.time()` at receipt, with `"repeat": true` for a repeat (below).
+
+A post whose `X-Vifwire-Event-Revisions` header (`vifwire.nova_revisions`)
+fits its events is acted on once per transition, (server, tag, name,
+revision): a repeat (the notifier posts again what a SIGKILL left unsettled)
+is answered exactly as the first, 200, but only reported as a repeat, never
+acted on again. Posts without the header, or with one that does not fit the
+body (logged once, at debug), are acted on as they come, as real Nova acts on
+them. The transitions are kept per instance the storm expects, at most
+MAX_TRANSITIONS_PER_SERVER each (the oldest go first), and dropped with the
+instance when the storm forgets it.
 
 Like Nova's API pipeline, a request is authenticated before its body is read:
 `X-Auth-Token` must equal the run dir's token (`vifwire.nova_token`, read from
@@ -37,6 +47,7 @@ import argparse
 import asyncio
 import contextlib
 import hmac
+import logging
 import signal
 import socket
 import sys
@@ -52,6 +63,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from vifwire import nova_revisions
 from vifwire.compute.nova_events import EVENT_NAMES, EVENT_STATUSES, split_nova_url
 from vifwire.keystone import KeystoneUnavailable, TokenValidator
 from vifwire.nova_token import HEADER
@@ -64,6 +76,11 @@ EVENT_KEYS = frozenset({"name", "server_uuid", "tag", "status"})
 MAX_TAG_LENGTH = 255
 # Who may post events when tokens are Keystone's: Nova's admin_api, and the service role.
 EVENT_ROLES = frozenset({"admin", "service"})
+# Transitions remembered per instance: a VM has a handful (plugged, unplugged per
+# move or restart, deleted); this bounds one that flaps for days.
+MAX_TRANSITIONS_PER_SERVER = 1024
+
+log = logging.getLogger(__name__)
 
 
 class ServerRegistry:
@@ -72,6 +89,9 @@ class ServerRegistry:
     def __init__(self, control: socket.socket) -> None:
         self.control = control
         self.servers: set[str] = set()
+        # Per instance: the transitions (tag, name, revision) acted on, oldest first.
+        self.acted: dict[str, dict[tuple[str, str, int], None]] = {}
+        self.repeats = 0  # events of a transition already acted on, answered, not acted on
         self.closed = asyncio.Event()
         self._buffer = b""
 
@@ -95,16 +115,34 @@ class ServerRegistry:
                     self.servers.add(message["server"])
                 elif message["op"] == "forget":
                     self.servers.discard(message["server"])
+                    self.acted.pop(message["server"], None)
 
-    def accept(self, name: str, server_uuid: str, tag: str, status: str, t: float) -> bool:
+    def accept(self, name: str, server_uuid: str, tag: str, status: str, t: float,
+               revision: int | None = None) -> bool:
+        """True (code 200) if Nova knows the instance; the event is acted on (sent to
+        the storm) unless its transition, named by `revision`, already was."""
         if server_uuid not in self.servers:
             self.drain()
             if server_uuid not in self.servers:
                 return False
-        event = {"name": name, "server": server_uuid, "tag": tag, "status": status, "t": t}
+        event: dict[str, Any] = {"name": name, "server": server_uuid, "tag": tag,
+                                 "status": status, "t": t}
+        if revision is not None and self._repeated(server_uuid, (tag, name, revision)):
+            self.repeats += 1
+            event["repeat"] = True
         with contextlib.suppress(OSError):  # the storm is gone: we are about to exit
             self.control.sendall(orjson.dumps(event) + b"\n")
         return True
+
+    def _repeated(self, server_uuid: str, transition: tuple[str, str, int]) -> bool:
+        """Whether `transition` was acted on already; records it if not."""
+        acted = self.acted.setdefault(server_uuid, {})
+        if transition in acted:
+            return True
+        acted[transition] = None
+        if len(acted) > MAX_TRANSITIONS_PER_SERVER:
+            del acted[next(iter(acted))]
+        return False
 
 
 def _not_found(message: str) -> JSONResponse:
@@ -180,6 +218,7 @@ def create_app(registry: ServerRegistry, prefix: str = "/v2.1", token: str | Non
     """
     prefix = prefix.rstrip("/")
     expected = token.encode() if token else None
+    misfit_logged = False
 
     async def refusal(request: Request) -> JSONResponse | None:
         given = request.headers.get(HEADER, "")
@@ -199,6 +238,18 @@ def create_app(registry: ServerRegistry, prefix: str = "/v2.1", token: str | Non
         if expected is None or hmac.compare_digest(given.encode("latin-1", "replace"), expected):
             return None
         return _unauthorized()
+
+    def revisions(request: Request, count: int) -> list[int] | None:
+        """The header's revisions; None if absent or not fitting (then ignored, as
+        real Nova ignores it: the post is acted on as without it)."""
+        nonlocal misfit_logged
+        value = request.headers.get(nova_revisions.HEADER)
+        parsed = nova_revisions.parse_revisions(value, count)
+        if parsed is None and value is not None and not misfit_logged:
+            misfit_logged = True
+            log.debug("ignoring a %s header that does not fit %d events: %.80r",
+                      nova_revisions.HEADER, count, value)
+        return parsed
 
     async def external_events(request: Request) -> JSONResponse:
         t = time.time()
@@ -220,11 +271,13 @@ def create_app(registry: ServerRegistry, prefix: str = "/v2.1", token: str | Non
             if problem:
                 return _bad_request(f"Invalid input for event: {problem}")
         answered: list[dict[str, Any]] = []
-        for event in events:
+        transitions = revisions(request, len(events))
+        for i, event in enumerate(events):
             name, server, status = event["name"], event["server_uuid"], \
                 event.get("status", "completed")
             tag = event.get("tag", "")
-            accepted = registry.accept(name, server, tag, status, t)
+            accepted = registry.accept(name, server, tag, status, t,
+                                       transitions[i] if transitions else None)
             answered.append({**event, "status": status, "code": 200 if accepted else 404})
         codes = {e["code"] for e in answered}
         if codes == {404}:

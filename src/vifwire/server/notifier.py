@@ -27,22 +27,29 @@ the next post; a post carries at most MAX_EVENTS_PER_POST events, so a backlog
 stays under Nova's request size limit. There is no batching delay: the first
 event after an idle period is posted at once.
 
-Duplicates across a crash: the rows of a post Nova accepted are deleted in one
+Repeats across a crash: the rows of a post Nova accepted are deleted in one
 commit as soon as its answer is read, before the next post leaves
 (`outbox.Ledger`, which also locks each post's rows on PostgreSQL and MariaDB
-so two processes never post one row at once). A SIGKILL can therefore repeat
-at most the one post in flight when it struck, and only if it struck after Nova
-acted on it and before that commit. That window is the answer's trip back, the
-loop's other ready work and the commit: about 1-30 ms in a storm on a loaded
-machine, and in a storm the notifier is nearly always in flight, so a kill
-mid-storm often repeats that one post (tests/server/test_notifier_crash.py:
-13 repeated events in 22 kills, every one from the post in flight). Nova does
-not dedupe, and no sender can close this window alone: a kill after Nova acted
-and before any byte of its answer arrived leaves the sender's state exactly as
-a kill before the post did, so it must either repeat or risk losing an event.
-It repeats. The cost is one small transaction per post (~50-90 us of CPU on
-SQLite); in a storm events queue while a post is in flight, so there are fewer
-posts than VMs.
+so two processes never post one row at once). A SIGKILL can therefore make the
+next start post again at most the one post in flight when it struck, and only
+if it struck after Nova acted on it and before that commit. That window is the
+answer's trip back, the loop's other ready work and the commit: about 1-30 ms
+in a storm on a loaded machine, and in a storm the notifier is nearly always in
+flight, so a kill mid-storm often repeats that one post
+(tests/server/test_notifier_crash.py: 13 repeated events in 22 kills, every one
+from the post in flight). No sender can close this window alone: a kill after
+Nova acted and before any byte of its answer arrived leaves the sender's state
+exactly as a kill before the post did, so it must either repeat or risk losing
+an event. It repeats, and the receiver makes the repeat harmless: every post
+carries `X-Vifwire-Event-Revisions` (`vifwire.nova_revisions`), the revision of
+each event's outbox key, so a receiver can act once per transition (server,
+tag, name, revision) and answer a repeat as it answered the first. The compute
+emulator's Nova does, and counts the repeats apart: the crash test asserts zero
+acted-on duplicates, the chaos bench reports them (target 0), both next to the
+raw repeats. Real Nova ignores the header; a repeated event there finds no
+waiter and is only logged. The cost of the early delete is one small
+transaction per post (~50-90 us of CPU on SQLite); in a storm events queue
+while a post is in flight, so there are fewer posts than VMs.
 
 `nova_url` is checked when the notifier is built (and by the stack before it
 starts, see `check_nova_url`): a URL the client cannot use is one clear error
@@ -62,6 +69,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine
 
+from vifwire import nova_revisions
 from vifwire.keystone import KeystoneUnavailable, ServiceAuth
 from vifwire.nova_token import ensure_token
 from vifwire.server import outbox
@@ -254,12 +262,15 @@ class NovaNotifier:
     async def _post(self, rows: list[outbox.Event]) -> tuple[int, bytes, float] | None:
         """Nova's final answer to one post of `rows` and when it left; None to retry."""
         events = [r.body() for r in rows]
+        # Names each event's transition, so a receiver can tell a repeat (vifwire.nova_revisions).
+        headers = {nova_revisions.HEADER: nova_revisions.format_revisions(
+            [r.revision for r in rows])}
         # Stamped when the post leaves, marked only once Nova took it.
         if self._auth is not None and not await self._renew_token():
             return None
         sent_at = time.time()
         try:
-            status, body = await self._client.post_json({"events": events})
+            status, body = await self._client.post_json({"events": events}, headers)
         except NovaUnreachable as exc:
             log.warning("nova unreachable (%s); %d events kept", exc, len(events))
             return None

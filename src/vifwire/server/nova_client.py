@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -204,17 +205,20 @@ class NovaClient:
         """The X-Auth-Token of the next posts (a Keystone token is renewed as it expires)."""
         self._head = (f"POST {self._url.target} HTTP/1.1\r\nHost: {self._url.host_header}\r\n"
                       "Content-Type: application/json\r\nAccept: application/json\r\n"
-                      + (f"X-Auth-Token: {token}\r\n" if token else "")
-                      + "Content-Length: ").encode("ascii")
+                      + (f"X-Auth-Token: {token}\r\n" if token else "")).encode("ascii")
 
     @property
     def transport(self) -> asyncio.Transport | None:
         """The open connection's transport, if any (for its socket and TLS details)."""
         return self._connection.transport if self._connection is not None else None
 
-    async def post_json(self, body: object) -> tuple[int, bytes]:
+    async def post_json(self, body: object,
+                        headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+        """`headers`: extra ones for this post (the caller's, ASCII, never CR or LF)."""
         payload = orjson.dumps(body)
-        request = b"%s%d\r\n\r\n%s" % (self._head, len(payload), payload)
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items()) if headers else ""
+        request = b"%s%sContent-Length: %d\r\n\r\n%s" % (
+            self._head, extra.encode("ascii"), len(payload), payload)
         # A kept-alive connection Nova closed while idle earns one fresh try.
         reused = self._connection is not None and not self._connection.closed.done()
         for last in ((False, True) if reused else (True,)):
@@ -304,11 +308,13 @@ class HttpxNovaClient:
         else:
             self._client.headers["X-Auth-Token"] = token
 
-    async def post_json(self, body: object) -> tuple[int, bytes]:
+    async def post_json(self, body: object,
+                        headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
         try:
             # httpcore drops a connection whose exchange was cancelled or cut, and
             # retries a stale kept-alive one only before the request was sent.
-            answer = await self._client.post(self._url, content=orjson.dumps(body))
+            answer = await self._client.post(self._url, content=orjson.dumps(body),
+                                             headers=headers)
         except httpx.HTTPError as exc:
             raise NovaUnreachable(f"{type(exc).__name__}: {exc}") from exc
         if answer.status_code == 101:

@@ -10,10 +10,13 @@ process left behind) and deletes what Nova settled.
 `Ledger` is how a notifier takes rows for one post and clears them after it.
 The rows Nova accepted leave the table in a commit made as soon as its answer
 is read and before anything else is posted, so a crash (SIGKILL at any point)
-can make the next start repeat at most the one post that was in flight: the
-window between Nova acting on a post and that commit is the only one, and no
-sender can close it alone (Nova does not dedupe; see vifwire.server.notifier
-for the measured window). On PostgreSQL and MariaDB,
+can make the next start post again at most the one post that was in flight:
+the window between Nova acting on a post and that commit is the only one, and
+no sender can close it alone. The receiver does: each post names its events'
+transitions by the revision in their keys (`vifwire.nova_revisions`), and the
+compute emulator acts once per transition, answering a repeat as the first;
+real Nova ignores the header and a repeat there is only logged (see
+vifwire.server.notifier for the measured window). On PostgreSQL and MariaDB,
 where several server processes share the table, each post runs in a
 transaction that first locks its rows with `FOR UPDATE SKIP LOCKED`: a row
 another process is posting (its own, or one it picked up from a dead process)
@@ -76,6 +79,11 @@ class Event:
     server_uuid: str
     tag: str  # the port id
     status: str = "completed"
+
+    @property
+    def revision(self) -> int:
+        """The port revision the key names: with tag, name and server, the transition."""
+        return int(self.key.rsplit(":", 1)[1])
 
     def body(self) -> dict[str, str]:
         return {"name": self.name, "server_uuid": self.server_uuid, "tag": self.tag,
