@@ -19,7 +19,7 @@ class ScriptedVm:
         self.fails = fails
         self.pings = 0
 
-    async def ping(self, target_ip: str, count: int = 3) -> bool:
+    async def ping(self, target_ip: str, count: int = 3, wait_s: int = 1) -> bool:
         self.pings += 1
         return self.fails is not None and self.pings > self.fails
 

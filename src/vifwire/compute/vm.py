@@ -145,8 +145,8 @@ class Vm:
     async def delete(self) -> None:
         await self._in_thread(delete_sync, self.namespace, self.tap, self.spec.host_netns)
 
-    async def ping(self, target_ip: str, count: int = 3) -> bool:
-        return await ping(self.namespace, target_ip, count)
+    async def ping(self, target_ip: str, count: int = 3, wait_s: int = 1) -> bool:
+        return await ping(self.namespace, target_ip, count, wait_s)
 
 
 def create_sync(spec: VmSpec) -> None:
@@ -231,10 +231,10 @@ def _index(ipr: IPRoute, ifname: str) -> int:
     return int(found[0])
 
 
-async def ping(namespace: str, target_ip: str, count: int = 3) -> bool:
-    """Whether any of `count` pings from inside `namespace` got a reply."""
+async def ping(namespace: str, target_ip: str, count: int = 3, wait_s: int = 1) -> bool:
+    """Whether any of `count` pings from inside `namespace` got a reply within `wait_s`."""
     proc = await asyncio.create_subprocess_exec(
         "ip", "netns", "exec", namespace, "ping", "-n", "-q", "-c", str(count), "-i", "0.2",
-        "-W", "1", target_ip,
+        "-W", str(wait_s), target_ip,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     return await proc.wait() == 0
