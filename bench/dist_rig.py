@@ -133,6 +133,9 @@ class Rig:
     procs: list[Proc] = field(default_factory=list)
     hosts: list[Host] = field(default_factory=list)
     embedded: Host | None = None
+    # `--trace`: every server worker, agent and boot marks each port's stages here
+    # (VIFWIRE_TRACE_DIR), written when each process stops (vifwire.trace).
+    trace_dir: Path | None = None
 
     @property
     def api_url(self) -> str:
@@ -153,7 +156,10 @@ class Rig:
         return {"VIFWIRE_CONFIG_FILE": str(config), "VIFWIRE_BUS_URL": bus,
                 "VIFWIRE_BUS_PREFIX": f"vwb{self.rid}",
                 "VIFWIRE_DATABASE_URL": self.database_url, "VIFWIRE_API_PORT": str(self.api_port),
-                "VIFWIRE_NOVA_URL": nova_url}
+                "VIFWIRE_NOVA_URL": nova_url, **self.trace_env()}
+
+    def trace_env(self) -> dict[str, str]:
+        return {"VIFWIRE_TRACE_DIR": str(self.trace_dir)} if self.trace_dir else {}
 
     # -- the shared engines: a database and a vhost of our own -------------------------
 

@@ -15,12 +15,14 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dist_rig import CpuSampler, Host, Probe, Rig, parse_boot
 from storm import calibration_s
 
 from vifwire.compute.result import latency_summary
+from vifwire.profile import analysis
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,8 @@ def run_storm(rig: Rig, boots: list[Boot], probes: list[Probe], *, network: str,
         started = time.monotonic()
         procs = [subprocess.Popen(rig.boot_cmd(b.host, b.count, b.nova_url, network,
                                                connectivity, external, max_concurrent_builds),
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, **rig.trace_env()})
                  for b in boots]
         outputs = [p.communicate() for p in procs]
         wall = time.monotonic() - started
@@ -86,7 +89,20 @@ def run_storm(rig: Rig, boots: list[Boot], probes: list[Probe], *, network: str,
         whole = sampler.between(sampler.samples[0][0], sampler.samples[-1][0])
         result["cpu_s_whole_run"] = {k: round(v, 3) for k, v in whole.items()}
     result["latencies_ms"] = sorted(round(x, 2) for x in latencies)
+    result["port_ids"] = [r["port_id"] for r in plugged]  # for the stage split (--trace)
     return result
+
+
+def stage_split(trace_dir: Path, port_ids: list[str]) -> dict[str, Any]:
+    """Where the storm's ports spent plug -> vif-plugged, stage by stage (ms), from the
+    marks every process wrote (vifwire.profile.analysis): who held the p99."""
+    wanted = set(port_ids)
+    timelines = {port: stages for port, stages in
+                 analysis.build_timelines(analysis.load_events(trace_dir)).items()
+                 if port in wanted}
+    stats = analysis.transition_stats(timelines)
+    return {"ports_traced": len(timelines), "transitions_ms": stats,
+            "dominant": analysis.dominant(timelines, stats)}
 
 
 def describe(label: str, s: dict[str, Any]) -> str:
@@ -109,6 +125,12 @@ def describe(label: str, s: dict[str, Any]) -> str:
                      f"{s['first_create_to_last_event_s']} s): {per_vm}")
     lines.append(f"  load average {s['loadavg_before']} -> {s['loadavg_after']}, "
                  f"calibration loop {s['calibration_s']:.3f} s")
+    split = s.get("stage_split")
+    if split:
+        lines.append(f"  where plug -> vif-plugged went ({split['ports_traced']} ports traced, "
+                     "ms p50/p99/max): " + ", ".join(
+                         f"{k} {ms(v, 'p50')}/{ms(v, 'p99')}/{ms(v, 'max')}"
+                         for k, v in split["transitions_ms"].items()))
     for error in s["errors"]:
         lines.append(f"  error: {str(error)[:300]}")
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/distributed.py single [--vms 100] [--workers 2,4] [--repeats 1]
                                                  [--no-embedded] [--group-members N]
-    .venv/bin/python bench/distributed.py multi  [--hosts 4] [--vms 1000] [--workers 4]
+    .venv/bin/python bench/distributed.py multi  [--hosts 4] [--vms 1000] [--workers 4] [--trace]
                                                  [--max-concurrent-builds 10]
 
 `single`: the same storm on one host, first in the embedded default (`vifwire up`:
@@ -28,7 +28,11 @@ Figures per storm (bench/dist_storm.py): plug -> vif-plugged p50/p99/max, create
 (supervisor + every worker), the agent(s), the shared broker's beam.smp (shared
 with every other user of the broker: an upper bound of what this run cost it)
 and the PostgreSQL backends serving this run's database; with the load average
-and the calibration loop. Results: bench/results/distributed-<mode>-<time>.json.
+and the calibration loop. `--trace` (multi) adds where each port's plug ->
+vif-plugged went, transition by transition (plugged -> seen -> wired -> up ->
+active -> event_sent -> event_received), from the stage marks the server workers,
+agents and boots write (VIFWIRE_TRACE_DIR). Results:
+bench/results/distributed-<mode>-<time>.json.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ from dist_rig import (
     pids_probe,
     wait_until,
 )
-from dist_storm import Boot, describe, loadavg, run_storm
+from dist_storm import Boot, describe, loadavg, run_storm, stage_split
 from storm import cpu_split
 
 from vifwire.ovs.runtime import OvsRuntime
@@ -96,18 +100,37 @@ def embedded(base: Path, vms: int, repeats: int) -> list[dict[str, Any]]:
         probes = [split, pids_probe("ovs", lambda: ovs_pids(host.run_dir, host.netns))]
         boot = [Boot(host, 2, nova)]
         run_storm(rig, boot, probes, network=NETWORK, external=False, connectivity=False)
-        return [{"mode": "embedded", "workers": 1,
-                 **run_storm(rig, [Boot(host, vms, nova)], probes, network=NETWORK,
-                             external=False)} for _ in range(repeats)]
+        storms = [{"mode": "embedded", "workers": 1,
+                   **run_storm(rig, [Boot(host, vms, nova)], probes, network=NETWORK,
+                               external=False)} for _ in range(repeats)]
     finally:
         rig.close()
+    for storm in storms:
+        storm.pop("port_ids")
+    return storms
 
 
 def distributed(base: Path, workers: int, hosts: int, vms: int, repeats: int,
                 cidr: str, max_concurrent_builds: int = 0,
-                group_members: int = 0) -> list[dict[str, Any]]:
+                group_members: int = 0, trace: bool = False) -> list[dict[str, Any]]:
     rig = Rig(base / f"dist-w{workers}-h{hosts}")
     rig.base.mkdir(parents=True)
+    if trace:
+        rig.trace_dir = rig.base / "trace"
+        rig.trace_dir.mkdir()
+    storms = _distributed(rig, workers, hosts, vms, repeats, cidr, max_concurrent_builds,
+                          group_members)
+    # After rig.close(): every process wrote its marks as it stopped.
+    for storm in storms:
+        port_ids = storm.pop("port_ids")
+        if rig.trace_dir is not None:
+            storm["stage_split"] = stage_split(rig.trace_dir, port_ids)
+    return storms
+
+
+def _distributed(rig: Rig, workers: int, hosts: int, vms: int, repeats: int,
+                 cidr: str, max_concurrent_builds: int,
+                 group_members: int) -> list[dict[str, Any]]:
     boot_novas = [nova_url(free_port()) for _ in range(hosts)]
     server_nova = boot_novas[0] if hosts == 1 else nova_url(free_port())
     try:
@@ -213,6 +236,9 @@ def main() -> int:
     multi.add_argument("--repeats", type=int, default=1)
     multi.add_argument("--group-members", type=int, default=0,
                        help="unbound ports added to the default group first")
+    multi.add_argument("--trace", action="store_true",
+                       help="mark every port's stages in every process and report where "
+                            "plug -> vif-plugged went, transition by transition")
     multi.add_argument("--max-concurrent-builds", type=int, default=0,
                        help="per host, as Nova's max_concurrent_builds (its default: 10); "
                             "0: every VM at once")
@@ -229,7 +255,7 @@ def main() -> int:
     else:
         run.append(lambda: distributed(base, args.workers, args.hosts, args.vms, args.repeats,
                                        "10.0.0.0/20", args.max_concurrent_builds,
-                                       args.group_members))
+                                       args.group_members, args.trace))
     for step in run:
         for s in step():
             storms.append(s)
