@@ -150,19 +150,26 @@ async def test_rules_allow_and_deny_icmp_tcp_udp_and_return_traffic(rig: Rig) ->
 
 
 async def test_remote_group_member_gets_in_non_member_does_not(
-        rig: Rig, bus: LocalBus, settings: Settings, server: ServerPeer) -> None:
+        rig: Rig, bus: LocalBus, settings: Settings, server: ServerPeer,
+        ovs: OvsRuntime) -> None:
     a, b, c = rig.a, rig.b, rig.c
     assert await wait_reach(b, "udp", a.ip, "53")
     assert not await reach(c, "udp", a.ip, "53")
     assert udp_from(rig.log, 53, c.ip) == 0
     base = rig.agent.firewalls.written(f"kept:fw:{a.port_id}")
-    # c joins "clients": only the group's member flows change
+    before = flow_ages(ovs, "kept:fw:rg:clients")
+    await asyncio.sleep(0.2)
+    # c joins "clients": only the group's member flows change, and of those only
+    # c's are new (the others stay in place, by difference)
     server.groups["clients"] = {"IPv4": [b.ip, c.ip]}
     await bus.cast(agent_topic(settings.host), "sg_members_changed", group_id="clients",
                    members=server.groups["clients"])
     await wait_for(lambda: any(c.ip in f for f in rig.agent.firewalls.written(
         "kept:fw:rg:clients") or []), what="member flow")
     assert rig.agent.firewalls.written(f"kept:fw:{a.port_id}") is base
+    after = flow_ages(ovs, "kept:fw:rg:clients")
+    assert len(after) > len(before)
+    assert sum(1 for age in after if age >= 0.2) == len(before)  # untouched: older
     assert await wait_reach(c, "udp", a.ip, "53")
     server.groups["clients"] = {"IPv4": [c.ip]}
     await bus.cast(agent_topic(settings.host), "sg_members_changed", group_id="clients",

@@ -9,6 +9,7 @@ and br-tun's."""
 from __future__ import annotations
 
 import asyncio
+import re
 import struct
 import subprocess
 from pathlib import Path
@@ -19,6 +20,7 @@ from vifwire.agent import service, tunnels
 from vifwire.agent.firewall import BASE_FLOWS, FwPort, Signature, group_flows, port_flows
 from vifwire.messages import FdbEntry, FirewallRule, PortFirewall
 from vifwire.ovs import openflow as of
+from vifwire.ovs.model import Flow
 
 PORTS = {"tap1": 1, "patch-tun": 2, "patch-int": 3, "vxlan-0a000002": 4}
 
@@ -67,14 +69,15 @@ def corpus() -> list[str]:
                      mac_address="fa:16:3e:00:00:42", ip_addresses=["10.1.0.4", "2001:db8::4"])
     wanted = tunnels.plan("10.0.0.1", {"n1": tunnels.LocalNet(vlan=3, vni=1001)}, [entry])
     lines += [flow for flows in wanted.flows.values() for flow in flows]
-    adds = [f"add cookie={0x7678000000000000 + i:#x},{line}" for i, line in enumerate(lines)]
-    return [*adds, "delete cookie=0x7677000000000000/0xffff000000000000",
+    flows = [Flow(0x7678000000000000 + i, line) for i, line in enumerate(lines)]
+    return [*(f"add {f.line()}" for f in flows), *(f.delete_line() for f in flows),
+            "delete cookie=0x7677000000000000/0xffff000000000000",
             "delete cookie=0x7678632535ed0817/-1"]
 
 
 def by_number(line: str) -> str:
     for name, number in PORTS.items():
-        line = line.replace(f"in_port={name},", f"in_port={number},")
+        line = re.sub(rf"in_port={name}(?=,|$)", f"in_port={number}", line)
         line = line.replace(f"output:{name}", f"output:{number}")
     return line
 

@@ -68,8 +68,11 @@ def port_key(port_id: str) -> str:
     return f"{BASE_KEY}:{port_id}"
 
 
+GROUP_KEYS = f"{BASE_KEY}:rg:"
+
+
 def group_key(group: str) -> str:
-    return f"{BASE_KEY}:rg:{group}"
+    return f"{GROUP_KEYS}{group}"
 
 
 class Firewalls:
@@ -421,7 +424,10 @@ class Firewalls:
     async def _attempt(self, changes: Changes) -> OvsError | None:
         self.bundles += 1
         try:
-            await self._flows.put_many(changes)
+            # A group's member flows change by difference: a new member adds its
+            # flows and leaves the others' in place.
+            await self._flows.put_many(changes, in_place=[k for k in changes
+                                                         if k.startswith(GROUP_KEYS)])
         except OvsError as exc:
             return exc
         return None

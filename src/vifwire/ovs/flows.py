@@ -37,7 +37,7 @@ import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from vifwire.ovs.flow_snapshot import FlowSnapshots, numbered
 from vifwire.ovs.model import Flow, OvsWriteFailed
@@ -106,16 +106,29 @@ class FlowTable:
         """Replace `key`'s rules (none: remove them) in one atomic bundle."""
         await self.put_many({key: specs})
 
-    async def put_many(self, changes: Mapping[str, Iterable[str]]) -> None:
-        """Replace the rules of each key (none: remove them), all in one atomic bundle."""
+    async def put_many(self, changes: Mapping[str, Iterable[str]],
+                       in_place: Collection[str] = ()) -> None:
+        """Replace the rules of each key (none: remove them), all in one atomic bundle.
+
+        Keys in `in_place` that hold rules already change by difference: the rules
+        no longer wanted deleted one by one, the new ones added, the others left
+        alone (a group's member flows, where one new member would otherwise
+        rewrite them all: vswitchd then revalidates less and nothing else moves)."""
         groups = {key: [Flow(group_cookie(key), spec) for spec in specs]
                   for key, specs in changes.items()}
         async with self._lock:
             lines = []
             for key, flows in groups.items():
+                held = self._groups.get(key)
+                if key in in_place and held and flows:
+                    wanted, had = set(flows), set(held)
+                    lines += [f.delete_line() for f in held if f not in wanted]
+                    lines += [f"add {f.line()}" for f in flows if f not in had]
+                    continue
                 lines.append(f"delete cookie={group_cookie(key):#x}/-1")
                 lines += [f"add {f.line()}" for f in flows]
-            await self._bundle(lines)
+            if lines:
+                await self._bundle(lines)
             for key, flows in groups.items():
                 if flows:
                     self._groups[key] = flows

@@ -77,3 +77,10 @@ class Flow:
 
     def line(self) -> str:
         return f"cookie={self.cookie:#x},{self.spec}"
+
+    def delete_line(self) -> str:
+        """The strict delete of this one rule: its table, priority and match, and
+        only with its cookie (so never someone else's rule)."""
+        match, _, _ = self.spec.partition(",actions=")
+        table = "" if match.startswith("table=") or ",table=" in match else "table=0,"
+        return f"delete_strict cookie={self.cookie:#x}/-1,{table}{match}"
