@@ -7,7 +7,7 @@ exactly like the others, at an address unused on the target network. If VM 0
 can reach it, two tenant networks share a segment: isolation is broken.
 
 A pair that does not answer at once is tried again, with a longer wait for
-the answer (RETRY_WAIT_S), for up to `RING_SETTLE_S`: across hosts the path
+the answer (RETRY_WAIT_S) and more pairs at once, for up to `RING_SETTLE_S`: across hosts the path
 needs what reaches the other hosts only after a port is up (l2population's
 forwarding entries, the group's member addresses), as in Neutron, and a
 userspace switch forwards a VM's packets only between the rounds of its main
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 RING_SETTLE_S = 30.0  # how long a ring pair that did not answer at once is tried again
 RETRY_WAIT_S = 3  # how long a retry waits for an answer
+RETRY_CONCURRENCY_FACTOR = 4  # retries in flight at once, per first-round ping
 
 
 def pick_unused_ip(cidr: str, used: Iterable[str]) -> str:
@@ -83,9 +84,12 @@ async def _ring(storm: Storm, wired: list[VmRecord]) -> None:
     conn = storm.result.connectivity
     if len(wired) < 2:
         return
-    limit = asyncio.Semaphore(storm.config.ping_concurrency)
+    first = asyncio.Semaphore(storm.config.ping_concurrency)
+    # Retries wait longer for an answer; more at once, so a round of them stays short.
+    again = asyncio.Semaphore(storm.config.ping_concurrency * RETRY_CONCURRENCY_FACTOR)
 
-    async def one(src: VmRecord, dst: VmRecord, count: int, wait_s: int) -> bool:
+    async def one(src: VmRecord, dst: VmRecord, count: int, wait_s: int,
+                  limit: asyncio.Semaphore) -> bool:
         async with limit:
             ok = await storm.vms[src.port_id].ping(dst.ip, count, wait_s)
         if ok:
@@ -94,23 +98,23 @@ async def _ring(storm: Storm, wired: list[VmRecord]) -> None:
             storm.count("pings")
         return ok
 
-    async def round_of(pairs: list[tuple[VmRecord, VmRecord]], count: int, wait_s: int = 1
-                       ) -> list[tuple[VmRecord, VmRecord]]:
+    async def round_of(pairs: list[tuple[VmRecord, VmRecord]], count: int, wait_s: int,
+                       limit: asyncio.Semaphore) -> list[tuple[VmRecord, VmRecord]]:
         answered = await asyncio.gather(*(
-            asyncio.create_task(one(s, d, count, wait_s), name=f"storm:ping:{i}")
+            asyncio.create_task(one(s, d, count, wait_s, limit), name=f"storm:ping:{i}")
             for i, (s, d) in enumerate(pairs)))
         return [pair for pair, ok in zip(pairs, answered, strict=True) if not ok]
 
     pairs = [(src, wired[(i + 1) % len(wired)]) for i, src in enumerate(wired)]
     conn.ring_pairs = len(pairs)
-    failing = await round_of(pairs, 3)
+    failing = await round_of(pairs, 3, 1, first)
     loop = asyncio.get_running_loop()
     start = loop.time()
     late = len(failing)
     while failing and loop.time() - start < RING_SETTLE_S:
         await asyncio.sleep(1.0)
         before = len(failing)
-        failing = await round_of(failing, 1, RETRY_WAIT_S)
+        failing = await round_of(failing, 1, RETRY_WAIT_S, again)
         if len(failing) < before:
             conn.ring_settled_s = round(loop.time() - start, 2)
     conn.ring_late = late - len(failing)
