@@ -13,8 +13,10 @@ them by key):
 
 `ensure` plans a port's rules (pure, `vifwire.agent.firewall`) and writes, in
 one bundle, its key and the keys of the remote groups whose conjunctions it
-changed, each only if its rules changed. A member change rewrites its group's
-key and nothing else (`members_changed`, retried until it is written).
+changed, each only if its rules changed. A member change changes its group's
+key and nothing else (`members_changed`, retried until it is written), by
+difference: `FlowTable.put_many(in_place=...)` adds the new members' flows
+and deletes the gone ones', leaving the others in place.
 Conjunction ids are hashes of their shape, so ports sharing a rule share its
 conjunction. Callers of `ensure` are the per-port workers (one at a time per port);
 writes of concurrent ports coalesce into one bundle: whatever is asked while
