@@ -10,13 +10,12 @@ Server -> agent, topic `agent.<host>` (casts):
     firewall_changed(firewalls: list[PortFirewall])
                                        a rule of a group these ports use changed (or their
                                        groups / port security did): replace their firewall
-    sg_members_changed(group_id: str, members: dict[str, list[str]])
-                                       the member addresses (by ethertype) of a group that
-                                       a rule of a port on this host names as
-                                       remote_group_id changed; the agent reads the list
-                                       (get_group_members) rather than trust this one:
-                                       casts of several server workers may arrive out of
-                                       order, a read made after a cast is at least as new
+    sg_members_changed(group_id: str)  the member addresses of a group that a rule of a
+                                       port on this host names as remote_group_id changed;
+                                       the agent reads the list (get_group_members): casts
+                                       of several server workers may arrive out of order,
+                                       a read made after a cast is at least as new (an
+                                       older server also sent `members`, ignored)
 
 Agent -> server, topic `server`:
     call get_host_ports(host) -> list[PortDetails]        full sync at agent start

@@ -16,9 +16,11 @@ HOSTS = ("h1", "h2")
 
 
 class Recorder:
-    """One host's agent topic: what the server cast to it, in order."""
+    """One host's agent topic: what the server cast to it, in order. On
+    `sg_members_changed` it reads the group's list, as the agent does."""
 
-    def __init__(self) -> None:
+    def __init__(self, stack: Stack, host: str) -> None:
+        self.stack, self.host = stack, host
         self.bound: list[dict[str, Any]] = []
         self.walls: list[dict[str, Any]] = []  # each firewall_changed's firewalls, flat
         self.members: dict[str, dict[str, list[str]]] = {}  # the last list per group
@@ -34,8 +36,10 @@ class Recorder:
     async def firewall_changed(self, firewalls: list[dict[str, Any]]) -> None:
         self.walls += firewalls
 
-    async def sg_members_changed(self, group_id: str, members: dict[str, list[str]]) -> None:
-        self.members[group_id] = members
+    async def sg_members_changed(self, group_id: str, **extra: Any) -> None:
+        assert not extra  # the cast names the group only: the list is read
+        self.members[group_id] = await self.stack.rpc("get_group_members", host=self.host,
+                                                      group_id=group_id)
         self.member_casts += 1
 
     async def mark(self) -> None:
@@ -47,7 +51,7 @@ class Recorder:
 
 
 async def _agents(stack: Stack) -> dict[str, Recorder]:
-    agents = {h: Recorder() for h in HOSTS}
+    agents = {h: Recorder(stack, h) for h in HOSTS}
     for host, recorder in agents.items():
         await stack.bus.serve(agent_topic(host), recorder)
         await stack.register_agent(host)

@@ -102,8 +102,10 @@ class _Endpoint:
     async def firewall_changed(self, firewalls: list[PortFirewall]) -> None:
         self._agent.on_firewall_changed(firewalls)
 
-    async def sg_members_changed(self, group_id: str, members: dict[str, list[str]]) -> None:
-        self._agent.on_members_changed(group_id)  # `members` may be stale: read instead
+    async def sg_members_changed(self, group_id: str,
+                                 members: dict[str, list[str]] | None = None) -> None:
+        # An older server's `members` may be stale (and is no longer sent): read instead.
+        self._agent.on_members_changed(group_id)
 
 
 class OvsAgent:

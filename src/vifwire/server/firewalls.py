@@ -16,22 +16,24 @@ Casting, after commit, as l2pop does (`vifwire.server.l2pop`):
 
 - a port joined or left groups, or its addresses changed (create, update of
   security_groups / fixed_ips / allowed_address_pairs / port_security_enabled,
-  delete): `sg_members_changed(group_id, members)` with the group's whole member
-  list to every host with a bound port whose rules name that group as
-  remote_group_id. Such casts are coalesced per group in rounds: a round starts
-  `sg_members_delay_s` after the first change that found none pending, and every
-  group changed meanwhile (or while a round is being read and sent) goes into it
-  or the next one; while changes keep coming, each next round waits twice as long
-  as the last, up to `sg_members_max_delay_s`, so a storm of N ports in one group
-  sends a few lists, not N (each is a read of the whole group, a cast to every
-  host, and makes every agent rewrite the member flows of every port naming the
-  group); the first change after a quiet round waits `sg_members_delay_s` again.
-  The writer does not wait for its round (the API answers at once); the lists are
-  whole and idempotent, so a later round only makes them newer. Where
-  writers do not serialize (PostgreSQL, MySQL), a bind also asks for a round for
-  the groups its rules name (see `ports_changed`). A bound port whose groups or port
-  security changed also gets `firewall_changed` for itself (on top of
-  `port_bound`, which carries the same firewall).
+  delete): `sg_members_changed(group_id)` to every host with a bound port whose
+  rules name that group as remote_group_id; the agent reads the list
+  (`get_group_members`), so the cast carries no list (below; at 1,000 members a
+  list in the cast was a read of the whole group and ~40 KB to every host per
+  round, which the agent would not trust). Such casts are coalesced per group in
+  rounds: a round starts `sg_members_delay_s` after the first change that found
+  none pending, and every group changed meanwhile (or while a round is being read
+  and sent) goes into it or the next one; while changes keep coming, each next
+  round waits twice as long as the last, up to `sg_members_max_delay_s`, so a
+  storm of N ports in one group sends a few casts, not N (each makes every agent
+  read the whole group and change the member flows of the group); the first change
+  after a quiet round waits `sg_members_delay_s` again. The writer does not wait
+  for its round (the API answers at once); a cast only says "changed", so a later
+  round only makes the agents read again. Where writers do not serialize
+  (PostgreSQL, MySQL), a bind also asks for a round for the groups its rules name
+  (see `ports_changed`). A bound port whose groups or port security changed also
+  gets `firewall_changed` for itself (on top of `port_bound`, which carries the
+  same firewall).
 - a rule was created or deleted, or a group's `stateful` changed, or a group
   some rules named as remote was deleted: `firewall_changed` with the new
   firewall of each bound port of the groups concerned, one cast per host.
@@ -269,16 +271,15 @@ class FirewallCasts:
                 await asyncio.wait([self._worker])
 
     async def _send_members(self, groups: set[str]) -> None:
-        def work(conn: Connection) -> tuple[dict[str, Any], dict[str, set[str]]]:
+        def work(conn: Connection) -> dict[str, set[str]]:
             hosts: dict[str, set[str]] = defaultdict(set)
             for group_id, host in _REFERRING_HOSTS.rows(conn, sorted(groups)):
                 hosts[group_id].add(host)
-            return members(conn, hosts), hosts
-        found, hosts = await run_read(self.ctx.engine, work)
+            return hosts
+        hosts = await run_read(self.ctx.engine, work)
         for group_id, targets in hosts.items():
             for host in sorted(targets):
-                await self._cast(host, "sg_members_changed", group_id=group_id,
-                                 members=found[group_id])
+                await self._cast(host, "sg_members_changed", group_id=group_id)
 
     # -- after a rule or group write -----------------------------------------
 
