@@ -89,7 +89,8 @@ def run_storm(rig: Rig, boots: list[Boot], probes: list[Probe], *, network: str,
         whole = sampler.between(sampler.samples[0][0], sampler.samples[-1][0])
         result["cpu_s_whole_run"] = {k: round(v, 3) for k, v in whole.items()}
     result["latencies_ms"] = sorted(round(x, 2) for x in latencies)
-    result["port_ids"] = [r["port_id"] for r in plugged]  # for the stage split (--trace)
+    if rig.trace_dir is not None:  # for the stage split, once every process has stopped
+        result["port_ids"] = [r["port_id"] for r in plugged]
     return result
 
 

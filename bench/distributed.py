@@ -100,14 +100,11 @@ def embedded(base: Path, vms: int, repeats: int) -> list[dict[str, Any]]:
         probes = [split, pids_probe("ovs", lambda: ovs_pids(host.run_dir, host.netns))]
         boot = [Boot(host, 2, nova)]
         run_storm(rig, boot, probes, network=NETWORK, external=False, connectivity=False)
-        storms = [{"mode": "embedded", "workers": 1,
-                   **run_storm(rig, [Boot(host, vms, nova)], probes, network=NETWORK,
-                               external=False)} for _ in range(repeats)]
+        return [{"mode": "embedded", "workers": 1,
+                 **run_storm(rig, [Boot(host, vms, nova)], probes, network=NETWORK,
+                             external=False)} for _ in range(repeats)]
     finally:
         rig.close()
-    for storm in storms:
-        storm.pop("port_ids")
-    return storms
 
 
 def distributed(base: Path, workers: int, hosts: int, vms: int, repeats: int,
@@ -121,10 +118,9 @@ def distributed(base: Path, workers: int, hosts: int, vms: int, repeats: int,
     storms = _distributed(rig, workers, hosts, vms, repeats, cidr, max_concurrent_builds,
                           group_members)
     # After rig.close(): every process wrote its marks as it stopped.
-    for storm in storms:
-        port_ids = storm.pop("port_ids")
-        if rig.trace_dir is not None:
-            storm["stage_split"] = stage_split(rig.trace_dir, port_ids)
+    if rig.trace_dir is not None:
+        for storm in storms:
+            storm["stage_split"] = stage_split(rig.trace_dir, storm.pop("port_ids"))
     return storms
 
 

@@ -91,7 +91,6 @@ class ServerRegistry:
         self.servers: set[str] = set()
         # Per instance: the transitions (tag, name, revision) acted on, oldest first.
         self.acted: dict[str, dict[tuple[str, str, int], None]] = {}
-        self.repeats = 0  # events of a transition already acted on, answered, not acted on
         self.closed = asyncio.Event()
         self._buffer = b""
 
@@ -128,8 +127,7 @@ class ServerRegistry:
         event: dict[str, Any] = {"name": name, "server": server_uuid, "tag": tag,
                                  "status": status, "t": t}
         if revision is not None and self._repeated(server_uuid, (tag, name, revision)):
-            self.repeats += 1
-            event["repeat"] = True
+            event["repeat"] = True  # answered, not acted on: counted by the storm
         with contextlib.suppress(OSError):  # the storm is gone: we are about to exit
             self.control.sendall(orjson.dumps(event) + b"\n")
         return True

@@ -117,7 +117,6 @@ def numbered(line: str, ports: dict[str, int]) -> str | None:
     return None if missing else out
 
 
-
 def _numbers(ports_desc: str) -> Iterator[tuple[str, int]]:
     """(name, number) of each port in `ovs-ofctl dump-ports-desc` output, whose
     port lines read " 5(tap0a1b2c3d-4e): addr:fa:16:3e:..." (LOCAL is no number)."""
