@@ -91,7 +91,9 @@ class PortFirewall(TypedDict):
     security_groups: list[str]
     stateful: bool
     rules: list[FirewallRule]
-    remote_members: dict[str, dict[str, list[str]]]  # group id -> ethertype -> addresses
+    # group id -> ethertype -> addresses; absent from a bind's push (the agent
+    # reads a group it does not hold yet: vifwire.server.firewalls)
+    remote_members: NotRequired[dict[str, dict[str, list[str]]]]
     allowed_address_pairs: NotRequired[list[AddressPair]]
 
 

@@ -96,6 +96,10 @@ class Settings:
     # list per VM (every bind there asks for a round), each a read of the whole
     # group, and a cast of it to every host.
     sg_members_max_delay_s: float = 0.4
+    # An agent reads a group's member list at most this often (vifwire.agent.service
+    # `_read_members`): with N server workers each sending rounds, the reads, each
+    # of the whole group, were what the rounds cost.
+    sg_members_read_interval_s: float = 1.0
     default_network_type: str = "vxlan"
     vxlan_vni_range: tuple[int, int] = (1, 16_000_000)
     vlan_range: tuple[int, int] = (1, 4094)

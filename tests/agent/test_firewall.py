@@ -197,6 +197,63 @@ async def test_a_stale_member_list_in_a_cast_is_not_trusted(
     assert rig.agent.firewalls.members["clients"] == {"IPv4": [rig.b.ip, c.ip]}
 
 
+async def test_member_reads_of_a_held_group_are_paced(
+        rig: Rig, bus: LocalBus, settings: Settings, server: ServerPeer) -> None:
+    """Casts within `sg_members_read_interval_s` of a read share one read at its
+    end, which comes after the last of them, so it sees what they announced."""
+    c = rig.c
+    server.member_reads.clear()
+    server.groups["clients"] = {"IPv4": [rig.b.ip]}
+    topic = agent_topic(settings.host)
+    await bus.cast(topic, "sg_members_changed", group_id="clients")
+    await wait_for(lambda: server.member_reads == ["clients"], what="the first read, at once")
+    server.groups["clients"] = {"IPv4": [rig.b.ip, c.ip]}  # committed while casts come
+    started = time.monotonic()
+    for _ in range(5):
+        await bus.cast(topic, "sg_members_changed", group_id="clients")
+        await asyncio.sleep(0.05)
+    await wait_for(lambda: any(c.ip in f for f in rig.agent.firewalls.written(
+        "kept:fw:rg:clients") or []), what="c's member flow")
+    waited = time.monotonic() - started
+    await asyncio.sleep(settings.sg_members_read_interval_s)  # nothing else is due
+    assert server.member_reads == ["clients", "clients"]
+    assert settings.sg_members_read_interval_s * 0.7 < waited
+    assert await wait_reach(c, "udp", rig.a.ip, "53")
+
+
+async def test_a_bind_without_members_is_wired_after_one_read_of_its_groups(
+        rig: Rig, server: ServerPeer, settings: Settings, vms: Callable[..., Vm],
+        ovs: OvsRuntime) -> None:
+    """A bind's push carries no member list (vifwire.server.firewalls): ports whose
+    rules name a group the agent does not hold are wired once it read the group,
+    one read for all of them, with its member flows in place; the list is forgotten
+    with the group's last user here (no more casts would keep it current)."""
+    server.member_reads.clear()
+    server.groups["ops"] = {"IPv4": [rig.b.ip]}
+    rules = [rule("ingress", 17, 53, 53, remote_group="ops", group="dns"),
+             rule("egress", group="dns")]
+    new: list[PortDetails] = []
+    for i, ip in enumerate(("10.77.0.11", "10.77.0.12")):
+        port_id = str(uuid.uuid4())
+        p = port(port_id, NET, settings.host, mac=f"fa:16:3e:77:00:1{i}", ip=ip)
+        wall = firewall(port_id, ["dns"], rules)
+        del wall["remote_members"]  # as a bind pushes it
+        p.update(port_security_enabled=True, firewall=wall)
+        server.ports[port_id] = p
+        new.append(p)
+        rig.agent.on_port_bound(p)
+    for p in new:
+        fw_vm(vms, p["port_id"], p["fixed_ips"][0]["ip_address"], p["mac_address"])
+    await wait_for(lambda: server.reported_up() >= {p["port_id"] for p in new},
+                   what="the new ports up")
+    assert server.member_reads == ["ops"]
+    assert any(rig.b.ip in f for f in rig.agent.firewalls.written("kept:fw:rg:ops") or [])
+    for p in new:
+        rig.agent.on_port_unbound(p["port_id"])
+    await wait_for(lambda: "ops" not in rig.agent.firewalls.members, what="ops forgotten")
+    assert "clients" in rig.agent.firewalls.members  # a's rules still name it
+
+
 async def test_spoofed_mac_and_ip_are_dropped_an_address_pair_passes(rig: Rig) -> None:
     a, c = rig.a, rig.c
     inside = ["ip", "netns", "exec", c.netns]

@@ -17,6 +17,10 @@ changed, each only if its rules changed. A member change changes its group's
 key and nothing else (`members_changed`, retried until it is written), by
 difference: `FlowTable.put_many(in_place=...)` adds the new members' flows
 and deletes the gone ones', leaving the others in place.
+The members of a group are held while a port here uses it (a bind's push
+carries none: the agent reads a group it does not hold before it wires the
+port, `OvsAgent`), and forgotten with its last user, whose host gets no more
+casts for it.
 Conjunction ids are hashes of their shape, so ports sharing a rule share its
 conjunction. Callers of `ensure` are the per-port workers (one at a time per port);
 writes of concurrent ports coalesce into one bundle: whatever is asked while
@@ -120,9 +124,15 @@ class Firewalls:
         lists may be older than what the agent read meanwhile (several server
         workers), so known groups change by `members_changed` only."""
         if fw is not None:
-            for group, members in fw["remote_members"].items():
+            for group, members in fw.get("remote_members", {}).items():
                 if replace or group not in self.members:
                     self.members[group] = members
+
+    def unknown_groups(self, fw: PortFirewall) -> list[str]:
+        """The remote groups of `fw` whose members this agent does not hold: a
+        bind's push carries none (`vifwire.server.firewalls`), so the port waits
+        for a read of them."""
+        return [g for g in remote_groups(fw) if g not in self.members]
 
     def members_changed(self, group: str, members: Mapping[str, Sequence[str]]) -> None:
         """The whole new member list of `group`: rewrite its flows (in the background,
@@ -188,7 +198,7 @@ class Firewalls:
     async def ensure(self, port_id: str, details: PortDetails, ofport: str, vlan: int) -> None:
         """Install the port's firewall (from `details["firewall"]`) for its VIF
         `ofport` on local VLAN `vlan`; raises OvsError."""
-        fw = details["firewall"]  # its members were learnt when the details came
+        fw = details["firewall"]  # its groups' members are held (`unknown_groups`)
         p = FwPort(port_id, ofport, self._reg(port_id), vlan, details["mac_address"],
                    tuple(ip["ip_address"] for ip in details["fixed_ips"]), fw, self._trunks)
         touched = self._use(port_id, signatures(fw)) | set(remote_groups(fw))
@@ -199,6 +209,7 @@ class Firewalls:
             changes = await self._unless_found(changes, p)
         if changes:
             await self._write(changes)
+        self._forget_unused(touched)
         self._firewalls[port_id] = fw
         self._keys[port_id] = {port_key(port_id)}
         if port_id in self._suspects:
@@ -210,8 +221,10 @@ class Firewalls:
         if keys is None:
             return
         changes: Changes = {key: [] for key in keys}
-        changes.update((group_key(g), self._group_flows(g)) for g in self._use(port_id, []))
+        touched = self._use(port_id, [])
+        changes.update((group_key(g), self._group_flows(g)) for g in touched)
         await self._write(changes)
+        self._forget_unused(touched)
         self._keys.pop(port_id, None)
         if port_id in self._suspects:
             self._suspects.discard(port_id)
@@ -310,6 +323,13 @@ class Firewalls:
                     if not future.done():  # a shared key asked with other rules: not compared
                         future.set_result({k for k in numbered if k in same
                                            and numbered[k] == asked[k]})
+
+    def _forget_unused(self, groups: set[str]) -> None:
+        """A group no port here uses gets no more member casts: its list would go
+        stale, so it is read again when a port needs it."""
+        used = {sig.group for sig in self._conj}
+        for group in groups - used:
+            self.members.pop(group, None)
 
     def _use(self, port_id: str, sigs: list[Signature]) -> set[str]:
         """Record the port's conjunctions; returns the groups whose set changed."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
@@ -131,6 +132,10 @@ class OvsAgent:
         self._vlans = LocalVlans()
         self._workers = KeyedWorkers(self._reconcile, prefix="port")
         self._member_reads = KeyedWorkers(self._read_members, prefix="members")
+        self._awaiting_members: dict[str, set[str]] = {}  # group -> ports waiting for it
+        self._members_read_at: dict[str, float] = {}  # group -> when its last read began
+        self._member_read_timers: dict[str, asyncio.TimerHandle] = {}  # group -> read due
+        self._members_interval = settings.sg_members_read_interval_s
         self._ports: dict[str, PortState] = {}
         self._cast_seq = 0
         self._snapshot = asyncio.Event()
@@ -185,6 +190,9 @@ class OvsAgent:
         self._tasks.clear()
         log.debug("stopping: workers")
         await self._workers.stop()
+        for timer in self._member_read_timers.values():
+            timer.cancel()
+        self._member_read_timers.clear()
         await self._member_reads.stop()
         log.debug("stopping: reporter")
         await self._reporter.stop()
@@ -302,14 +310,50 @@ class OvsAgent:
 
     def on_members_changed(self, group_id: str) -> None:
         """Read the group's members (`_read_members`); only its member flows (shared
-        by the ports using it) are rewritten."""
+        by the ports using it) are rewritten.
+
+        A group held already is read at most once per `sg_members_read_interval_s`:
+        in a storm every server worker sends a round every few hundred ms, and
+        each read is the whole group (1,000 addresses at 1,000 VMs). A cast within
+        the interval of the last read's start schedules one read at its end, which
+        every cast until then shares; a group not held is read at once."""
+        if not self._running or group_id in self._member_read_timers:
+            return  # a read is due after this cast: it sees what the cast announced
+        loop = asyncio.get_running_loop()
+        wait = 0.0
+        if group_id in self.firewalls.members:
+            last = self._members_read_at.get(group_id, -math.inf)
+            wait = last + self._members_interval - loop.time()
+        if wait > 0:
+            self._member_read_timers[group_id] = loop.call_later(
+                wait, self._read_members_now, group_id)
+        else:
+            self._read_members_now(group_id)
+
+    def _read_members_now(self, group_id: str) -> None:
+        self._member_read_timers.pop(group_id, None)
         if self._running:
             self._member_reads.kick(group_id)
+
+    def _awaits_members(self, port_id: str, state: PortState, wired: bool) -> bool:
+        """The port is to be wired with a firewall naming groups whose members this
+        agent does not hold (a bind's push carries none): read them first."""
+        if not wired or state.details is None or "firewall" not in state.details:
+            return False
+        unknown = self.firewalls.unknown_groups(state.details["firewall"])
+        for group_id in unknown:
+            waiting = self._awaiting_members.setdefault(group_id, set())
+            if not waiting:  # the first port to wait starts the read
+                self._member_reads.kick(group_id)
+            waiting.add(port_id)
+        return bool(unknown)
 
     async def _read_members(self, group_id: str) -> None:
         """The list as committed now: casts of several server workers may arrive out
         of order, and a read made after the last cast is at least as new as it. One
-        read at a time per group; a cast meanwhile makes one more (KeyedWorkers)."""
+        read at a time per group; a cast meanwhile makes one more (KeyedWorkers),
+        paced by `on_members_changed`."""
+        self._members_read_at[group_id] = asyncio.get_running_loop().time()
         failures = 0
         while True:
             try:
@@ -322,6 +366,8 @@ class OvsAgent:
                 await asyncio.sleep(_backoff(failures))
                 continue
             self.firewalls.members_changed(group_id, members)
+            for port_id in self._awaiting_members.pop(group_id, ()):
+                self._kick(port_id)
             return
 
     def on_port_unbound(self, port_id: str) -> None:
@@ -407,6 +453,8 @@ class OvsAgent:
                 continue
             if _awaits_ofport(state, action.wired):
                 return  # vswitchd's numbering of the VIF comes as a VIF change: a kick
+            if self._awaits_members(port_id, state, action.wired):
+                return  # the read of its remote groups kicks it (`_read_members`)
             if not await self._guard(port_id, state, view.local_vlan, action.wired):
                 failures += 1
                 await asyncio.sleep(_backoff(failures))

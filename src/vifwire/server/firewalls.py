@@ -8,9 +8,19 @@ so `get_host_ports` costs the same three queries for 1 or 1,000 ports. A port wi
 one group whose rules name one remote group (every port in the default group) goes
 through prebuilt statements (`vifwire.db.fast`): that is the bind on the plug path.
 A group's member addresses come back joined into one string by the database
-(`vifwire.db.functions.joined`), one row per group: every bind and every member
-round reads the whole group, and as rows a group of 1,000 members cost the bind
-more than the rest of its work (bench/distributed.py --group-members).
+(`vifwire.db.functions.joined`), one row per group: every member round reads
+the whole group, and as rows a group of 1,000 members cost more than the rest of
+a bind's work (bench/distributed.py --group-members).
+
+A bind's push (`port_bound`, and a bound port's own `firewall_changed`) carries
+the port's rules but no member list (`with_members=False`): an agent takes a
+pushed list only for a group it does not hold yet, and holds the groups its
+ports use, kept current by `sg_members_changed`. At 1,000 members each bind
+read the whole group (two statements: 1.5 ms, 0.6 ms of it the worker's CPU)
+and sent ~14 KB that the agent dropped. The agent
+reads a group it does not hold (`get_group_members`) before it wires the port.
+A full sync (`get_host_ports`), `get_port_details` and a rule change's
+`firewall_changed` still carry the lists.
 
 Casting, after commit, as l2pop does (`vifwire.server.l2pop`):
 
@@ -167,8 +177,11 @@ def _pairs(row: Any) -> builtins.list[AddressPair]:
             for p in loads(row.allowed_address_pairs)]
 
 
-def build(conn: Connection, rows: Iterable[Any]) -> dict[str, PortFirewall]:
-    """port id -> its firewall, for port rows (module doc: a fixed number of queries)."""
+def build(conn: Connection, rows: Iterable[Any], *,
+          with_members: bool = True) -> dict[str, PortFirewall]:
+    """port id -> its firewall, for port rows (module doc: a fixed number of queries).
+    Without `with_members` (a bind's push: the module doc) no member is read and
+    the firewalls carry no `remote_members`."""
     rows = builtins.list(rows)
     groups_of = {r.id: loads(r.security_groups) if r.port_security_enabled else []
                  for r in rows}
@@ -176,22 +189,29 @@ def build(conn: Connection, rows: Iterable[Any]) -> dict[str, PortFirewall]:
     rules, stateful = _rules(conn, all_groups) if all_groups else ({}, {})
     remote = {r["remote_group_id"] for g in all_groups for r in rules.get(g, ())
               if r["remote_group_id"]}
-    found = members(conn, remote)
+    found = members(conn, remote) if with_members else {}
     firewalls = {}
     for row in rows:
         groups = groups_of[row.id]
         own_rules = [r for g in groups for r in rules.get(g, ())]
         names = sorted({r["remote_group_id"] for r in own_rules if r["remote_group_id"]})
-        firewalls[row.id] = PortFirewall(
+        firewall = PortFirewall(
             port_id=row.id, port_security_enabled=row.port_security_enabled,
             security_groups=groups, stateful=all(stateful.get(g, True) for g in groups),
-            rules=own_rules, remote_members={g: found[g] for g in names},
-            allowed_address_pairs=_pairs(row))
+            rules=own_rules, allowed_address_pairs=_pairs(row))
+        if with_members:
+            firewall["remote_members"] = {g: found[g] for g in names}
+        firewalls[row.id] = firewall
     return firewalls
 
 
-def of_port(conn: Connection, row: Any) -> PortFirewall:
-    return build(conn, [row])[row.id]
+def of_port(conn: Connection, row: Any, *, with_members: bool = True) -> PortFirewall:
+    return build(conn, [row], with_members=with_members)[row.id]
+
+
+def remote_group_ids(firewall: PortFirewall) -> set[str]:
+    """The groups whose members the firewall's rules name."""
+    return {r["remote_group_id"] for r in firewall["rules"] if r["remote_group_id"]}
 
 
 class PortChange(Protocol):
@@ -231,7 +251,7 @@ class FirewallCasts:
                 # Under READ COMMITTED a bind may have read the members before a
                 # new member committed, whose round ran before this bind committed
                 # and so did not count this host: a round after the bind closes that.
-                changed |= bound["firewall"]["remote_members"].keys()
+                changed |= remote_group_ids(bound["firewall"])
         for details in own:
             await self._cast(details["host"], "firewall_changed",
                              firewalls=[details["firewall"]])

@@ -146,11 +146,13 @@ def fixed_ips_of(conn: Connection,
 
 def details(conn: Connection, row: Any, network: Any = None,
             fixed_ips: list[FixedIp] | None = None,
-            firewall: PortFirewall | None = None) -> PortDetails:
+            firewall: PortFirewall | None = None, *,
+            with_members: bool = True) -> PortDetails:
     """What the agent needs, its firewall included; pass the network row, IPs and
-    firewall when already at hand."""
+    firewall when already at hand. A bind's push goes `with_members=False`
+    (`vifwire.server.firewalls`: the agent reads a group it does not hold)."""
     if firewall is None:
-        firewall = firewalls.of_port(conn, row)
+        firewall = firewalls.of_port(conn, row, with_members=with_members)
     if network is None:
         network = get_network_row(conn, row.network_id)
     if fixed_ips is None:
@@ -320,7 +322,8 @@ class PortService:
         fixed_ips = self.addresses.allocate(conn, network.id, port_id, body.get("fixed_ips"),
                                             values["device_owner"])
         row = SimpleNamespace(**values)
-        bound = details(conn, row, network, fixed_ips) if row.binding_vif_type == "ovs" else None
+        bound = (details(conn, row, network, fixed_ips, with_members=False)
+                 if row.binding_vif_type == "ovs" else None)
         return (_Outcome(port_id, created=True, bound=bound, member_of=set(groups)),
                 render(row, fixed_ips))
 
@@ -395,7 +398,8 @@ class PortService:
             if fixed_ips is None:
                 fixed_ips = fixed_ips_of(conn, [port_id])[port_id]
             if new.binding_vif_type == "ovs" and (rebind or AGENT_VISIBLE & body.keys()):
-                outcome.bound = details(conn, new, network=row, fixed_ips=fixed_ips)
+                outcome.bound = details(conn, new, network=row, fixed_ips=fixed_ips,
+                                        with_members=False)
             rendered = render(new, fixed_ips)
             rendered["tags"] = tags_of(conn, [port_id]).get(port_id, [])
             return outcome, rendered
