@@ -128,6 +128,8 @@ def test_an_authentication_mistake_is_one_line(tmp_path: Path, body: str, why: s
 
 def test_security_group_round_delays(tmp_path: Path) -> None:
     path = tmp_path / "vifwire.conf"
-    path.write_text("[securitygroup]\nmembers_delay = 0.2\nmembers_max_delay = 2\n")
+    path.write_text("[securitygroup]\nmembers_delay = 0.2\nmembers_max_delay = 2\n"
+                    "members_read_interval = 3\n")
     settings = Settings(**read_config(path))
     assert (settings.sg_members_delay_s, settings.sg_members_max_delay_s) == (0.2, 2.0)
+    assert settings.sg_members_read_interval_s == 3.0

@@ -151,6 +151,8 @@ KEYS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     (_DEFAULT, "agent_down_time"): ("agent_down_time_s", _positive_float),
     ("securitygroup", "members_delay"): ("sg_members_delay_s", _positive_float),
     ("securitygroup", "members_max_delay"): ("sg_members_max_delay_s", _positive_float),
+    ("securitygroup", "members_read_interval"): ("sg_members_read_interval_s",
+                                                 _positive_float),
     (_DEFAULT, "trace_dir"): ("trace_dir", _path),
     (_DEFAULT, "bind_host"): ("api_host", _text),
     (_DEFAULT, "bind_port"): ("api_port", _port),
