@@ -1,9 +1,12 @@
 """What the server workers do per VM in distributed mode: SQL, transactions, HTTP, bus.
 
     .venv/bin/python bench/dist_counts.py [--vms 100] [--workers 2] [--top 40]
+                                          [--hosts 1] [--max-concurrent-builds 0]
 
 Runs `bench/distributed.py single --no-embedded` (one host, `vifwire server
---workers N` on PostgreSQL and RabbitMQ) with bench/counting/ first on the
+--workers N` on PostgreSQL and RabbitMQ), or with `--hosts` above 1 `multi`
+(an agent per host: l2population's casts and member rounds to every host
+count), with bench/counting/ first on the
 PYTHONPATH, so each worker counts every SQL statement, commit and rollback,
 HTTP request, message published and consumed, and its GC collections
 (bench/counting/sitecustomize.py). Prints the sums over all workers per VM,
@@ -30,12 +33,14 @@ HERE = Path(__file__).parent
 WARM_UP_VMS = 2
 
 
-def run(vms: int, workers: int, out: Path) -> str:
+def run(vms: int, workers: int, out: Path, hosts: int = 1, builds: int = 0) -> str:
     env = {**os.environ, "VWCOUNT_DIR": str(out),
            "PYTHONPATH": os.pathsep.join(p for p in (str(HERE / "counting"),
                                                      os.environ.get("PYTHONPATH")) if p)}
-    done = subprocess.run([sys.executable, str(HERE / "distributed.py"), "single", "--vms",
-                           str(vms), "--workers", str(workers), "--no-embedded"],
+    mode = ["multi", "--hosts", str(hosts), "--max-concurrent-builds", str(builds)] \
+        if hosts > 1 else ["single", "--no-embedded"]
+    done = subprocess.run([sys.executable, str(HERE / "distributed.py"), *mode, "--vms",
+                           str(vms), "--workers", str(workers)],
                           env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"bench/distributed.py failed:\n{done.stdout}\n{done.stderr}")
@@ -59,9 +64,12 @@ def main() -> int:
     parser.add_argument("--vms", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--hosts", type=int, default=1)
+    parser.add_argument("--max-concurrent-builds", type=int, default=0,
+                        help="with --hosts above 1: the boots' build limit (0: none)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vwcounts-") as tmp:
-        storm = run(args.vms, args.workers, Path(tmp))
+        storm = run(args.vms, args.workers, Path(tmp), args.hosts, args.max_concurrent_builds)
         counts = summed(Path(tmp))
     if not counts:
         raise SystemExit("no worker wrote counts (was bench/counting on the path?)")

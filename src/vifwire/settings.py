@@ -94,8 +94,11 @@ class Settings:
     # While changes keep coming (a storm), each further round waits twice as long
     # as the one before, up to this: a 100-VM storm on PostgreSQL had sent about one
     # list per VM (every bind there asks for a round), each a read of the whole
-    # group, and a cast of it to every host.
-    sg_members_max_delay_s: float = 0.4
+    # group, and a cast of it to every host. Each worker runs its own rounds: at
+    # 0.4 s, 4 workers sent 3.5 casts per VM in a 1,000-VM storm over 4 hosts
+    # (bench/dist_counts.py --hosts 4), most of them read by no agent
+    # (`sg_members_read_interval_s`).
+    sg_members_max_delay_s: float = 1.0
     # An agent reads a group's member list at most this often (vifwire.agent.service
     # `_read_members`): with N server workers each sending rounds, the reads, each
     # of the whole group, were what the rounds cost.

@@ -41,7 +41,7 @@ def test_the_example_documents_every_key_and_parses(tmp_path: Path) -> None:
     assert settings.vxlan_vni_range == (1, 16_000_000)
     assert (settings.physical_network, settings.vlan_range) == ("physnet1", (1, 4094))
     assert settings.agent_down_time_s == 75.0 and settings.nova_url.endswith("/v2.1")
-    assert (settings.sg_members_delay_s, settings.sg_members_max_delay_s) == (0.05, 0.4)
+    assert (settings.sg_members_delay_s, settings.sg_members_max_delay_s) == (0.05, 1.0)
 
 
 @pytest.mark.parametrize(("body", "why"), [
