@@ -118,6 +118,8 @@ class StormResult:
     error: str | None = None  # one line, e.g. the ports that never got their event
     kept: bool = False
     neutron_retries: int = 0  # Neutron calls sent again (Neutron unreachable or 503)
+    # ARP table limits this storm raised (vifwire.compute.neighbours): name -> [before, after]
+    neighbour_limits: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def vms(self) -> list[VmRecord]:
@@ -167,5 +169,6 @@ class StormResult:
             "teardown_errors": self.teardown_errors,
             "kept": self.kept,
             "neutron_retries": self.neutron_retries,
+            "neighbour_limits_raised": self.neighbour_limits,
             "records": [r.to_dict() for r in self.records],
         }

@@ -34,6 +34,7 @@ from typing import Any
 
 from vifwire.compute.connectivity import check_connectivity
 from vifwire.compute.errors import ComputeError, NeutronClientError
+from vifwire.compute.neighbours import make_room
 from vifwire.compute.neutron import (
     DEFAULT_RETRY,
     NeutronClient,
@@ -335,6 +336,8 @@ async def run_storm(config: StormConfig) -> StormResult:
             await nova.started()
             for server in config.extra_servers:
                 book.expect_server(server)
+            # One kernel's ARP table holds every VM's neighbours (compute.neighbours).
+            storm.result.neighbour_limits = make_room(config.count)
             try:
                 t = time.monotonic()
                 await storm.boot_all()
