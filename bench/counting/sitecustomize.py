@@ -138,8 +138,11 @@ def _write_often() -> None:
         time.sleep(0.2)  # a worker stopped by SIGTERM loses at most this much
         with _lock:
             data = dict(_counts)
-        with open(f"{OUT}/{os.getpid()}.json", "w") as out:
+        # Renamed into place: a worker killed mid-write leaves its last whole file.
+        path = f"{OUT}/{os.getpid()}.json"
+        with open(f"{path}.tmp", "w") as out:
             json.dump(data, out)
+        os.replace(f"{path}.tmp", path)
 
 
 def _in_worker() -> None:

@@ -1,8 +1,10 @@
 """How member rounds are paced (`FirewallCasts._rounds`): the first waits
-`sg_members_delay_s`, each next one twice as long while changes keep coming, up
-to `sg_members_max_delay_s`, and a change after a quiet round starts over. The
-module's sleep is replaced by one that records each wait and lets the test say
-what changed meanwhile, so nothing here depends on the clock."""
+`sg_members_delay_s`, each next one twice as long while changes keep coming
+(within `sg_members_max_delay_s` of the last round), up to
+`sg_members_max_delay_s`, and a change after that long without a round starts
+over. The module's sleep is replaced by one that records each wait, steps the
+casts' clock by it and lets the test say what changed meanwhile, so nothing here
+depends on the real clock."""
 
 from __future__ import annotations
 
@@ -36,10 +38,13 @@ class Paced:
         self.casts = FirewallCasts(SimpleNamespace(settings=settings))  # type: ignore[arg-type]
         self.waits: list[float] = []
         self.sent: list[set[str]] = []
+        self.now = 1000.0
+        self.casts._clock = lambda: self.now  # type: ignore[method-assign]
         real_sleep = asyncio.sleep
 
         async def sleep(delay: float) -> None:
             self.waits.append(delay)
+            self.now += delay
             changed = waiting(len(self.waits))
             if changed:
                 await self.casts.members_changed(changed)
@@ -72,8 +77,26 @@ async def test_changes_that_keep_coming_double_the_wait_up_to_the_cap(
     await paced.change("g")
     assert paced.waits == [0.05, 0.1, 0.2, 0.4, 0.4, 0.4, 0.4]
     assert paced.sent == [{"g"}] * 7
-    await paced.change("h")  # quiet since the last round: short again
+    paced.now += 0.5  # quiet for over max_delay_s since the last round: short again
+    await paced.change("h")
     assert paced.waits[-1] == 0.05 and paced.sent[-1] == {"h"}
+
+
+async def test_a_storm_whose_changes_come_between_rounds_keeps_backing_off(
+        monkeypatch: Any, tmp_path: Path) -> None:
+    # As a storm is: each change finds the last round sent and nothing pending.
+    paced = Paced(monkeypatch, tmp_path)
+    for _ in range(6):
+        paced.now += 0.3  # under max_delay_s (0.4) since the last round
+        await paced.change("g")
+    assert paced.waits == [0.05, 0.1, 0.2, 0.4, 0.4, 0.4]
+    assert paced.sent == [{"g"}] * 6
+    paced.now += 0.39
+    await paced.change("g")
+    assert paced.waits[-1] == 0.4  # still the storm's
+    paced.now += 0.5
+    await paced.change("g")
+    assert paced.waits[-1] == 0.05  # quiet: starts over
 
 
 async def test_groups_changed_during_a_wait_go_in_that_round(
