@@ -134,11 +134,18 @@ class Firewalls:
         for a read of them."""
         return [g for g in remote_groups(fw) if g not in self.members]
 
-    def members_changed(self, group: str, members: Mapping[str, Sequence[str]]) -> None:
+    def members_changed(self, group: str, members: Mapping[str, Sequence[str]], *,
+                        wanted: bool = False) -> None:
         """The whole new member list of `group`: rewrite its flows (in the background,
-        until written) if a port here uses it."""
+        until written) if a port here uses it. The list of a group no port here
+        uses is not kept unless `wanted` (a port waits for it): no more casts
+        would keep it current."""
+        used = any(sig.group == group for sig in self._conj)
+        if not used and not wanted:
+            self.members.pop(group, None)
+            return
         self.members[group] = {eth: list(addrs) for eth, addrs in members.items()}
-        if any(sig.group == group for sig in self._conj):
+        if used:
             task = spawn(self._rewrite(group), name=f"agent:firewall-group:{group}")
             self._rewrites.add(task)
             task.add_done_callback(self._rewrites.discard)

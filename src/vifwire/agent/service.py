@@ -290,7 +290,12 @@ class OvsAgent:
         state = self._told(port["port_id"])
         state.details = port
         state.lookup = Lookup.KNOWN
-        self.firewalls.learn(port.get("firewall"))
+        fw = port.get("firewall")
+        self.firewalls.learn(fw)
+        if fw is not None and self._synced:
+            # Read now what the VIF will need: it usually comes hundreds of ms later.
+            for group_id in self.firewalls.unknown_groups(fw):
+                self._await_group(group_id, port["port_id"])
         self._kick(port["port_id"])
 
     def on_firewall_changed(self, firewalls: list[PortFirewall]) -> None:
@@ -313,8 +318,8 @@ class OvsAgent:
         by the ports using it) are rewritten.
 
         A group held already is read at most once per `sg_members_read_interval_s`:
-        in a storm every server worker sends a round every few hundred ms, and
-        each read is the whole group (1,000 addresses at 1,000 VMs). A cast within
+        in a storm each server worker sends its own rounds (up to one a second),
+        and each read is the whole group (1,000 addresses at 1,000 VMs). A cast within
         the interval of the last read's start schedules one read at its end, which
         every cast until then shares; a group not held is read at once."""
         if not self._running or group_id in self._member_read_timers:
@@ -342,11 +347,16 @@ class OvsAgent:
             return False
         unknown = self.firewalls.unknown_groups(state.details["firewall"])
         for group_id in unknown:
-            waiting = self._awaiting_members.setdefault(group_id, set())
-            if not waiting:  # the first port to wait starts the read
-                self._member_reads.kick(group_id)
-            waiting.add(port_id)
+            self._await_group(group_id, port_id)
         return bool(unknown)
+
+    def _await_group(self, group_id: str, port_id: str) -> None:
+        """Kick `port_id` once the group's members were read; the first port to
+        wait starts the read."""
+        waiting = self._awaiting_members.setdefault(group_id, set())
+        if not waiting:
+            self._member_reads.kick(group_id)
+        waiting.add(port_id)
 
     async def _read_members(self, group_id: str) -> None:
         """The list as committed now: casts of several server workers may arrive out
@@ -365,7 +375,8 @@ class OvsAgent:
                 log.warning("members of %s: %s (retrying)", group_id, exc)
                 await asyncio.sleep(_backoff(failures))
                 continue
-            self.firewalls.members_changed(group_id, members)
+            self.firewalls.members_changed(group_id, members,
+                                           wanted=group_id in self._awaiting_members)
             for port_id in self._awaiting_members.pop(group_id, ()):
                 self._kick(port_id)
             return
