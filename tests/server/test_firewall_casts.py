@@ -26,6 +26,10 @@ class Recorder:
         self.members: dict[str, dict[str, list[str]]] = {}  # the last list per group
         self.member_casts = 0
         self.marks = 0
+        # The local bus starts each cast's handler in order, as a task: a mark cast
+        # after sg_members_changed could finish while that one still reads. The read
+        # holds this lock from its first step, and the mark waits for it.
+        self._reading = asyncio.Lock()
 
     async def port_bound(self, port: dict[str, Any]) -> None:
         self.bound.append(port)
@@ -38,12 +42,14 @@ class Recorder:
 
     async def sg_members_changed(self, group_id: str, **extra: Any) -> None:
         assert not extra  # the cast names the group only: the list is read
-        self.members[group_id] = await self.stack.rpc("get_group_members", host=self.host,
-                                                      group_id=group_id)
-        self.member_casts += 1
+        async with self._reading:
+            self.members[group_id] = await self.stack.rpc("get_group_members",
+                                                          host=self.host, group_id=group_id)
+            self.member_casts += 1
 
     async def mark(self) -> None:
-        self.marks += 1
+        async with self._reading:  # what was cast before the mark is done first
+            self.marks += 1
 
     def addresses(self, group_id: str) -> set[str]:
         lists = self.members.get(group_id, {})
