@@ -99,9 +99,10 @@ class Settings:
     # (bench/dist_counts.py --hosts 4), most of them read by no agent
     # (`sg_members_read_interval_s`).
     sg_members_max_delay_s: float = 1.0
-    # An agent reads a group's member list at most this often (vifwire.agent.service
-    # `_read_members`): with N server workers each sending rounds, the reads, each
-    # of the whole group, were what the rounds cost.
+    # An agent reads a group's member list at most this often in a storm (its gap
+    # between reads starts at sg_members_delay_s and doubles up to this:
+    # vifwire.agent.service `on_members_changed`): with N server workers each
+    # sending rounds, the reads, each of the whole group, were what rounds cost.
     sg_members_read_interval_s: float = 1.0
     default_network_type: str = "vxlan"
     vxlan_vni_range: tuple[int, int] = (1, 16_000_000)
