@@ -97,6 +97,14 @@ class PortFirewall(TypedDict):
     allowed_address_pairs: NotRequired[list[AddressPair]]
 
 
+def remote_groups(fw: PortFirewall) -> list[str]:
+    """The groups whose members this port's rules need, sorted (none without port
+    security)."""
+    if not fw["port_security_enabled"]:
+        return []
+    return sorted({r["remote_group_id"] for r in fw["rules"] if r["remote_group_id"]})
+
+
 class AgentState(TypedDict):
     host: str
     agent_type: str

@@ -16,10 +16,9 @@ from vifwire.agent.firewall import (
     group_flows,
     port_flows,
     port_masks,
-    remote_groups,
     signatures,
 )
-from vifwire.messages import FirewallRule, PortFirewall
+from vifwire.messages import FirewallRule, PortFirewall, remote_groups
 
 
 def rule(direction: str = "ingress", protocol: int | None = None, low: int | None = None,

@@ -127,13 +127,6 @@ def secured(fw: PortFirewall | None) -> bool:
     return fw is not None and fw["port_security_enabled"]
 
 
-def remote_groups(fw: PortFirewall) -> list[str]:
-    """The groups whose members this port's rules need, sorted."""
-    if not fw["port_security_enabled"]:
-        return []
-    return sorted({r["remote_group_id"] for r in fw["rules"] if r["remote_group_id"]})
-
-
 def port_flows(p: FwPort, conjunctions: Mapping[Signature, int]) -> list[str]:
     """Every rule of the port but its remote groups' (`group_flows`); `conjunctions`
     gives the id of each of its `signatures`."""

@@ -55,11 +55,10 @@ from vifwire.agent.firewall import (
     firewall_reg,
     group_flows,
     port_flows,
-    remote_groups,
     signatures,
 )
 from vifwire.agent.tasks import cancel_and_wait, spawn
-from vifwire.messages import PortDetails, PortFirewall
+from vifwire.messages import PortDetails, PortFirewall, remote_groups
 from vifwire.ovs.flow_snapshot import FlowSnapshots, Snapshot
 from vifwire.ovs.flows import KEPT, KEPT_PREFIX, FlowTable, group_cookie
 from vifwire.ovs.runtime import OvsError

@@ -17,7 +17,7 @@ the port's rules but no member list (`with_members=False`): an agent takes a
 pushed list only for a group it does not hold yet, and holds the groups its
 ports use, kept current by `sg_members_changed`. At 1,000 members each bind
 read the whole group (two statements: 1.5 ms, 0.6 ms of it the worker's CPU)
-and sent ~14 KB that the agent dropped. The agent
+and pushed ~14 KB of details, nearly all of it the list the agent dropped. The agent
 reads a group it does not hold (`get_group_members`) before it wires the port.
 A full sync (`get_host_ports`), `get_port_details` and a rule change's
 `firewall_changed` still carry the lists.
@@ -77,7 +77,13 @@ from vifwire.db.functions import SEPARATOR, joined
 from vifwire.db.schema import ip_allocations, ports, security_group_port_bindings
 from vifwire.db.schema import security_group_rules as rules_table
 from vifwire.db.schema import security_groups as groups_table
-from vifwire.messages import AddressPair, FirewallRule, PortDetails, PortFirewall
+from vifwire.messages import (
+    AddressPair,
+    FirewallRule,
+    PortDetails,
+    PortFirewall,
+    remote_groups,
+)
 from vifwire.server._db import run_read
 from vifwire.server._utils import loads
 from vifwire.server.sg_rules import normalized_cidr, protocol_number
@@ -215,10 +221,6 @@ def of_port(conn: Connection, row: Any, *, with_members: bool = True) -> PortFir
     return build(conn, [row], with_members=with_members)[row.id]
 
 
-def remote_group_ids(firewall: PortFirewall) -> set[str]:
-    """The groups whose members the firewall's rules name."""
-    return {r["remote_group_id"] for r in firewall["rules"] if r["remote_group_id"]}
-
 
 class PortChange(Protocol):
     """What a committed port write tells this module (`server.ports._Outcome`)."""
@@ -260,7 +262,7 @@ class FirewallCasts:
                 # Under READ COMMITTED a bind may have read the members before a
                 # new member committed, whose round ran before this bind committed
                 # and so did not count this host: a round after the bind closes that.
-                changed |= remote_group_ids(bound["firewall"])
+                changed |= set(remote_groups(bound["firewall"]))
         for details in own:
             await self._cast(details["host"], "firewall_changed",
                              firewalls=[details["firewall"]])
