@@ -136,6 +136,8 @@ class Rig:
     # `--trace`: every server worker, agent and boot marks each port's stages here
     # (VIFWIRE_TRACE_DIR), written when each process stops (vifwire.trace).
     trace_dir: Path | None = None
+    # `--set SECTION.KEY=VALUE`: settings of the server and agents, for A/B runs
+    settings: list[str] = field(default_factory=list)
 
     @property
     def api_url(self) -> str:
@@ -152,7 +154,7 @@ class Rig:
         bus = "local" if self.vhost is None else f"{BROKER}/{self.vhost}"
         # One project boots them all: past Neutron's default port quota of 500.
         config = self.base / "vifwire.conf"
-        config.write_text("[quotas]\nquota_port = -1\n")
+        config.write_text(config_text(["quotas.quota_port=-1", *self.settings]))
         return {"VIFWIRE_CONFIG_FILE": str(config), "VIFWIRE_BUS_URL": bus,
                 "VIFWIRE_BUS_PREFIX": f"vwb{self.rid}",
                 "VIFWIRE_DATABASE_URL": self.database_url, "VIFWIRE_API_PORT": str(self.api_port),
@@ -431,3 +433,16 @@ class CpuSampler:
     def between(self, t0: float, t1: float) -> dict[str, float]:
         start, end = self.at(t0), self.at(t1)
         return {k: end[k] - start.get(k, 0.0) for k in end}
+
+
+def config_text(assignments: list[str]) -> str:
+    """`SECTION.KEY=VALUE` lines as vifwire.conf's INI (the last of a key wins)."""
+    sections: dict[str, dict[str, str]] = {}
+    for assignment in assignments:
+        name, sep, value = assignment.partition("=")
+        section, dot, key = name.partition(".")
+        if not sep or not dot or not section or not key:
+            raise ValueError(f"--set wants SECTION.KEY=VALUE, got {assignment!r}")
+        sections.setdefault(section, {})[key] = value
+    return "".join(f"[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
+                   for section, keys in sections.items())

@@ -11,6 +11,7 @@ load average and the calibration loop (bench/storm.py's) next to the figures.
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import time
@@ -98,12 +99,32 @@ def stage_split(trace_dir: Path, port_ids: list[str]) -> dict[str, Any]:
     """Where the storm's ports spent plug -> vif-plugged, stage by stage (ms), from the
     marks every process wrote (vifwire.profile.analysis): who held the p99."""
     wanted = set(port_ids)
-    timelines = {port: stages for port, stages in
-                 analysis.build_timelines(analysis.load_events(trace_dir)).items()
+    events = analysis.load_events(trace_dir)
+    timelines = {port: stages for port, stages in analysis.build_timelines(events).items()
                  if port in wanted}
     stats = analysis.transition_stats(timelines)
     return {"ports_traced": len(timelines), "transitions_ms": stats,
-            "dominant": analysis.dominant(timelines, stats)}
+            "dominant": analysis.dominant(timelines, stats),
+            "seen_to_wired_steps_ms": wiring_steps(events, timelines)}
+
+
+def wiring_steps(events: list[dict[str, Any]],
+                 timelines: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """seen -> wired split by the agent's waits (the `steps` of its WIRED marks,
+    vifwire.agent.service.WIRING_STEPS): seen -> numbered (vswitchd gave the VIF
+    its ofport), -> members (the remote groups were held), -> filtered (the
+    firewall bundle was written), -> wired (the tag was written)."""
+    names = ["seen", "numbered", "members", "filtered", "wired"]
+    spans: dict[str, list[float]] = {f"{a}->{b}": [] for a, b in itertools.pairwise(names)}
+    for event in events:
+        steps, stages = event.get("steps"), timelines.get(str(event["port"]))
+        if event["stage"] != "wired" or not steps or not stages or "seen" not in stages:
+            continue
+        times = {"seen": stages["seen"], **steps, "wired": event["t"]}
+        if all(name in times for name in names):
+            for a, b in itertools.pairwise(names):
+                spans[f"{a}->{b}"].append((times[b] - times[a]) * 1000)
+    return {span: analysis.summarize(values) for span, values in spans.items()}
 
 
 def describe(label: str, s: dict[str, Any]) -> str:
@@ -132,6 +153,9 @@ def describe(label: str, s: dict[str, Any]) -> str:
                      "ms p50/p99/max): " + ", ".join(
                          f"{k} {ms(v, 'p50')}/{ms(v, 'p99')}/{ms(v, 'max')}"
                          for k, v in split["transitions_ms"].items()))
+        lines.append("  seen -> wired by the agent's waits (ms p50/p99/max): " + ", ".join(
+            f"{k} {ms(v, 'p50')}/{ms(v, 'p99')}/{ms(v, 'max')}"
+            for k, v in split.get("seen_to_wired_steps_ms", {}).items()))
     for error in s["errors"]:
         lines.append(f"  error: {str(error)[:300]}")
     return "\n".join(lines)

@@ -4,6 +4,7 @@
                                                  [--no-embedded] [--group-members N]
     .venv/bin/python bench/distributed.py multi  [--hosts 4] [--vms 1000] [--workers 4] [--trace]
                                                  [--max-concurrent-builds 10]
+                                                 [--set SECTION.KEY=VALUE ...]
 
 `single`: the same storm on one host, first in the embedded default (`vifwire up`:
 one process, SQLite, in-process bus), then in distributed mode for each worker
@@ -22,6 +23,10 @@ Nova endpoint, so a fan-out (bench/dist_nova.py) sits at the server's Nova URL.
 default security group first, so each bind and each member round carries N more
 addresses: what the member lists of a storm of N more VMs cost the server, the
 broker, the database and the agents, on a machine that cannot boot them.
+
+`--set` (multi) writes a setting into the vifwire.conf of the server and agents,
+for an A/B of one knob (e.g. `--set database.threads=1`); the command line in the
+results says which.
 
 Figures per storm (bench/dist_storm.py): plug -> vif-plugged p50/p99/max, create
 -> vif-plugged, CPU per VM from the first create to the last event of: the server
@@ -109,8 +114,9 @@ def embedded(base: Path, vms: int, repeats: int) -> list[dict[str, Any]]:
 
 def distributed(base: Path, workers: int, hosts: int, vms: int, repeats: int,
                 cidr: str, max_concurrent_builds: int = 0,
-                group_members: int = 0, trace: bool = False) -> list[dict[str, Any]]:
-    rig = Rig(base / f"dist-w{workers}-h{hosts}")
+                group_members: int = 0, trace: bool = False,
+                settings: list[str] | None = None) -> list[dict[str, Any]]:
+    rig = Rig(base / f"dist-w{workers}-h{hosts}", settings=settings or [])
     rig.base.mkdir(parents=True)
     if trace:
         rig.trace_dir = rig.base / "trace"
@@ -238,6 +244,9 @@ def main() -> int:
     multi.add_argument("--max-concurrent-builds", type=int, default=0,
                        help="per host, as Nova's max_concurrent_builds (its default: 10); "
                             "0: every VM at once")
+    multi.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="a vifwire.conf setting of the server and agents (A/B runs), "
+                            "e.g. database.threads=2; recorded in the results")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="vwdistbench-"))
     storms: list[dict[str, Any]] = []
@@ -251,7 +260,7 @@ def main() -> int:
     else:
         run.append(lambda: distributed(base, args.workers, args.hosts, args.vms, args.repeats,
                                        "10.0.0.0/20", args.max_concurrent_builds,
-                                       args.group_members, args.trace))
+                                       args.group_members, args.trace, args.set))
     for step in run:
         for s in step():
             storms.append(s)

@@ -568,3 +568,34 @@ async def test_ipv6_neighbour_discovery_passes_rules_decide(
     await add(a, "a", [icmp6, egress6], "table=82")
     # NS/NA between their link-local addresses, then the echo and its reply
     assert any([await ping6(b, target) for _ in range(3)])
+
+
+async def test_a_member_change_moves_only_the_flows_that_changed(
+        rig: Rig, ovs: OvsRuntime) -> None:
+    """`put_many(in_place=...)` (a remote group's member flows): a new member adds
+    its flow, a gone one's is deleted, the others stay as vswitchd has them."""
+    await rig.agent.stop()
+    runtime = OvsRuntime(ovs.settings)
+    flows = FlowTable(runtime, ovs.settings.integration_bridge)
+    key = "kept:fw:rg:test-in-place"
+
+    def spec(n: int) -> str:
+        return f"table=99,priority=10,ip,nw_src=10.99.0.{n},actions=drop"
+
+    def held() -> set[str]:
+        out = ovs.ofctl("dump-flows", ovs.settings.integration_bridge,
+                        f"cookie={group_cookie(key):#x}/-1")
+        return set(re.findall(r"nw_src=10\.99\.0\.(\d+)", out))
+
+    try:
+        await flows.put_many({key: [spec(1), spec(2)]}, in_place=[key])
+        before = flow_ages(ovs, key)
+        await asyncio.sleep(1.1)  # dump-flows gives durations to the millisecond
+        await flows.put_many({key: [spec(2), spec(3)]}, in_place=[key])
+        assert held() == {"2", "3"}
+        ages = sorted(flow_ages(ovs, key))
+        assert ages[0] < 1.0 <= ages[1] and len(before) == 2  # 3 is new, 2 stayed
+        await flows.put_many({key: []}, in_place=[key])
+        assert held() == set()
+    finally:
+        await flows.stop()

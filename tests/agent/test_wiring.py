@@ -11,7 +11,7 @@ import pytest
 
 from vifwire.agent.errors import AgentError
 from vifwire.agent.model import DEAD_VLAN
-from vifwire.agent.service import OvsAgent
+from vifwire.agent.service import WIRING_STEPS, OvsAgent
 from vifwire.bus.base import agent_topic
 from vifwire.bus.local import LocalBus
 from vifwire.ovs.runtime import OvsRuntime
@@ -60,6 +60,11 @@ async def test_bound_port_is_tagged_and_reported_up(
     assert server.ports[p["port_id"]]["status"] == "ACTIVE"
     stages = [e["stage"] for e in agent.tracer.events if e["port"] == p["port_id"]]
     assert stages == [Stage.SEEN, Stage.WIRED, Stage.UP]
+    # WIRED carries when the wiring passed each wait, in order, after SEEN.
+    marks = {e["stage"]: e for e in agent.tracer.events if e["port"] == p["port_id"]}
+    steps = marks[Stage.WIRED]["steps"]
+    times = [marks[Stage.SEEN]["t"], *(steps[s] for s in WIRING_STEPS), marks[Stage.WIRED]["t"]]
+    assert list(steps) == list(WIRING_STEPS) and times == sorted(times)
     log_latency(agent, [vm])
 
 

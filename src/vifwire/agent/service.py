@@ -33,8 +33,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from vifwire.agent.errors import AgentError, OvsUnavailable
 from vifwire.agent.firewalls import Firewalls
@@ -75,6 +76,10 @@ class PortState:
     dropped: bool = False  # a drop flow for the port is installed
     reflow: bool = False  # the device came back: rewrite the drop flow
     returned: bool = False  # the device came back: make vswitchd reopen it
+    # When the current wiring passed each of its waits (`WIRING_STEPS`): traced
+    # with WIRED, so a storm's seen -> wired splits into vswitchd's numbering,
+    # the remote groups' read, the firewall bundle and the tag's write.
+    steps: dict[str, float] = field(default_factory=dict)
 
 
 class _Endpoint:
@@ -278,6 +283,7 @@ class OvsAgent:
             state = self._ports.setdefault(port_id, PortState())
             if vif is not None and state.vif is None:
                 self.tracer.mark(Stage.SEEN, port_id, device=vif.name)
+                state.steps = {}
             if vif is None or (state.vif is not None and state.vif.name != vif.name):
                 state.wired = False
             if vif is not None and not vif.lost and state.vif is not None and state.vif.lost:
@@ -474,12 +480,15 @@ class OvsAgent:
                 continue
             if _awaits_ofport(state, action.wired):
                 return  # vswitchd's numbering of the VIF comes as a VIF change: a kick
+            _passed(state, "numbered", action.wired)
             if self._awaits_members(port_id, state, action.wired):
                 return  # the read of its remote groups kicks it (`_read_members`)
+            _passed(state, "members", action.wired)
             if not await self._guard(port_id, state, view.local_vlan, action.wired):
                 failures += 1
                 await asyncio.sleep(_backoff(failures))
                 continue
+            _passed(state, "filtered", action.wired)
             if action.write is not None:
                 try:
                     await self._bridge.apply(action.write)
@@ -510,7 +519,8 @@ class OvsAgent:
                 continue
             if action.wired and not state.wired and state.vif is not None:
                 state.wired = True
-                self.tracer.mark(Stage.WIRED, port_id, vlan=view.local_vlan)
+                self.tracer.mark(Stage.WIRED, port_id, vlan=view.local_vlan, steps=state.steps)
+                state.steps = {}
             if action.report is not None:
                 self._reporter.want(port_id, action.report)
             self._prune(port_id, state)
@@ -672,6 +682,15 @@ def _recovered_vlans(vifs: Iterable[Vif | None]) -> list[tuple[str, int]]:
         if network and tag and tag.isdigit():
             pairs.append((network, int(tag)))
     return pairs
+
+
+WIRING_STEPS = ("numbered", "members", "filtered")  # in order; then WIRED (the tag)
+
+
+def _passed(state: PortState, step: str, wired: bool) -> None:
+    """The port's wiring got past `step` (the first time only: a retry keeps it)."""
+    if wired and not state.wired and step not in state.steps:
+        state.steps[step] = time.time()
 
 
 def _awaits_ofport(state: PortState, wired: bool) -> bool:

@@ -114,16 +114,20 @@ class FlowTable:
         no longer wanted deleted one by one, the new ones added, the others left
         alone (a group's member flows, where one new member would otherwise
         rewrite them all: vswitchd then revalidates less and nothing else moves)."""
-        groups = {key: [Flow(group_cookie(key), spec) for spec in specs]
-                  for key, specs in changes.items()}
+        groups: dict[str, list[Flow]] = {}
+        for key, specs in changes.items():
+            cookie = group_cookie(key)  # once per key: a group's member flows may be 1,000s
+            groups[key] = [Flow(cookie, spec) for spec in specs]
         async with self._lock:
             lines = []
             for key, flows in groups.items():
                 held = self._groups.get(key)
                 if key in in_place and held and flows:
-                    wanted, had = set(flows), set(held)
-                    lines += [f.delete_line() for f in held if f not in wanted]
-                    lines += [f"add {f.line()}" for f in flows if f not in had]
+                    # By spec string (one cookie per key): a group of 1,000 members
+                    # changes by one flow, and hashing Flow objects cost more.
+                    wanted, had = {f.spec for f in flows}, {f.spec for f in held}
+                    lines += [f.delete_line() for f in held if f.spec not in wanted]
+                    lines += [f"add {f.line()}" for f in flows if f.spec not in had]
                     continue
                 lines.append(f"delete cookie={group_cookie(key):#x}/-1")
                 lines += [f"add {f.line()}" for f in flows]
