@@ -684,7 +684,9 @@ def _recovered_vlans(vifs: Iterable[Vif | None]) -> list[tuple[str, int]]:
     return pairs
 
 
-WIRING_STEPS = ("numbered", "members", "filtered")  # in order; then WIRED (the tag)
+# The waits of a wiring, in order, then WIRED (the tag is live). A port without
+# a firewall passes the first three at once: only rules need its ofport and groups.
+WIRING_STEPS = ("numbered", "members", "filtered")
 
 
 def _passed(state: PortState, step: str, wired: bool) -> None:
