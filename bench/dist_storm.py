@@ -24,6 +24,7 @@ from storm import calibration_s
 
 from vifwire.compute.result import latency_summary
 from vifwire.profile import analysis
+from vifwire.trace import WIRING_STEPS, Stage
 
 
 @dataclass(frozen=True)
@@ -110,21 +111,18 @@ def stage_split(trace_dir: Path, port_ids: list[str]) -> dict[str, Any]:
 
 def wiring_steps(events: list[dict[str, Any]],
                  timelines: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """seen -> wired split by the agent's waits (the `steps` of its WIRED marks,
-    vifwire.agent.service.WIRING_STEPS): seen -> numbered (vswitchd gave the VIF
-    its ofport), -> members (the remote groups were held), -> filtered (the
-    firewall bundle was written), -> wired (the tag was written)."""
-    names = ["seen", "numbered", "members", "filtered", "wired"]
-    spans: dict[str, list[float]] = {f"{a}->{b}": [] for a, b in itertools.pairwise(names)}
-    for event in events:
-        steps, stages = event.get("steps"), timelines.get(str(event["port"]))
-        if event["stage"] != "wired" or not steps or not stages or "seen" not in stages:
-            continue
-        times = {"seen": stages["seen"], **steps, "wired": event["t"]}
-        if all(name in times for name in names):
-            for a, b in itertools.pairwise(names):
-                spans[f"{a}->{b}"].append((times[b] - times[a]) * 1000)
-    return {span: analysis.summarize(values) for span, values in spans.items()}
+    """seen -> wired split by the agent's waits (vifwire.trace.WIRING_STEPS, the
+    `steps` of its WIRED marks): seen -> numbered (vswitchd gave the VIF its
+    ofport), -> members (the remote groups were held), -> filtered (the firewall
+    bundle was written), -> wired (the tag was written)."""
+    split = {str(e["port"]): {Stage.SEEN: timelines[str(e["port"])][Stage.SEEN],
+                              **e["steps"], Stage.WIRED: e["t"]}
+             for e in events if e["stage"] == Stage.WIRED and e.get("steps")
+             and Stage.SEEN in timelines.get(str(e["port"]), {})}
+    names = [Stage.SEEN, *WIRING_STEPS, Stage.WIRED]
+    return {analysis.transition_key(a, b): analysis.summarize(
+                analysis.durations_ms(split, a, b).values())
+            for a, b in itertools.pairwise(names)}
 
 
 def describe(label: str, s: dict[str, Any]) -> str:
@@ -149,13 +147,13 @@ def describe(label: str, s: dict[str, Any]) -> str:
                  f"calibration loop {s['calibration_s']:.3f} s")
     split = s.get("stage_split")
     if split:
+        def spans(stats: dict[str, Any]) -> str:
+            return ", ".join(f"{k} {ms(v, 'p50')}/{ms(v, 'p99')}/{ms(v, 'max')}"
+                             for k, v in stats.items())
         lines.append(f"  where plug -> vif-plugged went ({split['ports_traced']} ports traced, "
-                     "ms p50/p99/max): " + ", ".join(
-                         f"{k} {ms(v, 'p50')}/{ms(v, 'p99')}/{ms(v, 'max')}"
-                         for k, v in split["transitions_ms"].items()))
-        lines.append("  seen -> wired by the agent's waits (ms p50/p99/max): " + ", ".join(
-            f"{k} {ms(v, 'p50')}/{ms(v, 'p99')}/{ms(v, 'max')}"
-            for k, v in split.get("seen_to_wired_steps_ms", {}).items()))
+                     f"ms p50/p99/max): {spans(split['transitions_ms'])}")
+        lines.append("  seen -> wired by the agent's waits (ms p50/p99/max): "
+                     + spans(split.get("seen_to_wired_steps_ms", {})))
     for error in s["errors"]:
         lines.append(f"  error: {str(error)[:300]}")
     return "\n".join(lines)

@@ -34,6 +34,13 @@ class Stage(StrEnum):
     EVENT_RECEIVED = "event_received"  # compute received network-vif-plugged
 
 
+# The waits between SEEN and WIRED, in order: the agent's WIRED mark carries when
+# each ended (`steps`: vswitchd numbered the VIF, its remote groups were held,
+# its firewall bundle was written). A port without a firewall passes all three
+# at once: only rules need its ofport and groups.
+WIRING_STEPS = ("numbered", "members", "filtered")
+
+
 # ~100 bytes an event: a long-running stack keeps at most a few tens of MB.
 MAX_EVENTS = 200_000
 

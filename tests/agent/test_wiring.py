@@ -11,12 +11,12 @@ import pytest
 
 from vifwire.agent.errors import AgentError
 from vifwire.agent.model import DEAD_VLAN
-from vifwire.agent.service import WIRING_STEPS, OvsAgent
+from vifwire.agent.service import OvsAgent
 from vifwire.bus.base import agent_topic
 from vifwire.bus.local import LocalBus
 from vifwire.ovs.runtime import OvsRuntime
 from vifwire.settings import OvsSettings, Settings
-from vifwire.trace import NullTracer, Stage
+from vifwire.trace import WIRING_STEPS, NullTracer, Stage
 
 from .conftest import log_latency
 from .peers import ServerPeer, Vm, port, wait_for

@@ -76,9 +76,8 @@ class PortState:
     dropped: bool = False  # a drop flow for the port is installed
     reflow: bool = False  # the device came back: rewrite the drop flow
     returned: bool = False  # the device came back: make vswitchd reopen it
-    # When the current wiring passed each of its waits (`WIRING_STEPS`): traced
-    # with WIRED, so a storm's seen -> wired splits into vswitchd's numbering,
-    # the remote groups' read, the firewall bundle and the tag's write.
+    # When the current wiring passed each of its waits (vifwire.trace.WIRING_STEPS),
+    # traced with WIRED.
     steps: dict[str, float] = field(default_factory=dict)
 
 
@@ -682,11 +681,6 @@ def _recovered_vlans(vifs: Iterable[Vif | None]) -> list[tuple[str, int]]:
         if network and tag and tag.isdigit():
             pairs.append((network, int(tag)))
     return pairs
-
-
-# The waits of a wiring, in order, then WIRED (the tag is live). A port without
-# a firewall passes the first three at once: only rules need its ofport and groups.
-WIRING_STEPS = ("numbered", "members", "filtered")
 
 
 def _passed(state: PortState, step: str, wired: bool) -> None:

@@ -123,11 +123,9 @@ class FlowTable:
             for key, flows in groups.items():
                 held = self._groups.get(key)
                 if key in in_place and held and flows:
-                    # By spec string (one cookie per key): a group of 1,000 members
-                    # changes by one flow, and hashing Flow objects cost more.
-                    wanted, had = {f.spec for f in flows}, {f.spec for f in held}
-                    lines += [f.delete_line() for f in held if f.spec not in wanted]
-                    lines += [f"add {f.line()}" for f in flows if f.spec not in had]
+                    wanted, had = set(flows), set(held)
+                    lines += [f.delete_line() for f in held if f not in wanted]
+                    lines += [f"add {f.line()}" for f in flows if f not in had]
                     continue
                 lines.append(f"delete cookie={group_cookie(key):#x}/-1")
                 lines += [f"add {f.line()}" for f in flows]

@@ -18,7 +18,6 @@ does not have raises `UnknownPort`.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import re
 import struct
@@ -294,7 +293,6 @@ def _ct_state(value: str) -> tuple[bytes, bytes | None]:
     return struct.pack("!I", bits), struct.pack("!I", mask)
 
 
-@functools.lru_cache(maxsize=16384)  # a group's member addresses recur in every port's rules
 def _address(value: str, size: int) -> tuple[bytes, bytes | None]:
     net = ipaddress.ip_network(value, strict=False)
     if net.max_prefixlen != size * 8:
