@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -108,7 +109,12 @@ def main() -> int:
           f"{neutron['last_event_after_first_create_s']} s after the first create; load "
           f"{neutron['loadavg_before']} -> {neutron['loadavg_after']}, calibration "
           f"{neutron['calibration_s']:.3f} s", flush=True)
-    vifwire = distributed(base, args.workers, 1, args.vms, 1, "10.0.0.0/22")[0]
+    try:
+        vifwire = distributed(base, args.workers, 1, args.vms, 1, "10.0.0.0/22")[0]
+    except BaseException:
+        print(f"logs and run dirs kept in {base}", file=sys.stderr)
+        raise
+    shutil.rmtree(base, ignore_errors=True)  # Neutron's log and the rig's: not needed now
     print(describe(f"vifwire distributed (workers {args.workers}), {args.vms} VMs", vifwire))
     found = ratios(neutron, vifwire)
     print("Neutron / vifwire distributed: " + ", ".join(

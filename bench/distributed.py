@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -261,11 +262,17 @@ def main() -> int:
         run.append(lambda: distributed(base, args.workers, args.hosts, args.vms, args.repeats,
                                        "10.0.0.0/20", args.max_concurrent_builds,
                                        args.group_members, args.trace, args.set))
-    for step in run:
-        for s in step():
-            storms.append(s)
-            print(describe(f"{s['mode']} (workers {s['workers']}), {s['vms']} VMs", s),
-                  flush=True)
+    try:
+        for step in run:
+            for s in step():
+                storms.append(s)
+                print(describe(f"{s['mode']} (workers {s['workers']}), {s['vms']} VMs", s),
+                      flush=True)
+    except BaseException:
+        # The rigs' logs and run dirs say what went wrong: kept, and named.
+        print(f"logs and run dirs kept in {base}", file=sys.stderr)
+        raise
+    shutil.rmtree(base, ignore_errors=True)  # a run that went through needs none of it
     ratios = cost_of_distribution(storms)
     for line in ratios:
         print(line)
