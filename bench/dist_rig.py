@@ -338,9 +338,11 @@ def parse_boot(stdout: str, stderr: str) -> dict[str, Any]:
 Probe = Callable[[], dict[str, float]]
 
 
-def pids_probe(name: str, pids: Callable[[], list[int]], every: int = 1) -> Probe:
+def pids_probe(name: str, pids: Callable[[], list[int]], every: int = 1,
+               children: bool = False) -> Probe:
     """Cumulative CPU seconds of `pids()` (re-listed every `every` samples); a process
-    that exits keeps its last reading, so the total never goes backwards."""
+    that exits keeps its last reading, so the total never goes backwards. With
+    `children`, the children each process has waited for count too (a boot's pings)."""
     last: dict[int, float] = {}
     procs: dict[int, psutil.Process] = {}
     calls = [0]
@@ -357,10 +359,24 @@ def pids_probe(name: str, pids: Callable[[], list[int]], every: int = 1) -> Prob
         for pid, proc in list(procs.items()):
             try:
                 t = proc.cpu_times()
-                last[pid] = t.user + t.system
+                last[pid] = t.user + t.system + (
+                    t.children_user + t.children_system if children else 0.0)
             except psutil.Error:
                 del procs[pid]
         return {name: sum(last.values())}
+
+    return read
+
+
+def machine_probe(name: str) -> Probe:
+    """CPU seconds all CPUs spent busy (not idle or waiting for I/O): what the storm
+    left of the machine, beside what the named components used."""
+    hz = os.sysconf("SC_CLK_TCK")
+
+    def read() -> dict[str, float]:
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:9]]
+        return {name: (sum(ticks) - ticks[3] - ticks[4]) / hz}  # minus idle and iowait
 
     return read
 

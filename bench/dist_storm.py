@@ -19,12 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dist_rig import CpuSampler, Host, Probe, Rig, parse_boot
+from dist_rig import CpuSampler, Host, Probe, Rig, machine_probe, parse_boot, pids_probe
 from storm import calibration_s
 
 from vifwire.compute.result import latency_summary
 from vifwire.profile import analysis
 from vifwire.trace import WIRING_STEPS, Stage
+
+RIG_PROBE = "rig: vifwire boot (emulated Nova + os-vif, its VMs and pings)"
+MACHINE_PROBE = "machine (every process and the kernel, /proc/stat)"
 
 
 @dataclass(frozen=True)
@@ -43,13 +46,19 @@ def run_storm(rig: Rig, boots: list[Boot], probes: list[Probe], *, network: str,
               max_concurrent_builds: int = 0) -> dict[str, Any]:
     pace = calibration_s()
     load_before = loadavg()
-    with CpuSampler(probes) as sampler:
+    boot_pids: list[int] = []
+    # The rig's own share of the machine: the emulated Nova + os-vif and its VMs
+    # (namespaces, veths, pings) run on the same cores as everything they measure.
+    rig_probes = [pids_probe(RIG_PROBE, lambda: boot_pids, children=True),
+                  machine_probe(MACHINE_PROBE)]
+    with CpuSampler([*probes, *rig_probes]) as sampler:
         started = time.monotonic()
         procs = [subprocess.Popen(rig.boot_cmd(b.host, b.count, b.nova_url, network,
                                                connectivity, external, max_concurrent_builds),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   env={**os.environ, **rig.trace_env()})
                  for b in boots]
+        boot_pids.extend(p.pid for p in procs)
         outputs = [p.communicate() for p in procs]
         wall = time.monotonic() - started
     summaries = [parse_boot(out, err) for out, err in outputs]
@@ -88,6 +97,9 @@ def run_storm(rig: Rig, boots: list[Boot], probes: list[Probe], *, network: str,
         result["first_create_to_last_event_s"] = round(t1 - t0, 3)
         result["cpu_s_to_last_event"] = {k: round(v, 3) for k, v in cpu.items()}
         result["cpu_ms_per_vm"] = {k: round(v * 1000 / vms, 2) for k, v in cpu.items()}
+        # How full the machine was: busy CPUs, averaged over the same window.
+        result["machine_busy_cpus"] = round(cpu[MACHINE_PROBE] / max(t1 - t0, 1e-6), 2)
+        result["machine_cpus"] = os.cpu_count()
         whole = sampler.between(sampler.samples[0][0], sampler.samples[-1][0])
         result["cpu_s_whole_run"] = {k: round(v, 3) for k, v in whole.items()}
     result["latencies_ms"] = sorted(round(x, 2) for x in latencies)
@@ -143,6 +155,9 @@ def describe(label: str, s: dict[str, Any]) -> str:
         per_vm = ", ".join(f"{k} {v:.2f}" for k, v in s["cpu_ms_per_vm"].items())
         lines.append(f"  CPU ms per VM (first create -> last event, "
                      f"{s['first_create_to_last_event_s']} s): {per_vm}")
+        if "machine_busy_cpus" in s:
+            lines.append(f"  machine: {s['machine_busy_cpus']} of {s['machine_cpus']} CPUs busy "
+                         f"on average over that window")
     lines.append(f"  load average {s['loadavg_before']} -> {s['loadavg_after']}, "
                  f"calibration loop {s['calibration_s']:.3f} s")
     split = s.get("stage_split")

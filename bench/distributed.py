@@ -32,8 +32,11 @@ Figures per storm (bench/dist_storm.py): plug -> vif-plugged p50/p99/max, create
 -> vif-plugged, CPU per VM from the first create to the last event of: the server
 (supervisor + every worker), the agent(s), the shared broker's beam.smp (shared
 with every other user of the broker: an upper bound of what this run cost it)
-and the PostgreSQL backends serving this run's database; with the load average
-and the calibration loop. `--trace` (multi) adds where each port's plug ->
+and the PostgreSQL backends serving this run's database; beside them the rig's
+own share, the `vifwire boot` processes (the emulated Nova + os-vif, with the
+pings they waited for), and the whole machine's busy CPU time (/proc/stat, with
+the average number of busy CPUs over the window: on this 2-CPU machine a
+1,000-VM storm keeps both busy); with the load average and the calibration loop. `--trace` (multi) adds where each port's plug ->
 vif-plugged went, transition by transition (plugged -> seen -> wired -> up ->
 active -> event_sent -> event_received), from the stage marks the server workers,
 agents and boots write (VIFWIRE_TRACE_DIR). Results:
