@@ -36,10 +36,11 @@ and the PostgreSQL backends serving this run's database; beside them the rig's
 own share, the `vifwire boot` processes (the emulated Nova + os-vif, with the
 pings they waited for), and the whole machine's busy CPU time (/proc/stat, with
 the average number of busy CPUs over the window: on this 2-CPU machine a
-1,000-VM storm keeps both busy); with the load average and the calibration loop. `--trace` (multi) adds where each port's plug ->
-vif-plugged went, transition by transition (plugged -> seen -> wired -> up ->
-active -> event_sent -> event_received), from the stage marks the server workers,
-agents and boots write (VIFWIRE_TRACE_DIR). Results:
+1,000-VM storm keeps both busy); with the load average and the calibration
+loop. `--trace` (multi) adds where each port's plug -> vif-plugged went,
+transition by transition (plugged -> seen -> wired -> up -> active -> event_sent
+-> event_received), from the stage marks the server workers, agents and boots
+write (VIFWIRE_TRACE_DIR). Results:
 bench/results/distributed-<mode>-<time>.json.
 """
 
