@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
@@ -108,3 +109,45 @@ def test_a_vif_without_its_device_is_reported_down_and_keeps_its_tag() -> None:
     lost = Vif("p1", "tap1", tag=7, other_config={"net_uuid": "n1"}, lost=True)
     action = plan(PortView("p1", lost, p, Lookup.KNOWN, 7, was_up=True))
     assert action.report == "down" and action.write is None
+
+
+class SlowServer:
+    """Answers status reports only when told to, recording what each call carried."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[str]]] = []
+        self.release = asyncio.Event()
+
+    async def ports_up(self, host: str, port_ids: list[str]) -> list[str]:
+        self.calls.append(("up", list(port_ids)))
+        await self.release.wait()
+        return list(port_ids)
+
+    async def ports_down(self, host: str, port_ids: list[str]) -> list[str]:
+        self.calls.append(("down", list(port_ids)))
+        await self.release.wait()
+        return list(port_ids)
+
+
+async def test_reporter_sends_beside_a_slow_call_but_never_a_port_twice_at_once() -> None:
+    bus = LocalBus()
+    server = SlowServer()
+    await bus.serve(SERVER_TOPIC, server)
+    reporter = StatusReporter(bus, "h", Tracer("agent", None), max_in_flight=2)
+    reporter.start()
+    try:
+        reporter.want("a", "up")
+        await wait_for(lambda: len(server.calls) == 1, what="a's call")
+        reporter.want("b", "up")  # a second slot is free: b does not wait for a's answer
+        await wait_for(lambda: len(server.calls) == 2, what="b's call beside a's")
+        reporter.want("a", "down")  # a's up is unanswered: its down must wait for it
+        reporter.want("c", "up")  # both slots busy: c waits too
+        await asyncio.sleep(0.05)
+        assert server.calls == [("up", ["a"]), ("up", ["b"])]
+        server.release.set()
+        await wait_for(lambda: reporter.pending == 0 and len(server.calls) == 4,
+                       what="the held reports")
+        assert sorted(server.calls[2:]) == [("down", ["a"]), ("up", ["c"])]
+    finally:
+        await reporter.stop()
+        await bus.stop()

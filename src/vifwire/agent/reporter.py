@@ -1,16 +1,22 @@
-"""Reporting ports up and down to the server, batched by the call in flight.
+"""Reporting ports up and down to the server, batched by the calls in flight.
 
-Workers say what each port's status should be (`want`); one sender task turns
-that into `ports_up` / `ports_down` calls. Whatever becomes ready while a call
-is in flight goes into the next call, so a lone port is reported at once and a
-burst costs a few calls, with no timer anywhere.
+Workers say what each port's status should be (`want`); the reporter turns
+that into `ports_up` / `ports_down` calls, at most `max_in_flight` at a time.
+A port that becomes ready while fewer calls are in flight leaves at once;
+while all are in flight it waits for the next free one, with whatever else
+became ready meanwhile. So a lone port is reported at once and a burst costs a
+few calls, with no timer anywhere. Two calls in flight (the default) halve the
+wait behind a slow call that one would impose on a port ready just after it
+left: under a 1,000-VM storm that wait was the agent's wired -> up p99.
 
 Invariants:
 - latest wish wins per port: up then down before sending sends only down;
+- a port is in at most one call at a time: a wish for a port whose call is in
+  flight waits for its answer, so the server sees each port's reports in order;
 - a port is never reported twice in a row with the same status (`_sent`
   records the last status sent or in flight);
 - on a bus error the batch goes back into the queue (unless a newer wish
-  replaced it) and the sender backs off, so no port is lost.
+  replaced it) and its call slot backs off, so no port is lost.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ Status = str  # "up" | "down"
 
 class StatusReporter:
     def __init__(self, bus: Bus, host: str, tracer: Tracer, *, timeout: float = 30.0,
-                 backoff: tuple[float, float] = (0.05, 5.0),
+                 backoff: tuple[float, float] = (0.05, 5.0), max_in_flight: int = 2,
                  on_sent: Callable[[str, Status], None] | None = None) -> None:
         self._bus = bus
         self._host = host
@@ -39,8 +45,12 @@ class StatusReporter:
         self._timeout = timeout
         self._backoff = backoff
         self._on_sent = on_sent
+        self._max_in_flight = max(1, max_in_flight)
+        self._delay = backoff[0]
         self._pending: dict[str, Status] = {}
         self._sent: dict[str, Status] = {}
+        self._in_flight: set[str] = set()  # ports whose call has not answered yet
+        self._calls: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -49,8 +59,9 @@ class StatusReporter:
 
     async def stop(self) -> None:
         if self._task is not None:
-            await cancel_and_wait(self._task)
+            await cancel_and_wait(self._task, *self._calls)
             self._task = None
+            self._calls.clear()
 
     def want(self, port_id: str, status: Status) -> None:
         if self._sent.get(port_id) == status:
@@ -71,22 +82,39 @@ class StatusReporter:
         return len(self._pending)
 
     async def _run(self) -> None:
-        delay = self._backoff[0]
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._pending:
-                batch, self._pending = self._pending, {}
-                ok = True
-                for status, method in (("up", "ports_up"), ("down", "ports_down")):
-                    ids = [p for p, s in batch.items() if s == status]
-                    if ids and not await self._send(method, status, ids):
-                        ok = False
-                if ok:
-                    delay = self._backoff[0]
-                else:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self._backoff[1])
+            while len(self._calls) < self._max_in_flight:
+                batch = {p: s for p, s in self._pending.items() if p not in self._in_flight}
+                if not batch:
+                    break
+                for port_id in batch:
+                    del self._pending[port_id]
+                self._in_flight.update(batch)
+                call = spawn(self._report(batch), name="agent:report")
+                self._calls.add(call)
+
+    async def _report(self, batch: dict[str, Status]) -> None:
+        """One call slot: send `batch` (ups, then downs), back off after a failure,
+        then free the slot and its ports and wake the reporter for what waited."""
+        try:
+            ok = True
+            for status, method in (("up", "ports_up"), ("down", "ports_down")):
+                ids = [p for p, s in batch.items() if s == status]
+                if ids and not await self._send(method, status, ids):
+                    ok = False
+            if ok:
+                self._delay = self._backoff[0]
+            else:
+                await asyncio.sleep(self._delay)
+                self._delay = min(self._delay * 2, self._backoff[1])
+        finally:
+            self._in_flight.difference_update(batch)
+            current = asyncio.current_task()
+            if current is not None:
+                self._calls.discard(current)
+            self._wake.set()
 
     async def _send(self, method: str, status: Status, ids: list[str]) -> bool:
         previous = {p: self._sent.get(p) for p in ids}
