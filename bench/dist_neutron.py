@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dist_rig import scratch_dir
 from dist_storm import describe, loadavg
 from storm import calibration_s
 
@@ -87,18 +86,7 @@ def ratios(neutron: dict[str, Any], vifwire: dict[str, Any]) -> dict[str, float 
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--peers", type=Path, required=True,
-                        help="a writable copy of /work/shared/peers where neutron/setup.sh ran")
-    parser.add_argument("--vms", type=int, default=100)
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="vwdistneutron-"))
-    try:
-        neutron = neutron_storm(args.peers, args.vms, base / "neutron-run.log")
-    finally:
-        stop_neutron(args.peers)
+def print_neutron(neutron: dict[str, Any]) -> None:
     lat = neutron["plug_to_event_ms"]
     print(f"Neutron 21, {neutron['plugged']}/{neutron['vms']} plugged: plug -> vif-plugged ms "
           f"p50 {lat['p50']:.0f}, p99 {lat['p99']:.0f}, max {lat['max']:.0f}; server CPU/VM "
@@ -109,12 +97,22 @@ def main() -> int:
           f"{neutron['last_event_after_first_create_s']} s after the first create; load "
           f"{neutron['loadavg_before']} -> {neutron['loadavg_after']}, calibration "
           f"{neutron['calibration_s']:.3f} s", flush=True)
-    try:
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peers", type=Path, required=True,
+                        help="a writable copy of /work/shared/peers where neutron/setup.sh ran")
+    parser.add_argument("--vms", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    with scratch_dir("vwdistneutron-") as base:
+        try:
+            neutron = neutron_storm(args.peers, args.vms, base / "neutron-run.log")
+        finally:
+            stop_neutron(args.peers)
+        print_neutron(neutron)
         vifwire = distributed(base, args.workers, 1, args.vms, 1, "10.0.0.0/22")[0]
-    except BaseException:
-        print(f"logs and run dirs kept in {base}", file=sys.stderr)
-        raise
-    shutil.rmtree(base, ignore_errors=True)  # Neutron's log and the rig's: not needed now
     print(describe(f"vifwire distributed (workers {args.workers}), {args.vms} VMs", vifwire))
     found = ratios(neutron, vifwire)
     print("Neutron / vifwire distributed: " + ", ".join(

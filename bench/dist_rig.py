@@ -20,16 +20,19 @@ pings never count.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -331,6 +334,19 @@ def parse_boot(stdout: str, stderr: str) -> dict[str, Any]:
     except ValueError:
         raise RuntimeError(f"vifwire boot printed no JSON: {stderr.strip()[-600:]}") from None
     return summary
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A temporary dir for a bench's rigs: removed after a run that went through,
+    kept (and named on stderr) after one that failed, for its logs and run dirs."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield base
+    except BaseException:
+        print(f"logs and run dirs kept in {base}", file=sys.stderr)
+        raise
+    shutil.rmtree(base, ignore_errors=True)
 
 
 # -- CPU ------------------------------------------------------------------------------

@@ -47,12 +47,11 @@ bench/results/distributed-<mode>-<time>.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,6 +69,7 @@ from dist_rig import (
     make_network,
     pg_backends,
     pids_probe,
+    scratch_dir,
     wait_until,
 )
 from dist_storm import Boot, describe, loadavg, run_storm, stage_split
@@ -253,30 +253,28 @@ def main() -> int:
                        help="a vifwire.conf setting of the server and agents (A/B runs), "
                             "e.g. database.threads=2; recorded in the results")
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="vwdistbench-"))
     storms: list[dict[str, Any]] = []
-    run: list[Callable[[], list[dict[str, Any]]]] = []
+    # Each step runs in the one scratch dir: `step(base)`.
+    run: list[Callable[[Path], list[dict[str, Any]]]] = []
     if args.mode == "single":
         if not args.no_embedded:
-            run.append(lambda: embedded(base, args.vms, args.repeats))
+            run.append(functools.partial(embedded, vms=args.vms, repeats=args.repeats))
         for w in (int(x) for x in args.workers.split(",")):
-            run.append(lambda w=w: distributed(base, w, 1, args.vms, args.repeats,
-                                               "10.0.0.0/22", group_members=args.group_members))
+            run.append(functools.partial(distributed, workers=w, hosts=1, vms=args.vms,
+                                         repeats=args.repeats, cidr="10.0.0.0/22",
+                                         group_members=args.group_members))
     else:
-        run.append(lambda: distributed(base, args.workers, args.hosts, args.vms, args.repeats,
-                                       "10.0.0.0/20", args.max_concurrent_builds,
-                                       args.group_members, args.trace, args.set))
-    try:
+        run.append(functools.partial(distributed, workers=args.workers, hosts=args.hosts,
+                                     vms=args.vms, repeats=args.repeats, cidr="10.0.0.0/20",
+                                     max_concurrent_builds=args.max_concurrent_builds,
+                                     group_members=args.group_members, trace=args.trace,
+                                     settings=args.set))
+    with scratch_dir("vwdistbench-") as base:
         for step in run:
-            for s in step():
+            for s in step(base):
                 storms.append(s)
                 print(describe(f"{s['mode']} (workers {s['workers']}), {s['vms']} VMs", s),
                       flush=True)
-    except BaseException:
-        # The rigs' logs and run dirs say what went wrong: kept, and named.
-        print(f"logs and run dirs kept in {base}", file=sys.stderr)
-        raise
-    shutil.rmtree(base, ignore_errors=True)  # a run that went through needs none of it
     ratios = cost_of_distribution(storms)
     for line in ratios:
         print(line)

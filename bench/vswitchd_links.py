@@ -31,6 +31,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,11 +80,8 @@ class LinkCounter:
 
 
 def coverage(runtime: OvsRuntime) -> dict[str, int]:
-    out = subprocess.run(["ip", "netns", "exec", HOST_NS, "ovs-appctl", "-t",
-                          str(runtime.run_dir / "ovs-vswitchd.ctl"), "coverage/show"],
-                         capture_output=True, text=True, env=runtime.env(), check=True).stdout
     totals = {}
-    for line in out.splitlines():
+    for line in runtime.appctl("ovs-vswitchd", "coverage/show").splitlines():
         found = re.match(r"(\w+)\s+.*total:\s+(\d+)", line)
         if found and found.group(1) in COUNTERS:
             totals[found.group(1)] = int(found.group(2))
@@ -102,7 +100,8 @@ def specs(count: int) -> list[vm.VmSpec]:
             for i in range(count)]
 
 
-def measure(runtime: OvsRuntime, links: LinkCounter, pid: int, action: Any) -> dict[str, float]:
+def measure(runtime: OvsRuntime, links: LinkCounter, pid: int,
+            action: Callable[[], None]) -> dict[str, float]:
     before, cpu0, links0 = coverage(runtime), cpu_s(pid), links.count
     action()
     time.sleep(2)  # let vswitchd finish what the last change started

@@ -43,6 +43,8 @@ def test_start_creates_a_private_switch_with_a_netdev_bridge(runtime: OvsRuntime
     assert runtime.vsctl("list-br").split() == [bridge]
     assert runtime.vsctl("get", "Bridge", bridge, "datapath_type").strip() == "netdev"
     assert "actions=NORMAL" in runtime.ofctl("dump-flows", bridge)
+    # appctl reaches this run dir's vswitchd, not a system one.
+    assert runtime.appctl("ovs-vswitchd", "coverage/show").startswith("Event coverage")
 
 
 def test_start_is_idempotent_and_stop_kills_only_its_pids(runtime: OvsRuntime) -> None:

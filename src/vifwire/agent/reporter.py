@@ -61,7 +61,6 @@ class StatusReporter:
         if self._task is not None:
             await cancel_and_wait(self._task, *self._calls)
             self._task = None
-            self._calls.clear()
 
     def want(self, port_id: str, status: Status) -> None:
         if self._sent.get(port_id) == status:
@@ -94,10 +93,11 @@ class StatusReporter:
                 self._in_flight.update(batch)
                 call = spawn(self._report(batch), name="agent:report")
                 self._calls.add(call)
+                call.add_done_callback(self._call_done)
 
     async def _report(self, batch: dict[str, Status]) -> None:
         """One call slot: send `batch` (ups, then downs), back off after a failure,
-        then free the slot and its ports and wake the reporter for what waited."""
+        then free its ports (`_call_done` frees the slot)."""
         try:
             ok = True
             for status, method in (("up", "ports_up"), ("down", "ports_down")):
@@ -111,10 +111,11 @@ class StatusReporter:
                 self._delay = min(self._delay * 2, self._backoff[1])
         finally:
             self._in_flight.difference_update(batch)
-            current = asyncio.current_task()
-            if current is not None:
-                self._calls.discard(current)
-            self._wake.set()
+
+    def _call_done(self, call: asyncio.Task[None]) -> None:
+        """A slot is free: the reporter looks again at what waited for one."""
+        self._calls.discard(call)
+        self._wake.set()
 
     async def _send(self, method: str, status: Status, ids: list[str]) -> bool:
         previous = {p: self._sent.get(p) for p in ids}

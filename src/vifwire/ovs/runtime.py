@@ -70,6 +70,10 @@ class OvsRuntime:
         # OVS_RUNDIR in env() makes ovs-ofctl find "<bridge>.mgmt" in our run dir.
         return self._run(["ovs-ofctl", *args])
 
+    def appctl(self, daemon: str, *args: str) -> str:
+        """ovs-appctl to one of this run dir's daemons (e.g. "coverage/show")."""
+        return self._run(["ovs-appctl", "-t", str(self.run_dir / f"{daemon}.ctl"), *args])
+
     def pid(self, daemon: str) -> int | None:
         pidfile = self.run_dir / f"{daemon}.pid"
         try:
