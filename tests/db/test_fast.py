@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import (
     Boolean,
     Column,
+    Connection,
     DateTime,
     Engine,
     Integer,
@@ -28,9 +29,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from vifwire.db.engine import hooks
+from vifwire.db.engine import hooks, make_engine
 from vifwire.db.fast import Fast
 from vifwire.profile.sql import install_sql_probe
+from vifwire.server._db import release_connections, transaction
 
 MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
 
@@ -152,3 +154,75 @@ def test_a_column_left_to_its_default_is_refused(engine: Engine) -> None:
     with engine.connect() as conn, conn.begin(), pytest.raises(ValueError, match="no value"):
         Fast(insert(things)).execute(conn, {"id": "x", "kind": "port", "up": True,
                                             "at": datetime(2026, 11, 24), "n": 0})
+
+
+def test_a_rolled_back_transaction_keeps_nothing_its_fast_statements_wrote(
+        engine: Engine) -> None:
+    """On PostgreSQL the direct path begins the transaction itself (psycopg's
+    cursor is not involved): what it wrote goes with the rollback."""
+    values = {"id": "gone", "kind": "port", "up": True, "at": datetime(2026, 12, 3), "n": 0,
+              "note": ""}
+    with engine.connect() as conn:
+        with pytest.raises(RuntimeError), conn.begin():
+            INSERT.execute(conn, values)
+            assert BY_ID.execute(conn, {"id": "gone"}).first() is not None
+            raise RuntimeError("roll back")
+        with conn.begin():
+            assert BY_ID.execute(conn, {"id": "gone"}).first() is None
+
+
+@pytest.fixture
+def pg_engine(pg_url: str) -> Iterator[Engine]:
+    engine = make_engine(pg_url)
+    metadata.create_all(engine)
+    try:
+        yield engine
+    finally:
+        release_connections(engine)
+        metadata.drop_all(engine)
+        engine.dispose()
+
+
+def _attempts(engine: Engine, statement: Fast, params: dict[str, object]) -> tuple[object, int]:
+    """Run `statement` in `_db.transaction`: its first row and how many runs it took."""
+    runs = 0
+
+    def work(conn: Connection) -> object:
+        nonlocal runs
+        runs += 1
+        return statement.execute(conn, params).first()
+    return transaction(engine, work), runs
+
+
+@pytest.mark.postgres
+def test_a_rollback_after_many_plain_statements_keeps_the_prepared_ones(
+        pg_engine: Engine) -> None:
+    """psycopg's own rollback deallocates every prepared statement once it has
+    prepared some itself (it would after 5 runs of one statement); make_engine
+    switches that off, so the statements prepared on libpq survive a rollback."""
+    values = {"id": "kept", "kind": "port", "up": True, "at": datetime(2026, 12, 3), "n": 0,
+              "note": ""}
+    transaction(pg_engine, lambda conn: INSERT.execute(conn, values))
+    assert _attempts(pg_engine, BY_ID, {"id": "kept"})[1] == 1  # prepared now
+    for _ in range(8):  # the plain way, through psycopg's cursor
+        transaction(pg_engine, lambda conn: conn.execute(
+            select(things.c.n).where(things.c.id == "kept")).scalar())
+    with pytest.raises(IntegrityError):
+        transaction(pg_engine, lambda conn: INSERT.execute(conn, values), attempts=1)
+    row, runs = _attempts(pg_engine, BY_ID, {"id": "kept"})
+    assert row is not None and row.n == 0 and runs == 1
+
+
+@pytest.mark.postgres
+def test_a_statement_deallocated_under_it_is_prepared_again_on_retry(
+        pg_engine: Engine) -> None:
+    """A DEALLOCATE ALL by someone else aborts the next transaction that needs a
+    prepared statement; `_db.transaction` runs it again and it is prepared anew."""
+    values = {"id": "back", "kind": "port", "up": True, "at": datetime(2026, 12, 3), "n": 0,
+              "note": ""}
+    transaction(pg_engine, lambda conn: INSERT.execute(conn, values))
+    assert _attempts(pg_engine, BY_ID, {"id": "back"})[1] == 1
+    transaction(pg_engine, lambda conn: conn.exec_driver_sql("DEALLOCATE ALL"))
+    row, runs = _attempts(pg_engine, BY_ID, {"id": "back"})
+    assert row is not None and row.id == "back" and runs == 2
+    assert _attempts(pg_engine, BY_ID, {"id": "back"})[1] == 1

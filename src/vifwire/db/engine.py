@@ -72,7 +72,7 @@ def hooks(engine: Engine) -> EngineHooks:
 
 def make_engine(url: str, *, direct_statements: bool = True, held_connections: bool = True,
                 threads: int = 4) -> Engine:
-    engine = _create(url, threads)
+    engine = _create(url, threads, direct_statements)
     found = hooks(engine)
     found.direct_statements = direct_statements
     found.held_connections = held_connections
@@ -80,7 +80,7 @@ def make_engine(url: str, *, direct_statements: bool = True, held_connections: b
     return engine
 
 
-def _create(url: str, threads: int) -> Engine:
+def _create(url: str, threads: int, direct_statements: bool) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
@@ -99,6 +99,11 @@ def _create(url: str, threads: int) -> Engine:
         engine = create_engine(url, **kwargs)
         _tune_mysql(engine)
         return engine
+    if parsed.get_driver_name() == "psycopg" and direct_statements:
+        # The hot statements are prepared by vifwire.db.libpq. psycopg's own
+        # automatic preparing would add little (few statements run the plain
+        # way) and its rollback sends DEALLOCATE ALL, which drops those too.
+        kwargs["connect_args"] = {"prepare_threshold": None}
     return create_engine(url, **kwargs)
 
 

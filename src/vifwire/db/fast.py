@@ -6,8 +6,10 @@ context, event dispatch, a result object. The statements that every booted VM
 runs (a dozen of them) are wrapped in `Fast`: compiled by SQLAlchemy once per
 dialect (and per set of columns, for INSERT and UPDATE), their bind and result
 type processors taken from that compilation, and then executed on the DBAPI
-cursor of the connection's current transaction. Rows come back as named tuples
-(`row.id`, `row._asdict()`), as Core's rows do for what this code reads.
+cursor of the connection's current transaction (on PostgreSQL through psycopg,
+as a prepared statement on the connection's libpq handle: `vifwire.db.libpq`).
+Rows come back as named tuples (`row.id`, `row._asdict()`), as Core's rows do
+for what this code reads.
 
 What stays SQLAlchemy's: the transaction (these run inside `Connection.begin()`),
 error translation (a driver error goes through the Connection's own handler, so
@@ -47,6 +49,7 @@ class _Plan:
     positional: tuple[str, ...] | None  # bind names in order, for qmark/format styles
     literals: dict[str, Any]  # values written into the statement (`col == "x"`)
     binds: tuple[tuple[str, Callable[[Any], Any]], ...]  # name -> bind processor
+    numbered: tuple[bytes, tuple[str, ...]] | None  # psycopg: `sql` as libpq runs it
     row: Any  # named tuple class of the result, None for DML without rows
     results: tuple[Callable[[Any], Any] | None, ...]  # per column result processor
 
@@ -76,17 +79,21 @@ class Fast:
             values[name] = process(values[name])
         if plan.positional is not None:
             values = tuple(values[name] for name in plan.positional)
-        cursor = _cursor(conn)
+        cursor = None
         if observer is not None:
             built, built_wall = time.thread_time(), time.perf_counter()
         try:
-            cursor.execute(plan.sql, values)
-            rows = cursor.fetchall() if plan.row is not None else []
+            if plan.numbered is not None:
+                rows, rowcount = _session(conn).execute(*plan.numbered, values)
+            else:
+                cursor = _cursor(conn)
+                cursor.execute(plan.sql, values)
+                rows = cursor.fetchall() if plan.row is not None else []
+                rowcount = cursor.rowcount
         except dialect.loaded_dbapi.Error as exc:
             _drop_cursor(conn)
             conn._handle_dbapi_exception(exc, plan.sql, values, cursor, None)  # raises
             raise
-        rowcount = cursor.rowcount
         if observer is not None:
             # Building is this thread's CPU, not wall time: waiting for the GIL
             # (the agent's thread, the notifier's) is no part of building it.
@@ -117,12 +124,16 @@ class Fast:
             literals[name] = bind.effective_value
         binds = tuple((name, process) for name, process in compiled._bind_processors.items()
                       if name in needed and process is not None)
+        numbered = None
+        if dialect.driver == "psycopg":
+            from vifwire.db import libpq  # psycopg stays out of SQLite-only processes
+            numbered = libpq.numbered(compiled.string)
         columns = compiled._result_columns
         if not columns:
-            return _Plan(compiled.string, positional, literals, binds, None, ())
+            return _Plan(compiled.string, positional, literals, binds, numbered, None, ())
         row = namedtuple("Row", [c.keyname for c in columns])  # type: ignore[misc]
         results = tuple(c.type._cached_result_processor(dialect, None) for c in columns)
-        return _Plan(compiled.string, positional, literals, binds, row, results)
+        return _Plan(compiled.string, positional, literals, binds, numbered, row, results)
 
 
 _CURSOR = "vifwire_fast_cursor"  # in the pool's record of a DBAPI connection
@@ -139,6 +150,22 @@ def _cursor(conn: Connection) -> Any:
     if kept is None or kept[0] is not dbapi_connection:
         kept = record.info[_CURSOR] = (dbapi_connection,
                                        dbapi_connection.cursor())  # type: ignore[union-attr]
+    return kept[1]
+
+
+_SESSION = "vifwire_fast_libpq"
+
+
+def _session(conn: Connection) -> Any:
+    """The DBAPI connection's `libpq.Session` (PostgreSQL through psycopg), kept
+    as the cursor is: with the pool's record of that DBAPI connection."""
+    from vifwire.db import libpq
+
+    record = conn.connection
+    dbapi_connection: Any = record.dbapi_connection
+    kept = record.info.get(_SESSION)
+    if kept is None or kept[0] is not dbapi_connection:
+        kept = record.info[_SESSION] = (dbapi_connection, libpq.Session(dbapi_connection))
     return kept[1]
 
 

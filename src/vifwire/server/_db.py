@@ -56,7 +56,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 ATTEMPTS = 20
-_RETRY_PGCODES = {"40001", "40P01"}
+# Serialization failure, deadlock; a prepared statement someone deallocated
+# (vifwire.db.libpq prepares it again in the next transaction).
+_RETRY_PGCODES = {"40001", "40P01", "26000"}
 
 
 def _retryable(exc: DBAPIError) -> bool:
