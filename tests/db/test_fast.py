@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime
 
+import psycopg
 import pytest
 from sqlalchemy import (
     Boolean,
@@ -226,3 +227,30 @@ def test_a_statement_deallocated_under_it_is_prepared_again_on_retry(
     row, runs = _attempts(pg_engine, BY_ID, {"id": "back"})
     assert row is not None and row.id == "back" and runs == 2
     assert _attempts(pg_engine, BY_ID, {"id": "back"})[1] == 1
+
+
+@pytest.mark.postgres
+def test_a_commit_that_fails_raises_the_integrity_error_and_keeps_nothing(
+        pg_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """make_engine's commit runs on libpq, not psycopg's: what it commits stays,
+    and a unique constraint checked only at COMMIT (deferred) fails it as an
+    IntegrityError, the connection usable after."""
+    def not_this_one(self: object) -> None:
+        raise AssertionError("psycopg's commit")
+    monkeypatch.setattr(psycopg.Connection, "commit", not_this_one)
+    table = f"vw_deferred_{uuid.uuid4().hex[:8]}"
+    with pg_engine.connect() as conn:
+        with conn.begin():
+            conn.exec_driver_sql(f"CREATE TABLE {table} (id varchar, CONSTRAINT {table}_u "
+                                 "UNIQUE (id) DEFERRABLE INITIALLY DEFERRED)")
+        try:
+            with conn.begin():
+                conn.exec_driver_sql(f"INSERT INTO {table} VALUES ('a')")
+            with pytest.raises(IntegrityError), conn.begin():
+                conn.exec_driver_sql(f"INSERT INTO {table} VALUES ('b'), ('a')")
+            with conn.begin():
+                ids = conn.exec_driver_sql(f"SELECT id FROM {table}").scalars().all()
+            assert ids == ["a"]
+        finally:
+            with conn.begin():
+                conn.exec_driver_sql(f"DROP TABLE {table}")

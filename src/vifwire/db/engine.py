@@ -28,6 +28,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import PoolProxiedConnection
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -99,12 +100,21 @@ def _create(url: str, threads: int, direct_statements: bool) -> Engine:
         engine = create_engine(url, **kwargs)
         _tune_mysql(engine)
         return engine
-    if parsed.get_driver_name() == "psycopg" and direct_statements:
-        # The hot statements are prepared by vifwire.db.libpq. psycopg's own
-        # automatic preparing would add little (few statements run the plain
-        # way) and its rollback sends DEALLOCATE ALL, which drops those too.
-        kwargs["connect_args"] = {"prepare_threshold": None}
-    return create_engine(url, **kwargs)
+    if parsed.get_driver_name() != "psycopg" or not direct_statements:
+        return create_engine(url, **kwargs)
+    from vifwire.db import libpq  # psycopg stays out of SQLite-only processes
+
+    # The hot statements are prepared by vifwire.db.libpq. psycopg's own
+    # automatic preparing would add little (few statements run the plain
+    # way) and its rollback sends DEALLOCATE ALL, which drops those too.
+    kwargs["connect_args"] = {"prepare_threshold": None}
+    engine = create_engine(url, **kwargs)
+
+    def do_commit(proxied: PoolProxiedConnection) -> None:
+        libpq.commit(proxied.dbapi_connection)  # type: ignore[arg-type]
+
+    engine.dialect.do_commit = do_commit  # type: ignore[method-assign,assignment]
+    return engine
 
 
 def _tune_mysql(engine: Engine) -> None:

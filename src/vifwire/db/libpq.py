@@ -19,6 +19,9 @@ statement:
   which carries any isolation level SQLAlchemy set on the connection) is sent
   on the same condition. psycopg's commit and rollback read libpq's status too,
   so they end such a transaction as their own.
+* The commit. `make_engine` makes `libpq.commit` the dialect's `do_commit`
+  (psycopg's own commit goes through the same protocol loop: ~40 us more per
+  transaction).
 * Errors. A failed result becomes psycopg's exception for its SQLSTATE
   (`psycopg.errors.error_from_result`), which `Fast` hands to SQLAlchemy's
   handler like any driver error: a unique violation is an IntegrityError, and a
@@ -111,3 +114,15 @@ class Session:
         if result.status in _FAILED:
             raise errors.error_from_result(result, encoding=self.connection.info.encoding)
         return result
+
+
+def commit(connection: Connection[Any]) -> None:
+    """psycopg's `Connection.commit` for a plain transaction (no psycopg transaction
+    block, two-phase commit or pipeline: SQLAlchemy uses none), as one blocking
+    libpq call: the dialect's `do_commit` on engines that run `Fast` statements here."""
+    pgconn = connection.pgconn
+    if pgconn.transaction_status == pq.TransactionStatus.IDLE:
+        return
+    result = pgconn.exec_(b"COMMIT")
+    if result.status in _FAILED:
+        raise errors.error_from_result(result, encoding=connection.info.encoding)
