@@ -144,13 +144,7 @@ def _cursor(conn: Connection) -> Any:
     these statements fetches all its rows before the next runs on that
     connection (one thread at a time), and a new psycopg cursor costs ~4 µs of
     CPU per statement. Kept with the DBAPI connection it belongs to."""
-    record = conn.connection
-    dbapi_connection = record.dbapi_connection
-    kept = record.info.get(_CURSOR)
-    if kept is None or kept[0] is not dbapi_connection:
-        kept = record.info[_CURSOR] = (dbapi_connection,
-                                       dbapi_connection.cursor())  # type: ignore[union-attr]
-    return kept[1]
+    return _kept(conn, _CURSOR, lambda dbapi_connection: dbapi_connection.cursor())
 
 
 _SESSION = "vifwire_fast_libpq"
@@ -161,11 +155,17 @@ def _session(conn: Connection) -> Any:
     as the cursor is: with the pool's record of that DBAPI connection."""
     from vifwire.db import libpq
 
+    return _kept(conn, _SESSION, libpq.Session)
+
+
+def _kept(conn: Connection, key: str, make: Callable[[Any], Any]) -> Any:
+    """`make(dbapi_connection)`, made once per DBAPI connection and kept in the
+    pool's record of it under `key` (a record outlives a replaced connection)."""
     record = conn.connection
     dbapi_connection: Any = record.dbapi_connection
-    kept = record.info.get(_SESSION)
+    kept = record.info.get(key)
     if kept is None or kept[0] is not dbapi_connection:
-        kept = record.info[_SESSION] = (dbapi_connection, libpq.Session(dbapi_connection))
+        kept = record.info[key] = (dbapi_connection, make(dbapi_connection))
     return kept[1]
 
 

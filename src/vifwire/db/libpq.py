@@ -111,9 +111,14 @@ class Session:
         return rows, result.ntuples if rowcount is None else rowcount
 
     def _check(self, result: pq.abc.PGresult) -> pq.abc.PGresult:
-        if result.status in _FAILED:
-            raise errors.error_from_result(result, encoding=self.connection.info.encoding)
-        return result
+        return _checked(result, self.connection)
+
+
+def _checked(result: pq.abc.PGresult, connection: Connection[Any]) -> pq.abc.PGresult:
+    """`result`, or psycopg's exception for its SQLSTATE if it failed."""
+    if result.status in _FAILED:
+        raise errors.error_from_result(result, encoding=connection.info.encoding)
+    return result
 
 
 def commit(connection: Connection[Any]) -> None:
@@ -123,6 +128,4 @@ def commit(connection: Connection[Any]) -> None:
     pgconn = connection.pgconn
     if pgconn.transaction_status == pq.TransactionStatus.IDLE:
         return
-    result = pgconn.exec_(b"COMMIT")
-    if result.status in _FAILED:
-        raise errors.error_from_result(result, encoding=connection.info.encoding)
+    _checked(pgconn.exec_(b"COMMIT"), connection)
