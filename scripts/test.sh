@@ -8,4 +8,5 @@ scripts/install.sh test
 scripts/services.sh
 .venv/bin/ruff check src tests bench
 .venv/bin/lint-imports  # the import directions of ARCHITECTURE.md ([tool.importlinter])
-exec .venv/bin/pytest -q -p no:cacheprovider --durations=25 "$@"  # the slowest 25: the CI budget is ~20 min
+# Unbuffered: if CI kills a run, its log shows how far it got.
+PYTHONUNBUFFERED=1 exec .venv/bin/pytest -q -p no:cacheprovider --durations=25 "$@"  # the slowest 25: the CI budget is ~20 min
