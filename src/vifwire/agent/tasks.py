@@ -16,7 +16,11 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from vifwire.aio import cancel_and_wait
+
 log = logging.getLogger(__name__)
+
+__all__ = ["KeyedWorkers", "cancel_and_wait", "spawn"]
 
 T = TypeVar("T")
 _running: set[asyncio.Task[Any]] = set()
@@ -33,16 +37,6 @@ def _finished(task: asyncio.Task[Any]) -> None:
     _running.discard(task)
     if not task.cancelled() and task.exception() is not None:
         log.error("task %s failed", task.get_name(), exc_info=task.exception())
-
-
-async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
-    """Cancel and wait; re-cancel because asyncio.wait_for (3.11) may swallow one."""
-    for task in tasks:
-        while not task.done():
-            task.cancel()
-            await asyncio.wait([task], timeout=0.5)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("task %s ended with %r", task.get_name(), task.exception())
 
 
 class KeyedWorkers:

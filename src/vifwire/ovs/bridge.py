@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 from ovsdbapp.backend.ovs_idl import transaction
 
+from vifwire.aio import cancel_and_wait
 from vifwire.ovs.idl import open_connection, open_vswitch_api
 from vifwire.ovs.model import OvsUnavailable, OvsWriteFailed, PortWrite, VifChanges
 from vifwire.ovs.runtime import OvsError
@@ -113,9 +114,7 @@ class OvsBridge:
 
     async def close(self) -> None:
         if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+            await cancel_and_wait(self._writer)
             self._writer = None
         for _, future in self._pending:
             future.cancel()

@@ -39,6 +39,7 @@ import logging
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 
+from vifwire.aio import cancel_and_wait
 from vifwire.ovs.flow_snapshot import FlowSnapshots, numbered
 from vifwire.ovs.model import Flow, OvsWriteFailed
 from vifwire.ovs.ofconn import OpenFlowConnection
@@ -230,9 +231,7 @@ class FlowTable:
 
     async def stop(self) -> None:
         if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+            await cancel_and_wait(self._watcher)
             self._watcher = None
         await self._openflow.close()
 

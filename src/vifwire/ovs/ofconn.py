@@ -25,6 +25,7 @@ import struct
 from collections.abc import Sequence
 from pathlib import Path
 
+from vifwire.aio import cancel_and_wait
 from vifwire.ovs import openflow as of
 from vifwire.ovs.model import OvsWriteFailed
 
@@ -178,9 +179,7 @@ class OpenFlowConnection:
 
     async def _drop(self) -> None:
         if self._reader_task is not None:
-            self._reader_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader_task
+            await cancel_and_wait(self._reader_task)
             self._reader_task = None
         if self._writer is not None:
             self._writer.close()
