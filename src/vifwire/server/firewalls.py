@@ -71,6 +71,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import ColumnElement, Connection, Select, bindparam, select
 
+from vifwire.aio import cancel_and_wait
 from vifwire.bus.base import BusError, NoEndpoint, agent_topic
 from vifwire.db.fast import Fast
 from vifwire.db.functions import SEPARATOR, joined
@@ -301,8 +302,7 @@ class FirewallCasts:
             await asyncio.wait_for(self.settled(), timeout)
         except TimeoutError:
             if self._worker is not None:
-                self._worker.cancel()
-                await asyncio.wait([self._worker])
+                await cancel_and_wait(self._worker)
 
     async def _send_members(self, groups: set[str]) -> None:
         def work(conn: Connection) -> dict[str, set[str]]:

@@ -70,6 +70,7 @@ import orjson
 from sqlalchemy import Engine
 
 from vifwire import nova_revisions
+from vifwire.aio import cancel_and_wait
 from vifwire.keystone import KeystoneUnavailable, ServiceAuth
 from vifwire.nova_token import ensure_token
 from vifwire.server import outbox
@@ -154,9 +155,7 @@ class NovaNotifier:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         try:
             self._delete_settled()
