@@ -8,5 +8,7 @@ scripts/install.sh test
 scripts/services.sh
 .venv/bin/ruff check src tests bench
 .venv/bin/lint-imports  # the import directions of ARCHITECTURE.md ([tool.importlinter])
-# Unbuffered: if CI kills a run, its log shows how far it got.
-PYTHONUNBUFFERED=1 exec .venv/bin/pytest -q -p no:cacheprovider --durations=25 "$@"  # the slowest 25: the CI budget is ~20 min
+# Unbuffered: if CI kills a run, its log shows how far it got. A hung test fails
+# after 300 s with every thread's stack (pytest-timeout, pyproject.toml); should
+# its teardown hang as well, `timeout` ends the run at 70 min, inside CI's 90.
+PYTHONUNBUFFERED=1 exec timeout --foreground -k 30 70m .venv/bin/pytest -q -p no:cacheprovider --durations=25 "$@"  # the slowest 25: the CI budget is ~20 min
