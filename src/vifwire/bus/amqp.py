@@ -60,6 +60,7 @@ from aio_pika.abc import (
 )
 from aiormq import spec
 
+from vifwire.aio import cancel_and_wait
 from vifwire.bus.base import SERVER_TOPIC, Bus, BusError, NoEndpoint
 from vifwire.bus.loops import EndpointGone, Hook, dispatch, run_on
 from vifwire.bus.wire import reason, redact, reply_body, request_body, unpack_reply, unpack_request
@@ -168,9 +169,7 @@ class AmqpBus(Bus):
                 log.debug("cancel consumer of %s", served.topic, exc_info=True)
         if self._handling:  # let handlers under way commit, answer and ack
             await asyncio.wait(self._handling, timeout=self._drain_timeout)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
         for pending in self._pending.values():
             if not pending.future.done():
                 pending.future.set_exception(BusError("the bus stopped"))
