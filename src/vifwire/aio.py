@@ -3,8 +3,9 @@
 On Python 3.11 `asyncio.wait_for` can swallow a cancellation that arrives as the
 awaited operation completes (fixed in 3.12), so a task looping around one keeps
 running after a single `cancel()`, and whoever awaits it next waits forever.
-Every stop path cancels through `cancel_and_wait`, which cancels again until the
-task is done.
+The stop paths of the agent, the OVS adapters, the notifier, the firewall caster
+and the RabbitMQ bus cancel through `cancel_and_wait`, which cancels again until
+the task is done.
 """
 
 from __future__ import annotations

@@ -34,9 +34,9 @@ from vifwire.db.schema import metadata
 from vifwire.settings import Settings
 from vifwire.trace import NullTracer
 
-# Per operation and mode (~40 operations): a minute or two on SQLite. The cases are
-# derandomized, so PostgreSQL's run, which looks for the dialect's own 5xx (limits,
-# types), repeats the first half of the same cases at half the cost.
+# Per operation and mode (~40 operations): about two minutes on SQLite. PostgreSQL's
+# run looks for the dialect's own 5xx (limits, types) with fewer cases from the same
+# fixed seed (derandomized).
 EXAMPLES = {"sqlite": 25, "postgresql": 12}
 
 

@@ -57,7 +57,8 @@ from vifwire.agent.firewall import (
     port_flows,
     signatures,
 )
-from vifwire.agent.tasks import cancel_and_wait, spawn
+from vifwire.agent.tasks import spawn
+from vifwire.aio import cancel_and_wait
 from vifwire.messages import PortDetails, PortFirewall, remote_groups
 from vifwire.ovs.flow_snapshot import FlowSnapshots, Snapshot
 from vifwire.ovs.flows import KEPT, KEPT_PREFIX, FlowTable, group_cookie

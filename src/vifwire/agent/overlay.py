@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from vifwire.agent.tasks import cancel_and_wait, spawn
+from vifwire.agent.tasks import spawn
 from vifwire.agent.tunnels import PATCH_INT, PATCH_TUN, LocalNet, Memo, plan
+from vifwire.aio import cancel_and_wait
 from vifwire.bus.base import SERVER_TOPIC, Bus, BusError
 from vifwire.messages import FdbEntry, FdbGone, PortDetails
 from vifwire.ovs.runtime import OvsError

@@ -26,7 +26,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from vifwire.agent.tasks import cancel_and_wait, spawn
+from vifwire.agent.tasks import spawn
+from vifwire.aio import cancel_and_wait
 from vifwire.bus.base import SERVER_TOPIC, Bus, BusError
 from vifwire.trace import Stage, Tracer
 

@@ -43,9 +43,10 @@ from vifwire.agent.model import AGENT_BINARY, AGENT_TYPE, DEAD_VLAN, Vif, VifCha
 from vifwire.agent.overlay import Overlay
 from vifwire.agent.plan import Lookup, PortView, network_to_hold, plan
 from vifwire.agent.reporter import StatusReporter
-from vifwire.agent.tasks import KeyedWorkers, cancel_and_wait, spawn
+from vifwire.agent.tasks import KeyedWorkers, spawn
 from vifwire.agent.tunnels import PATCH_TUN
 from vifwire.agent.vlans import LocalVlans
+from vifwire.aio import cancel_and_wait
 from vifwire.bus.base import SERVER_TOPIC, Bus, BusError, agent_topic
 from vifwire.messages import AgentState, FdbEntry, FdbGone, PortDetails, PortFirewall
 from vifwire.ovs.bridge import OvsBridge

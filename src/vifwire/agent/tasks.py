@@ -20,8 +20,6 @@ from vifwire.aio import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KeyedWorkers", "cancel_and_wait", "spawn"]
-
 T = TypeVar("T")
 _running: set[asyncio.Task[Any]] = set()
 
