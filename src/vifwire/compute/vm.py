@@ -20,13 +20,21 @@ whole packets: a veth would pass partial ones (TX checksum offload), which the
 userspace datapath's conntrack, and so the security-group firewall, marks
 invalid and drops.
 
-IPv6 is off at both ends before they come up, as os-vif does for the veth
-pairs it makes (the guest has only its IPv4 address). With it on, every new
+IPv6 is off at both ends before the pair has a carrier, as os-vif does for
+the veth pairs it makes (the guest has only its IPv4 address). With it on, every new
 guest sends duplicate-address probes, MLD reports and router solicitations that
 the switch floods to every port of the network, and every host end adds IPv6
 routes that make the switch re-read the routing table: per VM, work that grows
 with the number of ports. Measured on one host, one private vswitchd, 250 VMs
 booted and deleted: 12.8-13.6 s of vswitchd CPU with IPv6 on, 4.3-4.7 s off.
+
+The host end is created up and promiscuous (ovs-vswitchd's netdev datapath
+turns promiscuous mode on when it adds a port; already on, it changes nothing),
+and the pair gets its carrier when the guest end comes up: two link
+notifications in the host's namespace per VM, where making it down, setting it
+up and vswitchd's promiscuous mode made four. In OVS 3.1 each one runs a whole
+bridge_reconfigure, whose cost grows with the ports on the bridge
+(bench/vswitchd_links.py counts them).
 
 Deleting removes the host end first (which takes the pair with it at once; a
 namespace's devices otherwise vanish asynchronously) and then the namespace.
@@ -56,6 +64,8 @@ from vifwire.compute.errors import VmError
 NS_PREFIX = "vwvm-"
 GUEST_IFNAME = "eth0"
 LOOPBACK_INDEX = 1  # the first device of every network namespace
+IFF_UP, IFF_PROMISC = 0x1, 0x100
+HOST_END_FLAGS = IFF_UP | IFF_PROMISC
 SIOCETHTOOL, ETHTOOL_STXCSUM = 0x8946, 0x17
 T = TypeVar("T")
 
@@ -155,13 +165,16 @@ def create_sync(spec: VmSpec) -> None:
     try:
         namespaces.create(spec.namespace)
         with host_iproute(spec.host_netns) as ipr:
-            # Both ends are made down, so IPv6 is off before either comes up.
+            # The host end is born up and promiscuous, in one link notification
+            # (see the module's docstring); the guest end is born down, so the
+            # pair has no carrier and IPv6 does not start on the host end before
+            # it is turned off, just below.
             ipr.link("add", ifname=spec.tap, kind="veth", mtu=spec.mtu,
+                     flags=HOST_END_FLAGS, change=HOST_END_FLAGS,
                      peer={"ifname": GUEST_IFNAME, "net_ns_fd": spec.namespace,
                            "address": spec.mac, "mtu": spec.mtu})
-            with namespaces.entered(spec.host_netns):
-                _disable_ipv6(spec.tap)
-            ipr.link("set", index=_index(ipr, spec.tap), state="up")
+        with namespaces.entered(spec.host_netns):
+            _disable_ipv6(spec.tap)
         with namespaces.entered(spec.namespace):
             guest = IPRoute()
             _tx_checksum_off(GUEST_IFNAME)
