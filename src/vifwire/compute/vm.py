@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pyroute2 import IPRoute, NetlinkError  # type: ignore[import-untyped]
+from pyroute2.netlink.rtnl.ifinfmsg import IFF_PROMISC, IFF_UP  # type: ignore[import-untyped]
 
 from vifwire.compute import namespaces
 from vifwire.compute.errors import VmError
@@ -64,7 +65,6 @@ from vifwire.compute.errors import VmError
 NS_PREFIX = "vwvm-"
 GUEST_IFNAME = "eth0"
 LOOPBACK_INDEX = 1  # the first device of every network namespace
-IFF_UP, IFF_PROMISC = 0x1, 0x100
 HOST_END_FLAGS = IFF_UP | IFF_PROMISC
 SIOCETHTOOL, ETHTOOL_STXCSUM = 0x8946, 0x17
 T = TypeVar("T")
